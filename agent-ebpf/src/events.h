@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The one ABI between llmtap's kernel programs and its user space.
+ *
+ * Every record in the ring buffer starts with `struct llmtap_header`; `kind`
+ * says which body follows. The Rust mirror lives in
+ * agent/src/capture/ebpf/abi.rs and a test checks sizes and offsets against
+ * the `llmtap_abi_*` constants in the compiled object.
+ *
+ * Only fixed-width types, explicit padding, no bitfields: the layout must be
+ * the same for clang -target bpf and for rustc.
+ */
+#ifndef LLMTAP_EVENTS_H
+#define LLMTAP_EVENTS_H
+
+/* Largest payload one record carries. A power of two so the verifier can
+ * bound offsets with a mask. Larger calls are truncated and marked. */
+#define LLMTAP_MAX_DATA 16384
+/* How many iovec entries writev/readv/sendmsg/recvmsg capture walks. */
+#define LLMTAP_MAX_IOV 8
+
+enum llmtap_event_kind {
+	LLMTAP_EVENT_DATA = 1,
+	/* The watched process connected a TCP socket: it is the client. */
+	LLMTAP_EVENT_CONNECT = 2,
+	/* The watched process accepted a TCP socket: it is the server. */
+	LLMTAP_EVENT_ACCEPT = 3,
+	LLMTAP_EVENT_CLOSE = 4,
+	/* A watched process exited: its connections ended without close(). */
+	LLMTAP_EVENT_EXIT = 5,
+};
+
+enum llmtap_direction {
+	LLMTAP_EGRESS = 0,
+	LLMTAP_INGRESS = 1,
+};
+
+enum llmtap_source {
+	/* Plaintext bytes from a socket syscall. */
+	LLMTAP_SOURCE_SOCKET = 0,
+	/* Plaintext bytes from an OpenSSL-compatible SSL_read/SSL_write(_ex). */
+	LLMTAP_SOURCE_OPENSSL = 1,
+};
+
+/* `flags` bits of a data record. */
+#define LLMTAP_FLAG_TRUNCATED 1
+
+struct llmtap_header {
+	__u8 kind;      /* enum llmtap_event_kind */
+	__u8 direction; /* enum llmtap_direction (data records) */
+	__u8 source;    /* enum llmtap_source (data records) */
+	__u8 flags;     /* LLMTAP_FLAG_* */
+	__u32 pid;      /* thread group id, what user space calls the pid */
+	__u32 tid;
+	__s32 fd;       /* socket fd, -1 when not known (TLS over memory BIOs) */
+	__u64 ssl;      /* SSL* of a TLS stream, 0 for socket records */
+	__u64 start_ns; /* CLOCK_MONOTONIC at the call's entry */
+	__u64 end_ns;   /* CLOCK_MONOTONIC at the call's return */
+};
+
+struct llmtap_data_event {
+	struct llmtap_header hdr;
+	__u32 len;      /* bytes the call moved */
+	__u32 captured; /* bytes of `data` that follow (<= len) */
+	__u8 data[];
+};
+
+struct llmtap_conn_event {
+	struct llmtap_header hdr;
+	__u16 family; /* AF_INET or AF_INET6 */
+	__u16 local_port;
+	__u16 peer_port;
+	__u16 _pad;
+	__u8 local_addr[16]; /* IPv4 in the first 4 bytes, network order */
+	__u8 peer_addr[16];
+	char comm[16];
+};
+
+/* Indexes of the per-CPU `counters` array, read by user space. */
+enum llmtap_counter {
+	/* Records dropped because the ring buffer was full. */
+	LLMTAP_COUNTER_RINGBUF_FULL = 0,
+	/* Data records whose payload was cut at the capture size. */
+	LLMTAP_COUNTER_TRUNCATED = 1,
+	/* Socket records dropped because the connection carries TLS. */
+	LLMTAP_COUNTER_TLS_CIPHERTEXT = 2,
+	LLMTAP_COUNTER_MAX = 4,
+};
+
+#endif

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The few kernel types the programs read, declared with
+ * preserve_access_index so every field access is a CO-RE relocation that the
+ * loader fixes up against the running kernel's BTF. Only the fields used are
+ * declared; their order and neighbours do not matter.
+ */
+#ifndef LLMTAP_KERNEL_H
+#define LLMTAP_KERNEL_H
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EINPROGRESS 115
+
+#define CORE __attribute__((preserve_access_index))
+
+struct inode {
+	unsigned short i_mode;
+} CORE;
+
+struct file {
+	struct inode *f_inode;
+	void *private_data;
+} CORE;
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} CORE;
+
+struct files_struct {
+	struct fdtable *fdt;
+} CORE;
+
+struct task_struct {
+	int pid;
+	int tgid;
+	struct files_struct *files;
+} CORE;
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+	} in6_u;
+} CORE;
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+} CORE;
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_type;
+	__u16 sk_protocol;
+} CORE;
+
+struct socket {
+	struct sock *sk;
+} CORE;
+
+struct iovec {
+	void *iov_base;
+	__u64 iov_len;
+};
+
+/* struct user_msghdr: the layout of the syscall ABI, not a kernel internal. */
+struct user_msghdr {
+	void *msg_name;
+	int msg_namelen;
+	struct iovec *msg_iov;
+	__u64 msg_iovlen;
+	void *msg_control;
+	__u64 msg_controllen;
+	unsigned int msg_flags;
+};
+
+/* Syscall tracepoint records, as the tracefs format files describe them. */
+struct syscall_enter_ctx {
+	__u64 common;
+	__s32 syscall_nr;
+	__u32 _pad;
+	__u64 args[6];
+};
+
+struct syscall_exit_ctx {
+	__u64 common;
+	__s32 syscall_nr;
+	__u32 _pad;
+	__s64 ret;
+};
+
+#endif

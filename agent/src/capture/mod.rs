@@ -1,0 +1,2 @@
+//! Capture: where bytes come from.
+pub mod ebpf;

@@ -1,0 +1,22 @@
+//! llmtap: a zero-code observer for LLM traffic.
+//!
+//! The modules follow the data, each stage taking plain values from the one
+//! before it:
+//!
+//! ```text
+//! capture ─► reassembly ─► stream::StreamEvent ─► http ─► sse ─► providers ─► calls::LlmCall ─► export
+//! ```
+//!
+//! Everything from `reassembly` to `calls` is pure: bytes and timestamps in,
+//! values out, no sockets, clocks or BPF. `main.rs` is only glue.
+
+pub mod calls;
+pub mod capture;
+pub mod cli;
+pub mod demo;
+pub mod export;
+pub mod http;
+pub mod providers;
+pub mod reassembly;
+pub mod sse;
+pub mod stream;
