@@ -7,7 +7,8 @@
 #[repr(C, align(8))]
 struct Aligned<T: ?Sized>(T);
 
-static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/llmtap.bpf.o")));
+static OBJECT: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/llmtap.bpf.o")));
 
 /// The BPF object file, ready for `aya::EbpfLoader::load`.
 pub fn object() -> &'static [u8] {

@@ -24,15 +24,34 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 capture_bytes = 4096;
 const volatile __u8 follow_forks = 1;
 
-/* Exported so the ABI test can compare the compiled layout with Rust's. */
-const volatile __u32 llmtap_abi_header_size = sizeof(struct llmtap_header);
-const volatile __u32 llmtap_abi_data_event_size = sizeof(struct llmtap_data_event);
-const volatile __u32 llmtap_abi_conn_event_size = sizeof(struct llmtap_conn_event);
-const volatile __u32 llmtap_abi_offset_ssl = __builtin_offsetof(struct llmtap_header, ssl);
-const volatile __u32 llmtap_abi_offset_start_ns = __builtin_offsetof(struct llmtap_header, start_ns);
-const volatile __u32 llmtap_abi_offset_captured = __builtin_offsetof(struct llmtap_data_event, captured);
-const volatile __u32 llmtap_abi_offset_peer_addr = __builtin_offsetof(struct llmtap_conn_event, peer_addr);
-const volatile __u32 llmtap_abi_offset_comm = __builtin_offsetof(struct llmtap_conn_event, comm);
+/* The record layout as compiled, read back by the ABI test in
+ * agent/src/capture/ebpf/abi.rs: llmtap_abi_<struct>__<field> is the field's
+ * offset, llmtap_abi_<struct>__size the struct's size. */
+#define ABI_SIZE(type) const volatile __u32 llmtap_abi_##type##__size = sizeof(struct type);
+#define ABI_OFFSET(type, field) \
+	const volatile __u32 llmtap_abi_##type##__##field = __builtin_offsetof(struct type, field);
+ABI_SIZE(llmtap_header)
+ABI_OFFSET(llmtap_header, kind)
+ABI_OFFSET(llmtap_header, direction)
+ABI_OFFSET(llmtap_header, source)
+ABI_OFFSET(llmtap_header, flags)
+ABI_OFFSET(llmtap_header, pid)
+ABI_OFFSET(llmtap_header, tid)
+ABI_OFFSET(llmtap_header, fd)
+ABI_OFFSET(llmtap_header, ssl)
+ABI_OFFSET(llmtap_header, start_ns)
+ABI_OFFSET(llmtap_header, end_ns)
+ABI_SIZE(llmtap_data_event)
+ABI_OFFSET(llmtap_data_event, len)
+ABI_OFFSET(llmtap_data_event, captured)
+ABI_OFFSET(llmtap_data_event, data)
+ABI_SIZE(llmtap_conn_event)
+ABI_OFFSET(llmtap_conn_event, family)
+ABI_OFFSET(llmtap_conn_event, local_port)
+ABI_OFFSET(llmtap_conn_event, peer_port)
+ABI_OFFSET(llmtap_conn_event, local_addr)
+ABI_OFFSET(llmtap_conn_event, peer_addr)
+ABI_OFFSET(llmtap_conn_event, comm)
 const volatile __u32 llmtap_abi_max_data = LLMTAP_MAX_DATA;
 
 struct {
@@ -55,15 +74,21 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* A data record being built. Twice LLMTAP_MAX_DATA so that an offset masked
- * to LLMTAP_MAX_DATA plus a length capped at LLMTAP_MAX_DATA always fits,
- * which is what the verifier needs to see. Too large for a per-CPU map, so a
- * plain array indexed by CPU; user space sizes it to the CPU count. */
+/* Masks that bound offsets and lengths for the verifier. Values are already
+ * in range (offsets < LLMTAP_MAX_DATA, lengths <= LLMTAP_MAX_DATA), so the
+ * masks change nothing at run time; clang drops plain `if` bounds, masks
+ * it keeps. */
+#define OFFSET_MASK (LLMTAP_MAX_DATA - 1)
+#define LENGTH_MASK (2 * LLMTAP_MAX_DATA - 1)
+
+/* A data record being built, sized for the largest masked offset plus
+ * masked length. Too large for a per-CPU map, so a plain array indexed by
+ * CPU; user space sizes it to the CPU count. */
 struct data_scratch {
 	struct llmtap_header hdr;
 	__u32 len;
 	__u32 captured;
-	__u8 data[2 * LLMTAP_MAX_DATA];
+	__u8 data[3 * LLMTAP_MAX_DATA];
 };
 
 struct {
@@ -264,10 +289,10 @@ static __always_inline __u32 copy_iovecs(struct data_scratch *s, const struct io
 			break;
 		__u64 seg = iov.iov_len < total ? iov.iov_len : total;
 		total -= seg;
-		__u32 take = seg < limit - off ? seg : limit - off;
-		if (take > LLMTAP_MAX_DATA)
-			take = LLMTAP_MAX_DATA;
-		if (bpf_probe_read_user(&s->data[off & (LLMTAP_MAX_DATA - 1)], take, iov.iov_base))
+		__u32 room = limit - off;
+		__u64 take = seg < room ? seg : room;
+		take &= LENGTH_MASK;
+		if (bpf_probe_read_user(&s->data[off & OFFSET_MASK], take, iov.iov_base))
 			break;
 		off += take;
 	}
@@ -283,8 +308,7 @@ static __always_inline bool looks_like_tls_record(const __u8 *data, __u32 captur
 /* Sends `s` with its first `captured` payload bytes. */
 static __always_inline void submit_data(struct data_scratch *s, __u32 captured)
 {
-	if (captured > LLMTAP_MAX_DATA)
-		captured = LLMTAP_MAX_DATA;
+	captured &= LENGTH_MASK;
 	s->captured = captured;
 	if (captured < s->len) {
 		s->hdr.flags |= LLMTAP_FLAG_TRUNCATED;
@@ -380,7 +404,7 @@ static __always_inline int exit_socket_call(__s64 ret)
 	__u32 limit = capture_limit(ret);
 	__u32 captured = 0;
 	if (call.kind == BUF_PLAIN) {
-		if (!bpf_probe_read_user(s->data, limit, (void *)call.buf))
+		if (!bpf_probe_read_user(s->data, limit & LENGTH_MASK, (void *)call.buf))
 			captured = limit;
 	} else {
 		const struct iovec *iovs = (const struct iovec *)call.buf;
@@ -598,7 +622,7 @@ int BPF_KRETPROBE(ssl_return, long ret)
 	s->hdr.end_ns = bpf_ktime_get_ns();
 	s->len = len;
 	__u32 limit = capture_limit(len);
-	__u32 captured = bpf_probe_read_user(s->data, limit, (void *)call.buf) ? 0 : limit;
+	__u32 captured = bpf_probe_read_user(s->data, limit & LENGTH_MASK, (void *)call.buf) ? 0 : limit;
 	submit_data(s, captured);
 	return 0;
 }

@@ -1,1 +1,118 @@
-//! CLI.
+//! The command line. Parsing only checks what was typed; `main` builds the
+//! running objects from it.
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// llmtap watches processes' LLM API traffic through eBPF, with no change to
+/// the observed program, and reports each call's timings and token counts.
+///
+/// It hooks the TLS library calls (SSL_read/SSL_write and their _ex forms,
+/// in libssl or statically linked, as in node) and the socket syscalls of the
+/// watched processes, and rebuilds their HTTP and streaming (SSE) traffic.
+///
+/// Needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE, and a kernel with
+/// BTF and uprobes.
+#[derive(Debug, Parser)]
+#[command(name = "llmtap", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs a built-in demo: a local LLM-like streaming server over TLS, a
+    /// client (curl) calling it, and the agent watching the client.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Watch this process (all its threads). May be repeated or comma-separated.
+    #[arg(long, short = 'p', value_name = "PID", value_delimiter = ',')]
+    pub pid: Vec<u32>,
+
+    /// Print one JSON line per connection event and per read/write (time,
+    /// pid, tid, connection, direction, length, a printable preview), for
+    /// debugging. The preview shows traffic content.
+    #[arg(long)]
+    pub print: bool,
+
+    /// With --print, also include each read/write's captured bytes in full
+    /// (base64, field `payload`).
+    #[arg(long, requires = "print")]
+    pub print_payload: bool,
+
+    /// Bytes copied per read/write at most (1..=16384). The rest is counted
+    /// as a gap, never guessed.
+    #[arg(long, value_name = "BYTES", default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(1..=16384))]
+    pub capture_bytes: u32,
+
+    /// Size of the kernel-to-agent ring buffer, in KiB (a power of two).
+    /// When it overflows, records are dropped and counted.
+    #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
+    pub ring_buffer_kib: u32,
+
+    /// Do not watch the children that watched processes fork.
+    #[arg(long)]
+    pub no_follow_forks: bool,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Start COMMAND watched from its first instruction, and stop when it
+    /// exits (with its exit status). Use this for short-lived clients.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Calls the demo client makes.
+    #[arg(long, default_value_t = 3)]
+    pub calls: u32,
+}
+
+fn parse_ring_kib(value: &str) -> Result<u32, String> {
+    let kib: u32 = value.parse().map_err(|e| format!("{e}"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
+        return Err("must be a power of two between 4 and 1048576".into());
+    }
+    Ok(kib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pids_and_a_command() {
+        let cli = Cli::try_parse_from([
+            "llmtap", "--pid", "1,2", "-p", "3", "--print", "--", "curl", "-N",
+        ])
+        .unwrap();
+        assert_eq!(cli.watch.pid, [1, 2, 3]);
+        assert!(cli.watch.print);
+        assert_eq!(cli.watch.command, ["curl", "-N"]);
+    }
+
+    #[test]
+    fn rejects_bad_sizes() {
+        assert!(Cli::try_parse_from(["llmtap", "--capture-bytes", "0"]).is_err());
+        assert!(Cli::try_parse_from(["llmtap", "--ring-buffer-kib", "3000"]).is_err());
+        assert!(Cli::try_parse_from(["llmtap", "--print-payload"]).is_err());
+    }
+}

@@ -1,1 +1,58 @@
-fn main() {}
+//! The `llmtap` binary: parses the command line, sets up logging, and hands
+//! over to `run` (or `demo`). Every error ends as one line on stderr.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use llmtap::capture::ebpf::EbpfConfig;
+use llmtap::cli::{Cli, Command, LogFormat, WatchArgs};
+use llmtap::run::{self, AgentOptions, Outcome};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LLMTAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn agent_options(watch: WatchArgs) -> AgentOptions {
+    AgentOptions {
+        pids: watch.pid,
+        command: watch.command,
+        print: watch.print,
+        print_payload: watch.print_payload,
+        ebpf: EbpfConfig {
+            capture_bytes: watch.capture_bytes,
+            ring_buffer_bytes: watch.ring_buffer_kib * 1024,
+            follow_forks: !watch.no_follow_forks,
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.watch.log_format);
+    let result = match cli.command {
+        Some(Command::Demo(args)) => llmtap::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        None => run::run(agent_options(cli.watch))
+            .await
+            .map(|outcome| match outcome {
+                Outcome::Stopped | Outcome::TargetsExited => ExitCode::SUCCESS,
+                Outcome::CommandExited(status) => {
+                    ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8)
+                }
+            }),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("llmtap: error: {err:#}");
+        ExitCode::FAILURE
+    })
+}

@@ -71,6 +71,8 @@ pub struct ConnectionInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataChunk {
     pub direction: Direction,
+    /// The thread that made the call, when the source knows it.
+    pub tid: Option<u32>,
     /// Entry of the call that moved these bytes.
     pub call_start: WallNanos,
     /// Return of that call: when the bytes were available to the process.
@@ -102,5 +104,8 @@ pub enum StreamEvent {
     Opened(ConnectionInfo),
     Data(DataChunk),
     /// Always the last event of a connection.
-    Closed { at: WallNanos, reason: CloseReason },
+    Closed {
+        at: WallNanos,
+        reason: CloseReason,
+    },
 }

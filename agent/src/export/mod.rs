@@ -1,1 +1,3 @@
-//! Exporters.
+//! Exporters: where finished records go.
+
+pub mod print;

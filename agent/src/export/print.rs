@@ -1,0 +1,165 @@
+//! `--print`: one JSON line per connection event, for debugging and tests.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine;
+use serde::Serialize;
+
+use crate::stream::{CloseReason, ConnectionId, ConnectionInfo, Direction, StreamEvent, WallNanos};
+
+/// Bytes of payload shown in `preview`.
+const PREVIEW_BYTES: usize = 96;
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Line<'a> {
+    Open {
+        time: String,
+        connection: ConnectionId,
+        #[serde(flatten)]
+        info: &'a ConnectionInfo,
+    },
+    Data {
+        time: String,
+        time_ns: WallNanos,
+        start_ns: WallNanos,
+        pid: u32,
+        tid: Option<u32>,
+        connection: ConnectionId,
+        direction: Direction,
+        length: usize,
+        gap_before: u64,
+        preview: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload: Option<String>,
+    },
+    Close {
+        time: String,
+        time_ns: WallNanos,
+        connection: ConnectionId,
+        pid: u32,
+        reason: CloseReason,
+    },
+}
+
+/// Writes connection events as JSON lines.
+pub struct StreamPrinter<W: Write> {
+    out: W,
+    with_payload: bool,
+    pids: HashMap<ConnectionId, u32>,
+}
+
+impl<W: Write> StreamPrinter<W> {
+    pub fn new(out: W, with_payload: bool) -> Self {
+        StreamPrinter {
+            out,
+            with_payload,
+            pids: HashMap::new(),
+        }
+    }
+
+    pub fn print(&mut self, id: ConnectionId, event: &StreamEvent) -> std::io::Result<()> {
+        let line = match event {
+            StreamEvent::Opened(info) => {
+                self.pids.insert(id, info.pid);
+                // The open line is stamped when it is printed; its stream's
+                // first data line carries the first capture time.
+                Line::Open {
+                    time: rfc3339(now()),
+                    connection: id,
+                    info,
+                }
+            }
+            StreamEvent::Data(chunk) => Line::Data {
+                time: rfc3339(chunk.call_end),
+                time_ns: chunk.call_end,
+                start_ns: chunk.call_start,
+                pid: self.pids.get(&id).copied().unwrap_or_default(),
+                tid: chunk.tid,
+                connection: id,
+                direction: chunk.direction,
+                length: chunk.bytes.len(),
+                gap_before: chunk.gap_before,
+                preview: preview(&chunk.bytes),
+                payload: self
+                    .with_payload
+                    .then(|| base64::engine::general_purpose::STANDARD.encode(&chunk.bytes)),
+            },
+            StreamEvent::Closed { at, reason } => Line::Close {
+                time: rfc3339(*at),
+                time_ns: *at,
+                connection: id,
+                pid: self.pids.remove(&id).unwrap_or_default(),
+                reason: *reason,
+            },
+        };
+        serde_json::to_writer(&mut self.out, &line)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+fn now() -> WallNanos {
+    UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |d| d.as_nanos() as WallNanos)
+}
+
+fn rfc3339(at: WallNanos) -> String {
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(at)).to_string()
+}
+
+/// The first bytes as text, with anything unprintable escaped.
+fn preview(bytes: &[u8]) -> String {
+    bytes[..bytes.len().min(PREVIEW_BYTES)]
+        .escape_ascii()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{DataChunk, Side, Transport};
+
+    #[test]
+    fn prints_one_line_per_event_with_the_connection_pid() {
+        let mut out = Vec::new();
+        let mut printer = StreamPrinter::new(&mut out, true);
+        let id = ConnectionId(4);
+        let info = ConnectionInfo {
+            id,
+            pid: 42,
+            comm: None,
+            fd: Some(5),
+            local: None,
+            peer: None,
+            side: Side::Client,
+            transport: Transport::Tls,
+        };
+        printer.print(id, &StreamEvent::Opened(info)).unwrap();
+        let chunk = DataChunk {
+            direction: Direction::Ingress,
+            tid: Some(43),
+            call_start: 1_000,
+            call_end: 2_000,
+            gap_before: 0,
+            bytes: b"data: {}\n\n\x00".to_vec(),
+        };
+        printer.print(id, &StreamEvent::Data(chunk)).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["type"], "open");
+        assert_eq!(lines[0]["transport"], "tls");
+        assert_eq!(lines[1]["pid"], 42);
+        assert_eq!(lines[1]["tid"], 43);
+        assert_eq!(lines[1]["direction"], "ingress");
+        assert_eq!(lines[1]["length"], 11);
+        assert_eq!(lines[1]["preview"], "data: {}\\n\\n\\x00");
+        assert_eq!(lines[1]["payload"], "ZGF0YToge30KCgA=");
+    }
+}

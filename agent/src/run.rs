@@ -1,0 +1,215 @@
+//! The running agent: sets up the eBPF capture for the requested processes,
+//! then drives every event through reassembly to the outputs until it is
+//! stopped, the command it started exits, or every watched process is gone.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+
+use crate::capture::ebpf::{preflight, tls_targets, EbpfCapture, EbpfConfig, KernelCounters};
+use crate::capture::CaptureEvent;
+use crate::export::print::StreamPrinter;
+use crate::launch::HeldChild;
+use crate::reassembly::{ConnectionEvent, Reassembler, ReassemblyLimits};
+use crate::stream::WallNanos;
+
+/// What to watch and what to output.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    pub pids: Vec<u32>,
+    /// A command to start watched; the agent ends when it exits.
+    pub command: Vec<OsString>,
+    pub print: bool,
+    pub print_payload: bool,
+    pub ebpf: EbpfConfig,
+}
+
+/// How the agent ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// SIGINT or SIGTERM.
+    Stopped,
+    /// Every process given by --pid exited.
+    TargetsExited,
+    /// The command the agent started exited with this status.
+    CommandExited(ExitStatus),
+}
+
+/// After the started command exits, how long to keep reading: its last
+/// records may still be in the ring buffer.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
+    if options.pids.is_empty() && options.command.is_empty() {
+        anyhow::bail!("nothing to watch: give --pid PID, or a command after `--` (llmtap --print -- curl ...)");
+    }
+    for &pid in &options.pids {
+        preflight::check_process(pid)?;
+    }
+    let mut capture = EbpfCapture::load(&options.ebpf)?;
+    for &pid in &options.pids {
+        capture.watch(pid)?;
+        let candidates = tls_targets::process_candidates(pid);
+        capture.attach_tls(&candidates);
+        if !candidates.iter().any(|c| capture.is_tls_hooked(c)) {
+            tracing::warn!(
+                "process {pid} has no TLS library loaded (no libssl, no SSL_* functions in its \
+                 executable): only its plaintext traffic will be seen"
+            );
+        }
+    }
+    // For processes that load libssl after we start (and the command below).
+    capture.attach_tls(&tls_targets::system_candidates());
+
+    let (exit_tx, mut exit_rx) = oneshot::channel();
+    if !options.command.is_empty() {
+        let held = HeldChild::spawn(&options.command)
+            .with_context(|| format!("cannot start {:?}", options.command[0]))?;
+        capture.watch(held.pid())?;
+        if let Some(exe) = HeldChild::resolve_program(&options.command[0]) {
+            capture.attach_tls(&[exe]);
+        }
+        let mut child = held
+            .release()
+            .context("cannot release the started command")?;
+        tokio::task::spawn_blocking(move || {
+            let _ = exit_tx.send(child.wait());
+        });
+    } else {
+        drop(exit_tx);
+    }
+    for target in capture.tls_targets() {
+        tracing::info!(path = %target.path.display(), functions = ?target.functions, "TLS hooks attached");
+    }
+
+    let mut reader = capture.event_reader()?;
+    let mut pipeline = Pipeline::new(&options);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut batch = Vec::new();
+    let mut reported = KernelCounters::default();
+    let command_running = !options.command.is_empty();
+
+    let outcome = loop {
+        tokio::select! {
+            read = reader.read_batch(&mut batch) => {
+                pipeline.malformed_records += read?;
+                pipeline.feed(batch.drain(..))?;
+            }
+            _ = sigint.recv() => break Outcome::Stopped,
+            _ = sigterm.recv() => break Outcome::Stopped,
+            status = &mut exit_rx, if command_running => {
+                let status = status.context("lost the started command")??;
+                let deadline = tokio::time::sleep(DRAIN_AFTER_EXIT);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        read = reader.read_batch(&mut batch) => {
+                            pipeline.malformed_records += read?;
+                            pipeline.feed(batch.drain(..))?;
+                        }
+                        _ = &mut deadline => break,
+                    }
+                }
+                break Outcome::CommandExited(status);
+            }
+            _ = tick.tick() => {
+                pipeline.evict_idle(now())?;
+                reported = report_kernel_losses(capture.counters(), reported);
+                if !command_running && options.pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                    break Outcome::TargetsExited;
+                }
+            }
+        }
+    };
+    pipeline.finish(now())?;
+    report_kernel_losses(capture.counters(), reported);
+    tracing::info!(
+        streams = pipeline.reassembler.stats().streams_opened,
+        malformed_records = pipeline.malformed_records,
+        "detaching"
+    );
+    drop(reader);
+    drop(capture);
+    Ok(outcome)
+}
+
+/// Logs what the kernel side dropped since the last report.
+fn report_kernel_losses(now: KernelCounters, before: KernelCounters) -> KernelCounters {
+    let lost = now.ringbuf_full - before.ringbuf_full;
+    if lost > 0 {
+        tracing::warn!(
+            lost,
+            total = now.ringbuf_full,
+            "the ring buffer was full: records were dropped (raise --ring-buffer-kib)"
+        );
+    }
+    let truncated = now.truncated - before.truncated;
+    if truncated > 0 {
+        tracing::debug!(
+            truncated,
+            "reads/writes larger than --capture-bytes were cut (reported as gaps)"
+        );
+    }
+    now
+}
+
+fn now() -> WallNanos {
+    std::time::UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |d| d.as_nanos() as WallNanos)
+}
+
+/// Everything after capture, fed one batch at a time.
+struct Pipeline {
+    reassembler: Reassembler,
+    printer: Option<StreamPrinter<std::io::Stdout>>,
+    connection_events: Vec<ConnectionEvent>,
+    malformed_records: u64,
+}
+
+impl Pipeline {
+    fn new(options: &AgentOptions) -> Self {
+        Pipeline {
+            reassembler: Reassembler::new(ReassemblyLimits::default()),
+            printer: options
+                .print
+                .then(|| StreamPrinter::new(std::io::stdout(), options.print_payload)),
+            connection_events: Vec::new(),
+            malformed_records: 0,
+        }
+    }
+
+    fn feed(&mut self, events: impl Iterator<Item = CaptureEvent>) -> std::io::Result<()> {
+        for event in events {
+            self.reassembler.push(event, &mut self.connection_events);
+        }
+        self.flush()
+    }
+
+    fn evict_idle(&mut self, now: WallNanos) -> std::io::Result<()> {
+        self.reassembler
+            .evict_idle(now, &mut self.connection_events);
+        self.flush()
+    }
+
+    fn finish(&mut self, now: WallNanos) -> std::io::Result<()> {
+        self.reassembler.close_all(now, &mut self.connection_events);
+        self.flush()
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        for (id, event) in self.connection_events.drain(..) {
+            if let Some(printer) = &mut self.printer {
+                printer.print(id, &event)?;
+            }
+        }
+        Ok(())
+    }
+}
