@@ -51,6 +51,9 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     for &pid in &options.pids {
         preflight::check_process(pid)?;
     }
+    // Before anything is attached, so a signal always means a clean detach.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let mut capture = EbpfCapture::load(&options.ebpf)?;
     for &pid in &options.pids {
         capture.watch(pid)?;
@@ -86,11 +89,13 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     for target in capture.tls_targets() {
         tracing::info!(path = %target.path.display(), functions = ?target.functions, "TLS hooks attached");
     }
+    tracing::info!(
+        "watching {} process(es) and their children; stop with Ctrl-C",
+        options.pids.len() + usize::from(!options.command.is_empty())
+    );
 
     let mut reader = capture.event_reader()?;
     let mut pipeline = Pipeline::new(&options);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
     let mut reported = KernelCounters::default();

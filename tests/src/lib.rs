@@ -1,1 +1,414 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers for the end-to-end tests: run the real agent against real
+//! clients and the mock LLM server, and read back what each side saw.
+//!
+//! The tests load BPF programs into the running kernel, so they need root
+//! and run one at a time ([`serial`]).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_owned()
+}
+
+fn debug_binary(name: &str) -> PathBuf {
+    let path = workspace_root().join("target/debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build with `cargo build --workspace --bins` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn llmtap_bin() -> PathBuf {
+    debug_binary("llmtap")
+}
+
+pub fn mock_llm_bin() -> PathBuf {
+    debug_binary("mock-llm")
+}
+
+/// Holds the lock that makes end-to-end tests run one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Environment for a client process: trust only the test's certificate and
+/// talk to loopback directly. This machine sets several such variables
+/// globally; each is replaced or removed here.
+pub fn client_env(command: &mut Command, cert: Option<&Path>) {
+    for var in [
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("NO_PROXY", "*")
+        .env("OPENAI_API_KEY", "sk-test");
+    if let Some(cert) = cert {
+        command
+            .env("SSL_CERT_FILE", cert)
+            .env("NODE_EXTRA_CA_CERTS", cert)
+            .env("CURL_CA_BUNDLE", cert);
+    }
+}
+
+/// One write the mock server made.
+#[derive(Clone, Debug)]
+pub struct SentChunk {
+    pub connection: u64,
+    pub wall_ns: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// The mock LLM server, running as its own process.
+pub struct MockServer {
+    child: Child,
+    pub addr: SocketAddr,
+    pub cert: Option<PathBuf>,
+    send_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MockServer {
+    /// Starts `mock-llm` on a free loopback port, with TLS or not, and extra
+    /// flags (chunk count, delays).
+    pub fn start(tls: bool, extra: &[&str]) -> MockServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let send_log = dir.path().join("sent.jsonl");
+        let cert = dir.path().join("cert.pem");
+        let mut command = Command::new(mock_llm_bin());
+        command
+            .args(["--listen", "127.0.0.1:0", "--send-log"])
+            .arg(&send_log)
+            .args(extra)
+            .stdout(Stdio::piped());
+        if tls {
+            command.arg("--tls").arg("--cert-out").arg(&cert);
+        }
+        let mut child = command.spawn().expect("start mock-llm");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut ready)
+            .expect("mock-llm ready line");
+        let ready: Value = serde_json::from_str(&ready).expect("ready line is JSON");
+        let addr = ready["listening"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("listening address");
+        MockServer {
+            child,
+            addr,
+            cert: tls.then_some(cert),
+            send_log,
+            _dir: dir,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        let scheme = if self.cert.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Everything the server wrote so far, in order.
+    pub fn sent(&self) -> Vec<SentChunk> {
+        let log = std::fs::read_to_string(&self.send_log).unwrap_or_default();
+        log.lines()
+            .map(|line| {
+                let v: Value = serde_json::from_str(line).expect("send log line is JSON");
+                SentChunk {
+                    connection: v["connection"].as_u64().expect("connection"),
+                    wall_ns: v["wall_ns"].as_u64().expect("wall_ns"),
+                    bytes: base64::engine::general_purpose::STANDARD
+                        .decode(v["bytes_b64"].as_str().expect("bytes_b64"))
+                        .expect("base64"),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the agent printed, and how it ended.
+pub struct AgentRun {
+    pub status: ExitStatus,
+    pub lines: Vec<Value>,
+    pub stderr: String,
+}
+
+/// Runs `llmtap --print --print-payload [args] -- command...` to completion.
+pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>) -> AgentRun {
+    let mut agent = Command::new(llmtap_bin());
+    agent
+        .args(["--print", "--print-payload"])
+        .args(args)
+        .arg("--")
+        .args(command);
+    client_env(&mut agent, cert);
+    let output = agent.output().expect("run llmtap");
+    AgentRun {
+        status: output.status,
+        lines: json_lines(&output.stdout),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// A long-running agent (for `--pid` runs), stopped with SIGINT.
+pub struct RunningAgent {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    stderr_seen: String,
+}
+
+impl RunningAgent {
+    pub fn start(args: &[&str]) -> RunningAgent {
+        let mut child = Command::new(llmtap_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start llmtap");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        RunningAgent {
+            child,
+            stderr: rx,
+            stderr_seen: String::new(),
+        }
+    }
+
+    /// Waits until the agent logs a line containing `needle`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr_seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_seen.push_str(&line);
+                    self.stderr_seen.push('\n');
+                }
+                Err(_) => panic!(
+                    "llmtap did not log {needle:?} in {timeout:?}; it logged:\n{}",
+                    self.stderr_seen
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGINT and collects the output.
+    pub fn stop(mut self) -> AgentRun {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("wait llmtap");
+        let mut stdout = Vec::new();
+        self.child
+            .stdout
+            .take()
+            .expect("piped")
+            .read_to_end(&mut stdout)
+            .expect("read stdout");
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.stderr_seen.push_str(&line);
+            self.stderr_seen.push('\n');
+        }
+        AgentRun {
+            status,
+            lines: json_lines(&stdout),
+            stderr: self.stderr_seen,
+        }
+    }
+}
+
+/// One read or write the agent printed.
+#[derive(Clone, Debug)]
+pub struct CapturedChunk {
+    pub egress: bool,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// One connection the agent printed.
+#[derive(Clone, Debug, Default)]
+pub struct CapturedConnection {
+    pub open: Value,
+    pub chunks: Vec<CapturedChunk>,
+    pub closed: bool,
+}
+
+impl CapturedConnection {
+    pub fn bytes(&self, egress: bool) -> Vec<u8> {
+        self.chunks
+            .iter()
+            .filter(|c| c.egress == egress)
+            .flat_map(|c| c.bytes.iter().copied())
+            .collect()
+    }
+
+    pub fn ingress_chunks(&self) -> impl Iterator<Item = &CapturedChunk> {
+        self.chunks.iter().filter(|c| !c.egress)
+    }
+}
+
+/// Groups the agent's `--print --print-payload` lines by connection.
+pub fn connections(lines: &[Value]) -> BTreeMap<u64, CapturedConnection> {
+    let mut out: BTreeMap<u64, CapturedConnection> = BTreeMap::new();
+    for line in lines {
+        let Some(id) = line["connection"].as_u64() else {
+            continue;
+        };
+        let conn = out.entry(id).or_default();
+        match line["type"].as_str() {
+            Some("open") => conn.open = line.clone(),
+            Some("close") => conn.closed = true,
+            Some("data") => conn.chunks.push(CapturedChunk {
+                egress: line["direction"] == "egress",
+                start_ns: line["start_ns"].as_u64().expect("start_ns"),
+                end_ns: line["time_ns"].as_u64().expect("time_ns"),
+                bytes: base64::engine::general_purpose::STANDARD
+                    .decode(line["payload"].as_str().expect("payload (--print-payload)"))
+                    .expect("base64"),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Checks that a connection's ingress bytes are exactly what the server
+/// sent on one of its connections, in order, and that each server write
+/// reached the client with the server's spacing (within `tolerance_ns`).
+/// Returns the largest spacing error seen.
+pub fn assert_matches_server(
+    captured: &CapturedConnection,
+    sent: &[SentChunk],
+    tolerance_ns: u64,
+) -> u64 {
+    let received = captured.bytes(false);
+    let by_connection = sent
+        .iter()
+        .fold(BTreeMap::<u64, Vec<&SentChunk>>::new(), |mut m, c| {
+            m.entry(c.connection).or_default().push(c);
+            m
+        });
+    let writes = by_connection
+        .values()
+        .find(|writes| writes.iter().flat_map(|w| w.bytes.iter().copied()).eq(received.iter().copied()))
+        .unwrap_or_else(|| {
+            panic!(
+                "the client's received bytes match no server connection byte for byte.\nreceived:\n{}\nsent:\n{}",
+                String::from_utf8_lossy(&received),
+                by_connection
+                    .values()
+                    .map(|w| String::from_utf8_lossy(&w.iter().flat_map(|c| c.bytes.clone()).collect::<Vec<_>>()).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            )
+        });
+
+    // When did the client's read return with the last byte of each write?
+    let mut read_end_offsets = Vec::new();
+    let mut offset = 0usize;
+    for chunk in captured.ingress_chunks() {
+        offset += chunk.bytes.len();
+        read_end_offsets.push((offset, chunk.end_ns));
+    }
+    let mut written = 0usize;
+    let arrivals: Vec<(u64, u64)> = writes
+        .iter()
+        .map(|w| {
+            written += w.bytes.len();
+            let read_at = read_end_offsets
+                .iter()
+                .find(|(end, _)| *end >= written)
+                .map(|(_, at)| *at)
+                .expect("every written byte was read");
+            (w.wall_ns, read_at)
+        })
+        .collect();
+    let mut worst = 0;
+    for pair in arrivals.windows(2) {
+        let server_gap = pair[1].0.abs_diff(pair[0].0);
+        let client_gap = pair[1].1.abs_diff(pair[0].1);
+        worst = worst.max(server_gap.abs_diff(client_gap));
+    }
+    assert!(
+        worst <= tolerance_ns,
+        "chunk spacing seen by the agent differs from the server's by {worst} ns (> {tolerance_ns})"
+    );
+    worst
+}
+
+/// Names of the loaded BPF programs and maps that are llmtap's.
+pub fn llmtap_bpf_objects() -> Vec<String> {
+    const OURS: &[&str] = &[
+        "enter_write",
+        "exit_write",
+        "ssl_return",
+        "ssl_read_entry",
+        "on_fork",
+        "watched_pids",
+        "active_ssl_call",
+        "active_socket_c",
+        "ssl_fds",
+    ];
+    let mut found = Vec::new();
+    for kind in ["prog", "map"] {
+        let output = Command::new("bpftool")
+            .args([kind, "list", "--json"])
+            .output()
+            .expect("bpftool (installed by cargo xtask setup)");
+        let list: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        for item in list.as_array().into_iter().flatten() {
+            if let Some(name) = item["name"].as_str().filter(|n| OURS.contains(n)) {
+                found.push(format!("{kind} {name}"));
+            }
+        }
+    }
+    found
+}
