@@ -23,6 +23,10 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by user space before load (EbpfLoader::override_global). */
 const volatile __u32 capture_bytes = 4096;
 const volatile __u8 follow_forks = 1;
+/* Wake the reader only once this much is waiting: a wakeup per record costs
+ * the traced process a context switch per call. The reader also polls on a
+ * short timer, so a quiet stream is never left behind. */
+const volatile __u32 wakeup_bytes = 256 * 1024;
 
 /* The record layout as compiled, read back by the ABI test in
  * agent/src/capture/ebpf/abi.rs: llmtap_abi_<struct>__<field> is the field's
@@ -179,6 +183,12 @@ struct {
 	__type(value, __s32);
 } ssl_fds SEC(".maps");
 
+static __always_inline __u64 wakeup_flag(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									       : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void count(__u32 counter)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
@@ -266,7 +276,7 @@ static __always_inline void emit_conn_event(__u8 kind, __s32 fd, struct sock *sk
 			BPF_CORE_READ_INTO(&ev->peer_addr, sk, __sk_common.skc_v6_daddr);
 		}
 	}
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, wakeup_flag());
 }
 
 static __always_inline struct data_scratch *scratch_slot(void)
@@ -314,7 +324,7 @@ static __always_inline void submit_data(struct data_scratch *s, __u32 captured)
 		s->hdr.flags |= LLMTAP_FLAG_TRUNCATED;
 		count(LLMTAP_COUNTER_TRUNCATED);
 	}
-	if (bpf_ringbuf_output(&events, s, sizeof(struct llmtap_data_event) + captured, 0))
+	if (bpf_ringbuf_output(&events, s, sizeof(struct llmtap_data_event) + captured, wakeup_flag()))
 		count(LLMTAP_COUNTER_RINGBUF_FULL);
 }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+mod bench;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,6 +33,8 @@ enum Task {
     Build,
     /// Install the test requirements, then run fmt, clippy and all tests.
     Test,
+    /// Measure the per-call capture cost and write BENCHMARKS.md.
+    Bench,
     /// Build the agent and run its built-in demo.
     Demo {
         /// Arguments passed to `llmtap demo`.
@@ -52,7 +56,15 @@ const BUILD_PACKAGES: &[&str] = &[
 
 /// Debian packages the tests add: bpftool to check nothing stays loaded,
 /// util-linux's setpriv to drop privileges, node and npm for the node client.
-const TEST_PACKAGES: &[&str] = &["bpftool", "libpcap-dev", "util-linux", "nodejs", "npm"];
+const TEST_PACKAGES: &[&str] = &[
+    "bpftool",
+    "libpcap-dev",
+    "libssl-dev",
+    "openssl",
+    "util-linux",
+    "nodejs",
+    "npm",
+];
 
 fn main() -> Result<()> {
     let root = workspace_root();
@@ -61,6 +73,7 @@ fn main() -> Result<()> {
         Task::Setup { build_only } => setup(build_only),
         Task::Build => cargo(&["build", "--release", "-p", "llmtap"]),
         Task::Test => test(),
+        Task::Bench => bench::run(&root),
         Task::Demo { args } => {
             setup(true)?;
             cargo(&["build", "--release", "-p", "llmtap"])?;
@@ -78,7 +91,7 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-fn setup(build_only: bool) -> Result<()> {
+pub(crate) fn setup(build_only: bool) -> Result<()> {
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
     if !build_only {
         packages.extend(TEST_PACKAGES);
@@ -102,7 +115,7 @@ fn setup(build_only: bool) -> Result<()> {
 }
 
 /// Installs the packages not installed yet; does nothing if all are.
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
@@ -161,11 +174,11 @@ fn test() -> Result<()> {
     cargo(&["test", "--workspace"])
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
 }
 
-fn run(command: &mut Command) -> Result<()> {
+pub(crate) fn run(command: &mut Command) -> Result<()> {
     let shown = format!("{command:?}");
     let status = command
         .status()

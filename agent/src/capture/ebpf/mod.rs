@@ -150,9 +150,11 @@ impl EbpfCapture {
         let cpus = aya::util::nr_cpus().map_or(256, |n| n as u32);
         let capture_bytes = config.capture_bytes.clamp(1, abi::MAX_DATA);
         let follow_forks = u8::from(config.follow_forks);
+        let wakeup_bytes = (config.ring_buffer_bytes / 4).min(256 * 1024);
         let mut ebpf = EbpfLoader::new()
             .override_global("capture_bytes", &capture_bytes, true)
             .override_global("follow_forks", &follow_forks, true)
+            .override_global("wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("events", config.ring_buffer_bytes)
             .map_max_entries("scratch", cpus)
             .load(llmtap_ebpf::object())?;
@@ -297,25 +299,38 @@ pub struct EventReader {
 }
 
 impl EventReader {
-    /// Waits for records, then decodes all that are ready into `out`.
-    /// Returns how many records could not be decoded.
+    /// Waits for records (or at most [`POLL_INTERVAL`]), then decodes all
+    /// that are ready into `out`. Returns how many could not be decoded.
     pub async fn read_batch(&mut self, out: &mut Vec<CaptureEvent>) -> std::io::Result<u64> {
-        let mut guard = self.ring.readable_mut().await?;
         let clock = self.clock;
-        let ring = guard.get_inner_mut();
-        let mut malformed = 0;
-        while let Some(item) = ring.next() {
-            match abi::decode(&item) {
-                Ok(record) => out.push(to_capture_event(record, &clock)),
-                Err(err) => {
-                    malformed += 1;
-                    tracing::debug!("dropping a malformed ring-buffer record: {err}");
-                }
+        match tokio::time::timeout(POLL_INTERVAL, self.ring.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard?;
+                let malformed = drain(guard.get_inner_mut(), &clock, out);
+                guard.clear_ready();
+                Ok(malformed)
+            }
+            // The kernel side wakes us only when records pile up.
+            Err(_elapsed) => Ok(drain(self.ring.get_mut(), &clock, out)),
+        }
+    }
+}
+
+/// How often the reader looks for records the kernel did not wake it for.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+fn drain(ring: &mut RingBuf<MapData>, clock: &MonotonicToWall, out: &mut Vec<CaptureEvent>) -> u64 {
+    let mut malformed = 0;
+    while let Some(item) = ring.next() {
+        match abi::decode(&item) {
+            Ok(record) => out.push(to_capture_event(record, clock)),
+            Err(err) => {
+                malformed += 1;
+                tracing::debug!("dropping a malformed ring-buffer record: {err}");
             }
         }
-        guard.clear_ready();
-        Ok(malformed)
     }
+    malformed
 }
 
 fn to_capture_event(record: Record<'_>, clock: &MonotonicToWall) -> CaptureEvent {
