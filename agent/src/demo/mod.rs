@@ -1,1 +1,16 @@
-//! (being written)
+//! The built-in demo: a mock LLM server ([`server`]) that streams like the
+//! real APIs, for `llmtap demo` and the end-to-end tests.
+//!
+//! Inside, a request flows `request` (HTTP head, body fields) → `reply`
+//! (which API, which scenario; the APIs live in `replies/`) → `wire`
+//! (HTTP framing and timing of each write) → `connection` (the I/O), with
+//! every write recorded by `send_log`.
+
+mod connection;
+mod replies;
+mod reply;
+mod request;
+mod send_log;
+pub mod server;
+mod tls;
+mod wire;
