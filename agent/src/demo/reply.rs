@@ -90,27 +90,25 @@ impl Events {
     /// An event without generated output (role chunk, `message_start`,
     /// `ping`, finish, usage, `[DONE]`...).
     pub fn meta(&mut self, text: String) {
-        let pace = if self.generating() {
-            Pace::Next
-        } else {
-            Pace::Now
-        };
-        self.events.push((pace, text));
+        self.push(Pace::Now, text);
     }
 
     /// An event carrying one generated token.
     pub fn output(&mut self, text: String) {
-        let pace = if self.generating() {
-            Pace::Next
-        } else {
-            Pace::FirstToken
-        };
-        self.events.push((pace, text));
+        self.push(Pace::FirstToken, text);
     }
 
-    /// Whether the first token has been written.
-    fn generating(&self) -> bool {
-        self.events.iter().any(|(p, _)| *p == Pace::FirstToken)
+    /// Appends `text` with pace `before_first_token` until the first token
+    /// has been written, [`Pace::Next`] after.
+    fn push(&mut self, before_first_token: Pace, text: String) {
+        // `Next` only ever follows `FirstToken`, so the last event tells.
+        let generating = matches!(self.events.last(), Some((Pace::FirstToken | Pace::Next, _)));
+        let pace = if generating {
+            Pace::Next
+        } else {
+            before_first_token
+        };
+        self.events.push((pace, text));
     }
 }
 

@@ -107,16 +107,10 @@ fn chunk_object(g: &Generation<'_>, object: &str, choices: Value) -> String {
     sse_data(&stream_object(g, object, choices).to_string())
 }
 
+/// A chunk object; the API adds `"usage": null` to every chunk only when
+/// usage was asked for.
 fn stream_object(g: &Generation<'_>, object: &str, choices: Value) -> Value {
-    let mut v = json!({
-        "id": id(g, object),
-        "object": object,
-        "created": g.created,
-        "model": g.request.model,
-        "system_fingerprint": "fp_llmtap_mock",
-        "choices": choices,
-    });
-    // The API adds `"usage": null` to every chunk only when usage was asked for.
+    let mut v = envelope(g, object, choices);
     if g.request.include_usage {
         v["usage"] = Value::Null;
     }
@@ -124,6 +118,13 @@ fn stream_object(g: &Generation<'_>, object: &str, choices: Value) -> Value {
 }
 
 fn whole_object(g: &Generation<'_>, object: &str, choices: Value) -> String {
+    let mut v = envelope(g, object, choices);
+    v["usage"] = usage(g);
+    v.to_string()
+}
+
+/// The fields every response object of both APIs carries.
+fn envelope(g: &Generation<'_>, object: &str, choices: Value) -> Value {
     json!({
         "id": id(g, object),
         "object": object,
@@ -131,9 +132,7 @@ fn whole_object(g: &Generation<'_>, object: &str, choices: Value) -> String {
         "model": g.request.model,
         "system_fingerprint": "fp_llmtap_mock",
         "choices": choices,
-        "usage": usage(g),
     })
-    .to_string()
 }
 
 fn id(g: &Generation<'_>, object: &str) -> String {
