@@ -151,22 +151,35 @@ struct {
 	__type(value, __s32);
 } active_connects SEC(".maps");
 
-/* An SSL_read/SSL_write(_ex) between entry and return, by thread. */
+/* An SSL_read/SSL_write(_ex) between entry and return. */
 struct ssl_call {
 	__u64 ssl;
 	__u64 buf;
 	__u64 out_len; /* size_t * of the _ex forms, 0 for the plain forms */
 	__u64 start_ns;
-	__u32 depth; /* nested SSL calls (a library calling its own API) */
 	__u8 direction;
-	__u8 _pad[3];
+	/* The same session and direction as the call it is nested in (a
+	 * library implementing one form with another): not reported twice. */
+	__u8 repeat;
+	__u8 _pad[6];
+};
+
+/* SSL calls can nest: node writes from inside SSL_read when a handshake
+ * completes. Return probes fire in reverse order of entries, so a stack per
+ * thread pairs each return with its entry. */
+#define SSL_STACK_DEPTH 4
+
+struct ssl_stack {
+	struct ssl_call frames[SSL_STACK_DEPTH];
+	__u32 depth; /* may exceed SSL_STACK_DEPTH: those frames are not kept */
+	__u32 _pad;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, struct ssl_call);
+	__type(value, struct ssl_stack);
 } active_ssl_calls SEC(".maps");
 
 struct ssl_key {
@@ -189,6 +202,17 @@ static __always_inline __u64 wakeup_flag(void)
 									       : BPF_RB_NO_WAKEUP;
 }
 
+/* The TLS socket each thread last moved ciphertext on. Libraries that do
+ * TLS over memory buffers (node, asyncio) make no syscall inside SSL calls;
+ * their event loop reads a socket, then decrypts with SSL_read on the same
+ * thread, so this links such a session to its socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __s32);
+} thread_tls_fd SEC(".maps");
+
 static __always_inline void count(__u32 counter)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
@@ -199,6 +223,15 @@ static __always_inline void count(__u32 counter)
 static __always_inline bool is_watched(__u32 pid)
 {
 	return bpf_map_lookup_elem(&watched_pids, &pid) != NULL;
+}
+
+/* The innermost SSL call of this thread, or NULL. */
+static __always_inline struct ssl_call *current_ssl_call(__u64 pid_tgid)
+{
+	struct ssl_stack *stack = bpf_map_lookup_elem(&active_ssl_calls, &pid_tgid);
+	if (!stack || stack->depth == 0 || stack->depth > SSL_STACK_DEPTH)
+		return NULL;
+	return &stack->frames[(stack->depth - 1) & (SSL_STACK_DEPTH - 1)];
 }
 
 static __always_inline __u64 socket_key(__u32 pid, __s32 fd)
@@ -345,19 +378,22 @@ static __always_inline int enter_socket_call(__s32 fd, __u64 buf, __u32 iovcnt, 
 
 	struct socket_state fresh = {};
 	__u64 key = socket_key(pid, fd);
-	struct ssl_call *ssl = bpf_map_lookup_elem(&active_ssl_calls, &pid_tgid);
+	struct ssl_call *ssl = current_ssl_call(pid_tgid);
 	if (ssl) {
-		/* The TLS library moving its ciphertext: learn the SSL*'s fd,
-		 * and keep the socket's own records quiet from now on. */
-		struct ssl_key skey = { .ssl = ssl->ssl, .pid = pid };
-		bpf_map_update_elem(&ssl_fds, &skey, &fd, BPF_ANY);
+		/* Inside an SSL call: if this is a TCP socket, it is the TLS
+		 * library moving its ciphertext. Learn the SSL*'s fd, and keep
+		 * the socket's own records quiet from now on. */
 		struct socket_state *state = bpf_map_lookup_elem(&sockets, &key);
 		if (state) {
 			state->tls = 1;
 		} else if (tcp_sock_of_fd(fd)) {
 			fresh.tls = 1;
 			bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
+		} else {
+			return 0;
 		}
+		struct ssl_key skey = { .ssl = ssl->ssl, .pid = pid };
+		bpf_map_update_elem(&ssl_fds, &skey, &fd, BPF_ANY);
 		count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
 		return 0;
 	}
@@ -369,6 +405,7 @@ static __always_inline int enter_socket_call(__s32 fd, __u64 buf, __u32 iovcnt, 
 			return 0;
 		bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
 	} else if (state->tls) {
+		bpf_map_update_elem(&thread_tls_fd, &pid_tgid, &fd, BPF_ANY);
 		count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
 		return 0;
 	}
@@ -551,19 +588,29 @@ static __always_inline int enter_ssl(void *ssl, const void *buf, __u64 out_len, 
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!is_watched(pid_tgid >> 32))
 		return 0;
-	struct ssl_call *active = bpf_map_lookup_elem(&active_ssl_calls, &pid_tgid);
-	if (active) {
-		active->depth += 1;
-		return 0;
+	struct ssl_stack *stack = bpf_map_lookup_elem(&active_ssl_calls, &pid_tgid);
+	if (!stack) {
+		struct ssl_stack empty = {};
+		bpf_map_update_elem(&active_ssl_calls, &pid_tgid, &empty, BPF_NOEXIST);
+		stack = bpf_map_lookup_elem(&active_ssl_calls, &pid_tgid);
+		if (!stack)
+			return 0;
 	}
-	struct ssl_call call = {
-		.ssl = (__u64)ssl,
-		.buf = (__u64)buf,
-		.out_len = out_len,
-		.start_ns = bpf_ktime_get_ns(),
-		.direction = direction,
-	};
-	bpf_map_update_elem(&active_ssl_calls, &pid_tgid, &call, BPF_ANY);
+	__u32 depth = stack->depth;
+	stack->depth = depth + 1;
+	if (depth >= SSL_STACK_DEPTH)
+		return 0;
+	struct ssl_call *call = &stack->frames[depth & (SSL_STACK_DEPTH - 1)];
+	call->ssl = (__u64)ssl;
+	call->buf = (__u64)buf;
+	call->out_len = out_len;
+	call->start_ns = bpf_ktime_get_ns();
+	call->direction = direction;
+	call->repeat = 0;
+	if (depth > 0) {
+		struct ssl_call *outer = &stack->frames[(depth - 1) & (SSL_STACK_DEPTH - 1)];
+		call->repeat = outer->ssl == (__u64)ssl && outer->direction == direction;
+	}
 	return 0;
 }
 
@@ -597,15 +644,17 @@ SEC("uretprobe")
 int BPF_KRETPROBE(ssl_return, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct ssl_call *active = bpf_map_lookup_elem(&active_ssl_calls, &pid_tgid);
-	if (!active)
+	struct ssl_stack *stack = bpf_map_lookup_elem(&active_ssl_calls, &pid_tgid);
+	if (!stack || stack->depth == 0)
 		return 0;
-	if (active->depth > 0) {
-		active->depth -= 1;
+	__u32 depth = --stack->depth;
+	if (depth >= SSL_STACK_DEPTH)
 		return 0;
-	}
-	struct ssl_call call = *active;
-	bpf_map_delete_elem(&active_ssl_calls, &pid_tgid);
+	struct ssl_call call = stack->frames[depth & (SSL_STACK_DEPTH - 1)];
+	if (depth == 0)
+		bpf_map_delete_elem(&active_ssl_calls, &pid_tgid);
+	if (call.repeat)
+		return 0;
 
 	__u64 len = 0;
 	if (call.out_len) {
@@ -624,6 +673,11 @@ int BPF_KRETPROBE(ssl_return, long ret)
 		return 0;
 	struct ssl_key skey = { .ssl = call.ssl, .pid = pid_tgid >> 32 };
 	__s32 *fd = bpf_map_lookup_elem(&ssl_fds, &skey);
+	if (!fd) {
+		fd = bpf_map_lookup_elem(&thread_tls_fd, &pid_tgid);
+		if (fd)
+			bpf_map_update_elem(&ssl_fds, &skey, fd, BPF_ANY);
+	}
 	fill_header(&s->hdr, LLMTAP_EVENT_DATA, pid_tgid, fd ? *fd : -1);
 	s->hdr.direction = call.direction;
 	s->hdr.source = LLMTAP_SOURCE_OPENSSL;

@@ -193,6 +193,7 @@ impl Pipeline {
 
     fn feed(&mut self, events: impl Iterator<Item = CaptureEvent>) -> std::io::Result<()> {
         for event in events {
+            tracing::trace!(?event, "captured");
             self.reassembler.push(event, &mut self.connection_events);
         }
         self.flush()

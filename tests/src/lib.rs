@@ -141,11 +141,9 @@ impl MockServer {
             .map(|line| {
                 let v: Value = serde_json::from_str(line).expect("send log line is JSON");
                 SentChunk {
-                    connection: v["connection"].as_u64().expect("connection"),
+                    connection: v["conn"].as_u64().expect("conn"),
                     wall_ns: v["wall_ns"].as_u64().expect("wall_ns"),
-                    bytes: base64::engine::general_purpose::STANDARD
-                        .decode(v["bytes_b64"].as_str().expect("bytes_b64"))
-                        .expect("base64"),
+                    bytes: v["data"].as_str().expect("data").as_bytes().to_vec(),
                 }
             })
             .collect()
@@ -164,15 +162,28 @@ pub struct AgentRun {
     pub status: ExitStatus,
     pub lines: Vec<Value>,
     pub stderr: String,
+    /// What the command the agent started printed (empty for `--pid` runs).
+    pub client_stdout: String,
 }
 
 /// Runs `llmtap --print --print-payload [args] -- command...` to completion.
+/// The command's own stdout goes to [`AgentRun::client_stdout`], not into
+/// the agent's output, which it would otherwise share.
 pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>) -> AgentRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client_out = dir.path().join("client.out");
     let mut agent = Command::new(llmtap_bin());
     agent
         .args(["--print", "--print-payload"])
         .args(args)
-        .arg("--")
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            r#"out="$1"; shift; exec "$@" > "$out""#,
+            "sh",
+        ])
+        .arg(&client_out)
         .args(command);
     client_env(&mut agent, cert);
     let output = agent.output().expect("run llmtap");
@@ -180,6 +191,7 @@ pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>
         status: output.status,
         lines: json_lines(&output.stdout),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        client_stdout: std::fs::read_to_string(&client_out).unwrap_or_default(),
     }
 }
 
@@ -259,8 +271,17 @@ impl RunningAgent {
         AgentRun {
             status,
             lines: json_lines(&stdout),
-            stderr: self.stderr_seen,
+            stderr: std::mem::take(&mut self.stderr_seen),
+            client_stdout: String::new(),
         }
+    }
+}
+
+impl Drop for RunningAgent {
+    /// A failed test must not leave the agent (and its probes) behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -382,6 +403,20 @@ pub fn assert_matches_server(
         "chunk spacing seen by the agent differs from the server's by {worst} ns (> {tolerance_ns})"
     );
     worst
+}
+
+/// llmtap's BPF programs and maps still loaded after waiting up to
+/// `timeout` for them to go: the kernel frees them shortly after the last
+/// reference closes, not at once.
+pub fn llmtap_bpf_objects_left(timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = llmtap_bpf_objects();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Names of the loaded BPF programs and maps that are llmtap's.

@@ -53,8 +53,9 @@ fn python_client(server: &MockServer, extra: &[&str]) -> Vec<String> {
     let mut command = vec![
         "python3".into(),
         script.display().to_string(),
-        "--base-url".into(),
-        format!("{}/v1", server.base_url()),
+        server.base_url(),
+        "--model".into(),
+        "gpt-test".into(),
     ];
     command.extend(extra.iter().map(|s| s.to_string()));
     command
@@ -65,8 +66,9 @@ fn node_client(server: &MockServer) -> Vec<String> {
     vec![
         "node".into(),
         script.display().to_string(),
-        "--base-url".into(),
-        format!("{}/v1", server.base_url()),
+        server.base_url(),
+        "--model".into(),
+        "gpt-test".into(),
     ]
 }
 
@@ -210,14 +212,20 @@ fn a_client_shorter_than_300ms_is_fully_captured_when_launched_by_the_agent() {
     let lifetime = conn.chunks.last().unwrap().end_ns - conn.chunks[0].start_ns;
     assert!(lifetime < 300_000_000, "client ran {lifetime} ns");
     assert!(started.elapsed() < Duration::from_secs(10));
+    let left = llmtap_bpf_objects_left(Duration::from_secs(5));
+    assert!(
+        left.is_empty(),
+        "left loaded after the agent exited: {left:?}"
+    );
 }
 
 #[test]
 fn attaching_by_pid_captures_a_running_client_and_detaches_cleanly() {
     let _serial = serial();
+    let before = llmtap_bpf_objects_left(Duration::from_secs(5));
     assert!(
-        llmtap_bpf_objects().is_empty(),
-        "llmtap BPF objects loaded before the test"
+        before.is_empty(),
+        "llmtap BPF objects loaded before the test: {before:?}"
     );
     let server = streaming_server(true);
     // The client starts first and waits for a line on stdin before calling.
@@ -248,7 +256,7 @@ fn attaching_by_pid_captures_a_running_client_and_detaches_cleanly() {
         .find(|c| c.bytes(true).starts_with(b"POST /v1/chat/completions"))
         .expect("the running client's call was captured");
     assert_matches_server(conn, &server.sent(), SPACING_TOLERANCE_NS);
-    let left = llmtap_bpf_objects();
+    let left = llmtap_bpf_objects_left(Duration::from_secs(5));
     assert!(left.is_empty(), "left loaded after SIGINT: {left:?}");
 }
 

@@ -1,0 +1,52 @@
+//! `llmtap demo`: the agent's main job on a built-in target. Starts the mock
+//! LLM server over TLS on loopback, runs a real client (curl, through the
+//! system libssl) against it under the agent, and shows what the agent saw.
+
+use std::ffi::OsString;
+
+use anyhow::Context;
+
+use super::server::{self, ServerConfig};
+use crate::cli::DemoArgs;
+use crate::run::{self, AgentOptions, Outcome};
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("llmtap-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cert = dir.join("ca.pem");
+    let server = server::start(ServerConfig {
+        tls_cert_out: Some(cert.clone()),
+        ..ServerConfig::default()
+    })
+    .await?;
+    let url = format!("{}/v1/chat/completions", server.base_url());
+    println!("llmtap demo: a mock LLM server streams chat completions at {url}");
+    println!(
+        "llmtap demo: curl calls it {} time(s), watched by llmtap from its first instruction\n",
+        args.calls
+    );
+
+    // One shell loop, so every curl is a fresh short-lived process that the
+    // agent follows from the shell by fork.
+    let body = r#"{"model":"demo-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hello"}]}"#;
+    let script = format!(
+        "for i in $(seq {calls}); do curl -sS -N --http1.1 --cacert '{cert}' -H 'content-type: application/json' \
+         -d '{body}' '{url}' > /dev/null || exit 1; sleep 0.3; done",
+        calls = args.calls,
+        cert = cert.display(),
+    );
+    let options = AgentOptions {
+        command: ["/bin/sh", "-c", &script].map(OsString::from).to_vec(),
+        print: true,
+        ..AgentOptions::default()
+    };
+    let outcome = run::run(options).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome? {
+        Outcome::CommandExited(status) if !status.success() => {
+            anyhow::bail!("the demo client failed ({status}): is curl installed?")
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,125 @@
+"""What llmtap's Python test clients share: the command line, calls on one
+or two threads, the per-call timing record, and the JSON printed at the end.
+
+Each client script supplies only how to make its SDK client and how to make
+one streaming call with it. Certificates come from the environment as the
+SDKs read it (`SSL_CERT_FILE`); proxies are bypassed for loopback.
+"""
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+
+
+def parse_args(description, default_model):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("base_url", help="server root, e.g. https://127.0.0.1:8443")
+    p.add_argument("--model", default=default_model)
+    p.add_argument("--calls", type=int, default=1, help="calls per thread, one after another")
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--prompt", default="Say hello to llmtap.")
+    p.add_argument("--no-stream", action="store_true", help="one whole JSON response instead")
+    p.add_argument(
+        "--two-threads",
+        action="store_true",
+        help="two threads, each with its own client (so its own connection), streaming at once",
+    )
+    p.add_argument(
+        "--wait-for-stdin",
+        action="store_true",
+        help="import and set up, then wait for a line on stdin before calling (to attach by PID first)",
+    )
+    return p.parse_args()
+
+
+def bypass_proxies():
+    """A machine-wide proxy must not see loopback traffic."""
+    for var in ("NO_PROXY", "no_proxy"):
+        extra = "127.0.0.1,localhost,::1"
+        os.environ[var] = f"{os.environ[var]},{extra}" if os.environ.get(var) else extra
+
+
+class Call:
+    """One call's record: what came back, and the client's own clock
+    (`time.time_ns()`, wall clock) around it."""
+
+    def __init__(self, thread):
+        self.record = {
+            "thread": thread,
+            "id": None,
+            "model": None,
+            "text": "",
+            "chunks": 0,
+            "content_chunks": 0,
+            "finish_reason": None,
+            "usage": None,
+            "error": None,
+            "start_ns": time.time_ns(),
+            "first_token_ns": None,
+            "chunk_ns": [],
+            "end_ns": None,
+            "ttft_ns": None,
+        }
+
+    def chunk(self, text):
+        """A stream event arrived; `text` is the output it carried, if any."""
+        now = time.time_ns()
+        self.record["chunks"] += 1
+        if text:
+            if self.record["first_token_ns"] is None:
+                self.record["first_token_ns"] = now
+            self.record["chunk_ns"].append(now)
+            self.record["content_chunks"] += 1
+            self.record["text"] += text
+
+    def fail(self, exc):
+        self.record["error"] = {
+            "type": type(exc).__name__,
+            "status": getattr(exc, "status_code", None),
+            "message": str(exc),
+        }
+
+    def finish(self):
+        r = self.record
+        r["end_ns"] = time.time_ns()
+        if r["first_token_ns"] is not None:
+            r["ttft_ns"] = r["first_token_ns"] - r["start_ns"]
+        return r
+
+
+def run(description, default_model, make_client, one_call, sdk_version):
+    """Runs the calls the command line asks for and prints one JSON object:
+    {"sdk", "pid", "calls": [record, ...]}. Exit status 0 when every call
+    succeeded, 2 otherwise (the JSON is printed either way)."""
+    args = parse_args(description, default_model)
+    bypass_proxies()
+    threads = 2 if args.two_threads else 1
+    results = [[] for _ in range(threads)]
+    # Both threads' first calls start together, so their streams overlap.
+    barrier = threading.Barrier(threads)
+    if args.wait_for_stdin:
+        sys.stdin.readline()
+
+    def worker(i):
+        client = make_client(args.base_url)
+        barrier.wait()
+        for _ in range(args.calls):
+            call = Call(i)
+            try:
+                one_call(client, args, call)
+            except Exception as exc:  # an API or transport error is a result here
+                call.fail(exc)
+            results[i].append(call.finish())
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    calls = [r for rs in results for r in rs]
+    json.dump({"sdk": sdk_version, "pid": os.getpid(), "calls": calls}, sys.stdout)
+    sys.stdout.write("\n")
+    sys.exit(0 if all(c["error"] is None for c in calls) else 2)
