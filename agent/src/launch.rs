@@ -39,15 +39,21 @@ impl HeldChild {
             .arg(r#"read -r _ <&3 || exit 125; exec 3<&-; exec "$0" "$@""#)
             .arg(program)
             .args(args);
-        // SAFETY: dup2(2) and close(2) are async-signal-safe. Closing the
+        // SAFETY: close(2), fcntl(2) and dup2(2) are async-signal-safe. Closing the
         // child's copy of the write end makes the gate read fail, and the
         // command not run, if the agent dies before releasing it.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(gate_fd, 3) != 3 {
+                libc::close(release_fd);
+                // dup2 onto itself keeps close-on-exec set: clear it instead.
+                let gate_on_3 = if gate_fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(gate_fd, 3) == 3
+                };
+                if !gate_on_3 {
                     return Err(io::Error::last_os_error());
                 }
-                libc::close(release_fd);
                 Ok(())
             });
         }

@@ -28,6 +28,10 @@ def parse_args(description, default_model):
         help="two threads, each with its own client (so its own connection), streaming at once",
     )
     p.add_argument(
+        "--output",
+        help="write the JSON report to this file instead of stdout (which a wrapper may share)",
+    )
+    p.add_argument(
         "--wait-for-stdin",
         action="store_true",
         help="import and set up, then wait for a line on stdin before calling (to attach by PID first)",
@@ -120,6 +124,10 @@ def run(description, default_model, make_client, one_call, sdk_version):
     for w in workers:
         w.join()
     calls = [r for rs in results for r in rs]
-    json.dump({"sdk": sdk_version, "pid": os.getpid(), "calls": calls}, sys.stdout)
-    sys.stdout.write("\n")
+    report = json.dumps({"sdk": sdk_version, "pid": os.getpid(), "calls": calls}) + "\n"
+    if args.output:
+        with open(args.output, "w") as out:
+            out.write(report)
+    else:
+        sys.stdout.write(report)
     sys.exit(0 if all(c["error"] is None for c in calls) else 2)

@@ -24,6 +24,9 @@ const { values: opts, positionals } = parseArgs({
     prompt: { type: "string", default: "Say hello to llmtap." },
     "no-stream": { type: "boolean", default: false },
     "two-threads": { type: "boolean", default: false },
+    // Write the JSON report here instead of stdout (which a wrapper like
+    // `llmtap -- node ...` may share with its own output).
+    output: { type: "string" },
   },
 });
 if (positionals.length !== 1) {
@@ -93,5 +96,9 @@ const calls = (await Promise.all(threads.map(worker))).flat();
 const json = JSON.stringify({ sdk: `openai-node ${sdkVersion}`, pid: process.pid, calls }, (_, v) =>
   typeof v === "bigint" ? `@bigint:${v}` : v,
 ).replace(/"@bigint:(-?\d+)"/g, "$1");
-process.stdout.write(json + "\n");
+if (opts.output) {
+  (await import("node:fs")).writeFileSync(opts.output, json + "\n");
+} else {
+  process.stdout.write(json + "\n");
+}
 process.exitCode = calls.every((c) => c.error === null) ? 0 : 2;

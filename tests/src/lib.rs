@@ -162,28 +162,17 @@ pub struct AgentRun {
     pub status: ExitStatus,
     pub lines: Vec<Value>,
     pub stderr: String,
-    /// What the command the agent started printed (empty for `--pid` runs).
-    pub client_stdout: String,
 }
 
 /// Runs `llmtap --print --print-payload [args] -- command...` to completion.
-/// The command's own stdout goes to [`AgentRun::client_stdout`], not into
-/// the agent's output, which it would otherwise share.
+/// The command shares the agent's stdout: keep it quiet (curl `-o`, the
+/// SDK clients' `--output`, see [`ClientReport`]).
 pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>) -> AgentRun {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let client_out = dir.path().join("client.out");
     let mut agent = Command::new(llmtap_bin());
     agent
         .args(["--print", "--print-payload"])
         .args(args)
-        .args([
-            "--",
-            "/bin/sh",
-            "-c",
-            r#"out="$1"; shift; exec "$@" > "$out""#,
-            "sh",
-        ])
-        .arg(&client_out)
+        .arg("--")
         .args(command);
     client_env(&mut agent, cert);
     let output = agent.output().expect("run llmtap");
@@ -191,7 +180,38 @@ pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>
         status: output.status,
         lines: json_lines(&output.stdout),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        client_stdout: std::fs::read_to_string(&client_out).unwrap_or_default(),
+    }
+}
+
+/// A file for an SDK client script's JSON report (its `--output`).
+pub struct ClientReport {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl ClientReport {
+    pub fn new() -> ClientReport {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("report.json");
+        ClientReport { _dir: dir, path }
+    }
+
+    pub fn arg(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The report's `calls` array.
+    pub fn calls(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.path).expect("the client wrote its report");
+        let report: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("client report {text:?}: {e}"));
+        report["calls"].as_array().expect("calls").clone()
+    }
+}
+
+impl Default for ClientReport {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -272,7 +292,6 @@ impl RunningAgent {
             status,
             lines: json_lines(&stdout),
             stderr: std::mem::take(&mut self.stderr_seen),
-            client_stdout: String::new(),
         }
     }
 }
