@@ -1,3 +1,7 @@
 //! Exporters: where finished records go.
 
+pub mod facts;
+pub mod labels;
 pub mod print;
+pub mod prometheus;
+pub mod semconv;
