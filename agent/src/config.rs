@@ -591,21 +591,26 @@ fn percent_decode(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Parses export flags as the CLI would, for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn test_args(flags: &[&str]) -> ExportArgs {
     use clap::Parser;
-
     #[derive(Parser)]
     struct TestCli {
         #[command(flatten)]
         export: ExportArgs,
     }
+    let mut argv = vec!["llmtap"];
+    argv.extend_from_slice(flags);
+    TestCli::try_parse_from(argv).unwrap().export
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn args(flags: &[&str]) -> ExportArgs {
-        let mut argv = vec!["llmtap"];
-        argv.extend_from_slice(flags);
-        TestCli::try_parse_from(argv).unwrap().export
+        test_args(flags)
     }
 
     fn error(flags: &[&str]) -> String {

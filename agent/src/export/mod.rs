@@ -2,6 +2,7 @@
 
 pub mod facts;
 pub mod labels;
+pub mod metrics_server;
 pub mod print;
 pub mod prometheus;
 pub mod semconv;
