@@ -32,6 +32,10 @@ pub struct CallFacts<'a> {
     pub finish_reasons: &'a [String],
     /// The service label: the configured name, else the process name.
     pub service: &'a str,
+    /// The observed process.
+    pub pid: u32,
+    /// Its executable's name (`comm` when nothing better is known).
+    pub process_name: &'a str,
     /// `client` or `server`: which end of the connection was watched.
     pub side: &'a str,
     pub server_address: Option<&'a str>,

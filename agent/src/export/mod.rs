@@ -3,6 +3,7 @@
 pub mod facts;
 pub mod labels;
 pub mod metrics_server;
+pub mod otlp;
 pub mod print;
 pub mod prometheus;
 pub mod semconv;

@@ -1,0 +1,618 @@
+//! OTLP traces: one CLIENT span per LLM call, sent over gRPC or
+//! HTTP/protobuf with `opentelemetry-otlp` (rustls, no OpenSSL).
+//!
+//! Input: [`CallFacts`] per finished call, on the capture path. Output:
+//! spans at the collector. [`OtlpExporter::export`] never waits: it samples
+//! (`TELEMETRY_SAMPLE_RATE`, by trace id as OTel's ratio sampler does), builds
+//! the span's data and puts it on a bounded queue. One tokio task batches the
+//! queue and exports; a slow or absent collector only fills the queue, and
+//! every span that does not make it is counted (queue full or export
+//! failed), as are the calls sampled out.
+//!
+//! The SDK's tracer and `BatchSpanProcessor` are not used because spans
+//! here are not timed live: start, end and event times are the kernel's,
+//! known only when the call is over, and the SDK's batch processor keeps its
+//! drop count private. Each span carries its observed process as its
+//! resource (`service.name`, `process.pid`, `process.executable.name`,
+//! `host.name`), so one agent reports many services correctly.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{
+    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry_otlp::{
+    Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents,
+    SpanExporter as _, SpanLinks,
+};
+use opentelemetry_sdk::Resource;
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::facts::{CallFacts, SlowReasons};
+use super::prometheus::Health;
+use super::semconv::{attr, value};
+use crate::config::{OtlpProtocol, OtlpSettings, SlowThresholds};
+use crate::stream::WallNanos;
+
+/// Spans per export request at most.
+const MAX_BATCH: usize = 512;
+/// How long a span waits for others to share its export request.
+const BATCH_DELAY: Duration = Duration::from_millis(500);
+
+/// The exporter could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    /// `opentelemetry-otlp` refused the endpoint or options.
+    #[error("cannot set up the OTLP exporter for {endpoint}: {source}")]
+    Build {
+        endpoint: String,
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+}
+
+/// The counters the exporter bumps (from [`Health`], `exporter="otlp"`).
+#[derive(Clone, Debug)]
+struct Counters {
+    sampled_out: IntCounter,
+    exported: IntCounter,
+    dropped: IntCounter,
+    failures: IntCounter,
+}
+
+/// Which observed process a span belongs to: its resource.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ProcessKey {
+    service: String,
+    pid: u32,
+    executable: String,
+}
+
+struct Queued {
+    process: ProcessKey,
+    span: SpanData,
+}
+
+/// Span-building choices.
+#[derive(Debug)]
+struct SpanOptions {
+    max_chunk_events: usize,
+    slow: SlowThresholds,
+}
+
+/// The running exporter. Dropping it without [`OtlpExporter::shutdown`]
+/// loses the queued spans.
+pub struct OtlpExporter {
+    queue: mpsc::Sender<Queued>,
+    sampler: Sampler,
+    ids: RandomIdGenerator,
+    options: SpanOptions,
+    counters: Counters,
+    worker: JoinHandle<()>,
+}
+
+impl OtlpExporter {
+    /// Builds the exporter and starts its task on the current tokio runtime.
+    /// Nothing connects yet: an absent collector is found out (and counted)
+    /// at the first export.
+    pub fn start(
+        settings: &OtlpSettings,
+        slow: SlowThresholds,
+        health: &Health,
+    ) -> Result<Self, OtlpError> {
+        let exporter = build_exporter(settings).map_err(|source| OtlpError::Build {
+            endpoint: settings.endpoint.clone(),
+            source,
+        })?;
+        let otlp = [value::EXPORTER_OTLP];
+        let counters = Counters {
+            sampled_out: health.calls_sampled_out.clone(),
+            exported: health.spans_exported.with_label_values(&otlp),
+            dropped: health.spans_dropped.with_label_values(&otlp),
+            failures: health.exporter_failures.with_label_values(&otlp),
+        };
+        let (queue, receiver) = mpsc::channel(settings.queue_size);
+        let worker = tokio::spawn(export_loop(
+            exporter,
+            receiver,
+            settings.timeout,
+            counters.clone(),
+            host_name(),
+        ));
+        Ok(OtlpExporter {
+            queue,
+            sampler: Sampler::TraceIdRatioBased(settings.sample_rate),
+            ids: RandomIdGenerator::default(),
+            options: SpanOptions {
+                max_chunk_events: settings.max_chunk_events,
+                slow,
+            },
+            counters,
+            worker,
+        })
+    }
+
+    /// Queues the call's span, unless sampled out; never blocks.
+    pub fn export(&self, call: &CallFacts) {
+        let parent = call.traceparent.and_then(parse_traceparent);
+        let trace_id = parent
+            .as_ref()
+            .map_or_else(|| self.ids.new_trace_id(), |p| p.trace_id());
+        let name = span_name(call);
+        let sampled =
+            self.sampler
+                .should_sample(None, trace_id, &name, &SpanKind::Client, &[], &[]);
+        if sampled.decision != SamplingDecision::RecordAndSample {
+            self.counters.sampled_out.inc();
+            return;
+        }
+        let span = build_span(
+            call,
+            name,
+            trace_id,
+            self.ids.new_span_id(),
+            parent,
+            &self.options,
+        );
+        let process = ProcessKey {
+            service: call.service.to_owned(),
+            pid: call.pid,
+            executable: call.process_name.to_owned(),
+        };
+        if self.queue.try_send(Queued { process, span }).is_err() {
+            self.counters.dropped.inc();
+        }
+    }
+
+    /// Exports what is queued, waiting at most `deadline`; what is left then
+    /// is dropped (and counted as the task is cancelled).
+    pub async fn shutdown(self, deadline: Duration) {
+        drop(self.queue);
+        let mut worker = self.worker;
+        if tokio::time::timeout(deadline, &mut worker).await.is_err() {
+            worker.abort();
+            tracing::warn!(
+                "OTLP export did not finish within {deadline:?}; queued spans were dropped"
+            );
+        }
+    }
+}
+
+fn build_exporter(
+    settings: &OtlpSettings,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    // reqwest is built without a crypto provider of its own: use ring, as
+    // the rest of the agent does. Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The queue is the retry buffer: a failed export is counted and dropped
+    // rather than holding up the spans behind it.
+    let retry = RetryPolicy::disabled();
+    match settings.protocol {
+        OtlpProtocol::Grpc => {
+            let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(
+                http_headers(&settings.headers),
+            );
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&settings.endpoint)
+                .with_timeout(settings.timeout)
+                .with_metadata(metadata)
+                .with_retry_policy(retry);
+            if settings.endpoint.starts_with("https://") {
+                builder = builder.with_tls_config(
+                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
+                        .with_native_roots(),
+                );
+            }
+            builder.build()
+        }
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(&settings.endpoint)
+            .with_timeout(settings.timeout)
+            .with_headers(settings.headers.iter().cloned().collect())
+            .with_retry_policy(retry)
+            .build(),
+    }
+}
+
+/// The configured headers as gRPC metadata wants them; settings validated
+/// the keys, and a value that is no valid header is left out.
+fn http_headers(headers: &[(String, String)]) -> http::HeaderMap {
+    headers
+        .iter()
+        .filter_map(|(key, val)| {
+            Some((
+                http::HeaderName::from_bytes(key.as_bytes()).ok()?,
+                http::HeaderValue::from_str(val).ok()?,
+            ))
+        })
+        .collect()
+}
+
+async fn export_loop(
+    mut exporter: opentelemetry_otlp::SpanExporter,
+    mut queue: mpsc::Receiver<Queued>,
+    timeout: Duration,
+    counters: Counters,
+    host: String,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let deadline = tokio::time::sleep(BATCH_DELAY);
+        tokio::pin!(deadline);
+        while batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            tokio::select! {
+                got = queue.recv_many(&mut batch, room) => if got == 0 { break },
+                _ = &mut deadline => break,
+            }
+        }
+        let mut by_process: BTreeMap<ProcessKey, Vec<SpanData>> = BTreeMap::new();
+        for queued in batch.drain(..) {
+            by_process
+                .entry(queued.process)
+                .or_default()
+                .push(queued.span);
+        }
+        for (process, spans) in by_process {
+            let count = spans.len() as u64;
+            // Export calls never overlap (one task), so switching the
+            // resource per request is safe.
+            exporter.set_resource(&resource(&process, &host));
+            // The exporter has its own timeout; this one guards against a
+            // transport that ignores it.
+            match tokio::time::timeout(timeout + Duration::from_secs(1), exporter.export(spans))
+                .await
+            {
+                Ok(Ok(())) => counters.exported.inc_by(count),
+                Ok(Err(e)) => {
+                    counters.failures.inc();
+                    counters.dropped.inc_by(count);
+                    tracing::debug!("OTLP export of {count} span(s) failed: {e}");
+                }
+                Err(_) => {
+                    counters.failures.inc();
+                    counters.dropped.inc_by(count);
+                    tracing::debug!("OTLP export of {count} span(s) timed out");
+                }
+            }
+        }
+    }
+    let _ = exporter.shutdown();
+}
+
+fn resource(process: &ProcessKey, host: &str) -> Resource {
+    Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new(attr::SERVICE_NAME, process.service.clone()),
+            KeyValue::new(attr::HOST_NAME, host.to_owned()),
+            KeyValue::new(attr::PROCESS_PID, i64::from(process.pid)),
+            KeyValue::new(attr::PROCESS_EXECUTABLE_NAME, process.executable.clone()),
+        ])
+        .build()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| value::UNKNOWN.to_owned())
+}
+
+/// `{gen_ai.operation.name} {gen_ai.request.model}`, or the operation alone
+/// when the model is unknown.
+fn span_name(call: &CallFacts) -> String {
+    if call.request_model.is_empty() {
+        call.operation.to_owned()
+    } else {
+        format!("{} {}", call.operation, call.request_model)
+    }
+}
+
+/// A W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`) as a remote
+/// parent; `None` when malformed or all-zero, as the spec says to ignore it.
+pub fn parse_traceparent(header: &str) -> Option<SpanContext> {
+    let mut parts = header.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    // Version 00 has exactly four fields; later versions may append more.
+    if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    if !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(parent).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// A string-array attribute value.
+fn strings<'a>(items: impl Iterator<Item = &'a str>) -> Value {
+    let items: Vec<StringValue> = items.map(|s| StringValue::from(s.to_owned())).collect();
+    Value::Array(items.into())
+}
+
+fn wall(at: WallNanos) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(at)
+}
+
+fn build_span(
+    call: &CallFacts,
+    name: String,
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanContext>,
+    options: &SpanOptions,
+) -> SpanData {
+    let mut attributes = vec![
+        KeyValue::new(attr::GENAI_OPERATION_NAME, call.operation.to_owned()),
+        KeyValue::new(attr::GENAI_PROVIDER_NAME, call.provider.to_owned()),
+        KeyValue::new(attr::GENAI_REQUEST_STREAM, call.stream),
+    ];
+    let mut text = |key: &'static str, value: Option<&str>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            attributes.push(KeyValue::new(key, v.to_owned()));
+        }
+    };
+    text(attr::GENAI_REQUEST_MODEL, Some(call.request_model));
+    text(attr::GENAI_RESPONSE_MODEL, call.response_model);
+    text(attr::GENAI_RESPONSE_ID, call.response_id);
+    text(attr::SERVER_ADDRESS, call.server_address);
+    text(attr::ERROR_TYPE, call.error_type);
+    if !call.finish_reasons.is_empty() {
+        let reasons = call.finish_reasons.iter().map(String::as_str);
+        attributes.push(KeyValue::new(
+            attr::GENAI_RESPONSE_FINISH_REASONS,
+            strings(reasons),
+        ));
+    }
+    let numbers = [
+        (attr::GENAI_USAGE_INPUT_TOKENS, call.input_tokens),
+        (attr::GENAI_USAGE_OUTPUT_TOKENS, call.output_tokens),
+        (attr::SERVER_PORT, call.server_port.map(u64::from)),
+    ];
+    for (key, number) in numbers {
+        if let Some(n) = number {
+            attributes.push(KeyValue::new(key, i64::try_from(n).unwrap_or(i64::MAX)));
+        }
+    }
+    if let Some(first) = call.time_to_first_chunk() {
+        attributes.push(KeyValue::new(
+            attr::GENAI_RESPONSE_TIME_TO_FIRST_CHUNK,
+            first,
+        ));
+    }
+    let slow = SlowReasons::of(call, options.slow);
+    if slow.any() {
+        attributes.push(KeyValue::new(attr::LLMTAP_SLOW, true));
+        let reasons = [
+            (value::SLOW_DURATION, slow.duration),
+            (value::SLOW_TOKEN_RATE, slow.token_rate),
+        ]
+        .into_iter()
+        .filter(|(_, is)| *is)
+        .map(|(reason, _)| reason);
+        attributes.push(KeyValue::new(attr::LLMTAP_SLOW_REASONS, strings(reasons)));
+    }
+
+    let mut events = Vec::with_capacity(1 + call.output_chunks.len().min(options.max_chunk_events));
+    if let Some(at) = call.first_token_at {
+        events.push(Event::new(attr::EVENT_FIRST_TOKEN, wall(at), Vec::new(), 0));
+    }
+    for (index, chunk) in call
+        .output_chunks
+        .iter()
+        .take(options.max_chunk_events)
+        .enumerate()
+    {
+        let attrs = vec![
+            KeyValue::new(attr::LLMTAP_CHUNK_INDEX, index as i64),
+            KeyValue::new(
+                attr::LLMTAP_CHUNK_TOKENS,
+                i64::try_from(chunk.tokens).unwrap_or(i64::MAX),
+            ),
+        ];
+        events.push(Event::new(attr::EVENT_CHUNK, wall(chunk.at), attrs, 0));
+    }
+    let dropped_events = call
+        .output_chunks
+        .len()
+        .saturating_sub(options.max_chunk_events);
+    if dropped_events > 0 {
+        attributes.push(KeyValue::new(
+            attr::LLMTAP_CHUNK_EVENTS_DROPPED,
+            dropped_events as i64,
+        ));
+    }
+
+    let mut span_events = SpanEvents::default();
+    span_events.events = events;
+    span_events.dropped_count = u32::try_from(dropped_events).unwrap_or(u32::MAX);
+    SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: parent.as_ref().map_or(SpanId::INVALID, |p| p.span_id()),
+        parent_span_is_remote: parent.is_some(),
+        span_kind: SpanKind::Client,
+        name: name.into(),
+        start_time: wall(call.start),
+        end_time: wall(call.end.max(call.start)),
+        attributes,
+        dropped_attributes_count: 0,
+        events: span_events,
+        links: SpanLinks::default(),
+        status: match call.error_type {
+            Some(error) => Status::error(error.to_owned()),
+            None => Status::Unset,
+        },
+        instrumentation_scope: InstrumentationScope::builder("llmtap")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::facts::OutputChunk;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn traceparent_parsing_follows_w3c() {
+        let good =
+            parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        assert_eq!(
+            good.trace_id(),
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap()
+        );
+        assert_eq!(
+            good.span_id(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap()
+        );
+        assert!(good.is_sampled() && good.is_remote());
+        for bad in [
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",
+            "garbage",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+        assert!(parse_traceparent(
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future"
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn span_carries_the_calls_attributes_events_and_parent() {
+        let chunks: Vec<_> = (0..5)
+            .map(|i| OutputChunk {
+                at: 10 * S + (i + 1) * S / 10,
+                tokens: 2,
+            })
+            .collect();
+        let reasons = ["stop".to_owned()];
+        let call = CallFacts {
+            operation: "chat",
+            provider: "openai",
+            request_model: "gpt-4o-mini",
+            response_model: Some("gpt-4o-mini-2024"),
+            response_id: Some("chatcmpl-1"),
+            finish_reasons: &reasons,
+            service: "svc",
+            side: "client",
+            server_address: Some("api.openai.com"),
+            server_port: Some(443),
+            stream: true,
+            status: Some(200),
+            start: 10 * S,
+            end: 17 * S,
+            first_chunk_at: Some(10 * S + S / 20),
+            first_token_at: Some(10 * S + S / 10),
+            output_chunks: &chunks,
+            input_tokens: Some(7),
+            output_tokens: Some(10),
+            token_rate: Some(25.0),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ..CallFacts::default()
+        };
+        let options = SpanOptions {
+            max_chunk_events: 3,
+            slow: SlowThresholds {
+                duration_seconds: 5.0,
+                token_rate: 10.0,
+            },
+        };
+        let parent = parse_traceparent(call.traceparent.unwrap());
+        let ids = RandomIdGenerator::default();
+        let span = build_span(
+            &call,
+            span_name(&call),
+            parent.as_ref().unwrap().trace_id(),
+            ids.new_span_id(),
+            parent,
+            &options,
+        );
+        assert_eq!(span.name, "chat gpt-4o-mini");
+        assert_eq!(span.span_kind, SpanKind::Client);
+        assert_eq!(
+            span.span_context.trace_id(),
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap()
+        );
+        assert_eq!(
+            span.parent_span_id,
+            SpanId::from_hex("b7ad6b7169203331").unwrap()
+        );
+        assert!(span.parent_span_is_remote);
+        assert_eq!(
+            (span.start_time, span.end_time),
+            (wall(10 * S), wall(17 * S))
+        );
+        let get = |key: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(get(attr::GENAI_REQUEST_MODEL), Some("gpt-4o-mini".into()));
+        assert_eq!(
+            get(attr::GENAI_RESPONSE_MODEL),
+            Some("gpt-4o-mini-2024".into())
+        );
+        assert_eq!(get(attr::GENAI_USAGE_OUTPUT_TOKENS), Some(10i64.into()));
+        assert_eq!(get(attr::SERVER_PORT), Some(443i64.into()));
+        assert_eq!(get(attr::GENAI_REQUEST_STREAM), Some(true.into()));
+        assert_eq!(
+            get(attr::GENAI_RESPONSE_TIME_TO_FIRST_CHUNK),
+            Some(0.05.into())
+        );
+        assert_eq!(get(attr::LLMTAP_SLOW), Some(true.into()));
+        assert_eq!(get(attr::LLMTAP_CHUNK_EVENTS_DROPPED), Some(2i64.into()));
+        assert_eq!(get(attr::ERROR_TYPE), None);
+        let names: Vec<_> = span.events.iter().map(|e| e.name.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                attr::EVENT_FIRST_TOKEN,
+                attr::EVENT_CHUNK,
+                attr::EVENT_CHUNK,
+                attr::EVENT_CHUNK
+            ]
+        );
+        assert_eq!(span.events[0].timestamp, wall(10 * S + S / 10));
+        assert_eq!(span.events.dropped_count, 2);
+    }
+}
