@@ -1,0 +1,324 @@
+//! The exporters against real receivers, no kernel needed: OTLP spans to
+//! the in-test receiver (gRPC and HTTP/protobuf) and to the third-party
+//! `rotel` (PyPI), the collector-down path, sampling, `promtool check
+//! metrics` on a scrape, and a real Prometheus scraping the endpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llmtap::config::{MetricsEndpointSettings, OtlpProtocol, OtlpSettings, SlowThresholds};
+use llmtap::export::facts::{CallFacts, OutputChunk};
+use llmtap::export::metrics_server::MetricsServer;
+use llmtap::export::otlp::OtlpExporter;
+use llmtap::export::prometheus::MetricsRegistry;
+use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
+use llmtap_tests::prometheus::{free_port, promtool_check_metrics, Prometheus};
+
+const S: u64 = 1_000_000_000;
+const SLOW: SlowThresholds = SlowThresholds {
+    duration_seconds: 5.0,
+    token_rate: 10.0,
+};
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// A finished streamed chat call with 4 output chunks, starting at
+/// 1_700_000_000 s.
+fn call<'a>(chunks: &'a [OutputChunk], reasons: &'a [String]) -> CallFacts<'a> {
+    let t0 = 1_700_000_000 * S;
+    CallFacts {
+        operation: "chat",
+        provider: "openai",
+        request_model: "gpt-4o-mini",
+        response_model: Some("gpt-4o-mini-2024-07-18"),
+        response_id: Some("chatcmpl-42"),
+        finish_reasons: reasons,
+        service: "test-client",
+        pid: 4242,
+        process_name: "python3",
+        side: "client",
+        server_address: Some("127.0.0.1"),
+        server_port: Some(8443),
+        stream: true,
+        status: Some(200),
+        start: t0,
+        end: t0 + 2 * S,
+        first_chunk_at: Some(t0 + S / 10),
+        first_token_at: Some(t0 + S / 5),
+        output_chunks: chunks,
+        input_tokens: Some(11),
+        output_tokens: Some(4),
+        token_rate: Some(8.0),
+        traceparent: Some(TRACEPARENT),
+        ..CallFacts::default()
+    }
+}
+
+fn chunks() -> Vec<OutputChunk> {
+    let t0 = 1_700_000_000 * S;
+    (1..=4)
+        .map(|i| OutputChunk {
+            at: t0 + i * S / 5,
+            tokens: 1,
+        })
+        .collect()
+}
+
+fn otlp_settings(endpoint: String, protocol: OtlpProtocol) -> OtlpSettings {
+    OtlpSettings {
+        endpoint,
+        protocol,
+        headers: vec![("x-test".into(), "1".into())],
+        timeout: Duration::from_secs(2),
+        sample_rate: 1.0,
+        max_chunk_events: 3,
+        queue_size: 64,
+    }
+}
+
+fn registry() -> MetricsRegistry {
+    MetricsRegistry::new(100, SLOW).unwrap()
+}
+
+fn check_span(received: &ReceivedSpan) {
+    let span = &received.span;
+    assert_eq!(span.name, "chat gpt-4o-mini");
+    assert_eq!(span.kind, SpanKind::Client as i32);
+    assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
+    let t0 = 1_700_000_000 * S;
+    assert_eq!(
+        (span.start_time_unix_nano, span.end_time_unix_nano),
+        (t0, t0 + 2 * S)
+    );
+    assert_eq!(received.str_attr("gen_ai.operation.name"), Some("chat"));
+    assert_eq!(received.str_attr("gen_ai.provider.name"), Some("openai"));
+    assert_eq!(
+        received.str_attr("gen_ai.request.model"),
+        Some("gpt-4o-mini")
+    );
+    assert_eq!(
+        received.str_attr("gen_ai.response.model"),
+        Some("gpt-4o-mini-2024-07-18")
+    );
+    assert_eq!(received.str_attr("gen_ai.response.id"), Some("chatcmpl-42"));
+    assert_eq!(received.int_attr("gen_ai.usage.input_tokens"), Some(11));
+    assert_eq!(received.int_attr("gen_ai.usage.output_tokens"), Some(4));
+    assert_eq!(received.str_attr("server.address"), Some("127.0.0.1"));
+    assert_eq!(received.int_attr("server.port"), Some(8443));
+    assert!(received.attr("gen_ai.response.finish_reasons").is_some());
+    // 8 tokens/s is under the 10 tokens/s threshold.
+    assert!(received.attr("llmtap.slow").is_some());
+    assert_eq!(received.int_attr("llmtap.chunk_events.dropped"), Some(1));
+    let events: Vec<_> = span.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "gen_ai.first_token",
+            "gen_ai.chunk",
+            "gen_ai.chunk",
+            "gen_ai.chunk"
+        ]
+    );
+    assert_eq!(span.events[0].time_unix_nano, t0 + S / 5);
+    assert_eq!(span.dropped_events_count, 1);
+    let resource = |key| match received.resource_attr(key) {
+        Some(v) => format!("{v:?}"),
+        None => String::new(),
+    };
+    assert!(resource("service.name").contains("test-client"));
+    assert!(resource("process.pid").contains("4242"));
+    assert!(resource("process.executable.name").contains("python3"));
+    assert!(!resource("host.name").is_empty());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn export_one(protocol: OtlpProtocol) {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = match protocol {
+        OtlpProtocol::Grpc => receiver.grpc_endpoint(),
+        OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", receiver.http_endpoint()),
+    };
+    let metrics = registry();
+    let exporter =
+        OtlpExporter::start(&otlp_settings(endpoint, protocol), SLOW, metrics.health()).unwrap();
+    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
+    exporter.export(&call(&chunks, &reasons));
+    exporter.shutdown(Duration::from_secs(10)).await;
+    let spans = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(
+        spans[0].via,
+        if protocol == OtlpProtocol::Grpc {
+            "grpc"
+        } else {
+            "http"
+        }
+    );
+    check_span(&spans[0]);
+    let text = String::from_utf8(metrics.encode()).unwrap();
+    assert!(
+        text.contains("llmtap_spans_exported_total{exporter=\"otlp\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_reaches_a_real_receiver_over_grpc() {
+    export_one(OtlpProtocol::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_reaches_a_real_receiver_over_http_protobuf() {
+    export_one(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_collector_down_export_never_blocks_and_every_span_is_counted_dropped() {
+    let port = free_port();
+    let mut settings = otlp_settings(format!("http://127.0.0.1:{port}"), OtlpProtocol::Grpc);
+    settings.queue_size = 16;
+    let metrics = registry();
+    let exporter = OtlpExporter::start(&settings, SLOW, metrics.health()).unwrap();
+    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
+    let calls = 5_000;
+    let started = Instant::now();
+    for _ in 0..calls {
+        exporter.export(&call(&chunks, &reasons));
+    }
+    let spent = started.elapsed();
+    assert!(
+        spent < Duration::from_secs(2),
+        "5000 exports took {spent:?}"
+    );
+    let dropped = metrics.health().spans_dropped.with_label_values(&["otlp"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dropped.get() < calls && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dropped.get(), calls);
+    assert!(
+        metrics
+            .health()
+            .exporter_failures
+            .with_label_values(&["otlp"])
+            .get()
+            >= 1
+    );
+    assert_eq!(
+        metrics
+            .health()
+            .spans_exported
+            .with_label_values(&["otlp"])
+            .get(),
+        0
+    );
+    exporter.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn sampled(rate: f64, calls: u64) -> (usize, u64) {
+    let receiver = OtlpReceiver::start().await;
+    let mut settings = otlp_settings(receiver.grpc_endpoint(), OtlpProtocol::Grpc);
+    settings.sample_rate = rate;
+    settings.queue_size = 1024;
+    let metrics = registry();
+    let exporter = OtlpExporter::start(&settings, SLOW, metrics.health()).unwrap();
+    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
+    for _ in 0..calls {
+        let mut c = call(&chunks, &reasons);
+        // A fresh trace per call, so the ratio applies across calls.
+        c.traceparent = None;
+        exporter.export(&c);
+        metrics.record(&c);
+    }
+    exporter.shutdown(Duration::from_secs(10)).await;
+    let text = String::from_utf8(metrics.encode()).unwrap();
+    // Metrics count every call, sampled or not.
+    assert!(
+        text.contains(&format!(
+            "llmtap_calls_sampled_out_total {}",
+            calls - receiver.spans().len() as u64
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "llm_request_duration_seconds_count{{model=\"gpt-4o-mini\",operation=\"chat\",provider=\"openai\",service=\"test-client\",side=\"client\",status=\"200\"}} {calls}"
+    )));
+    (
+        receiver.spans().len(),
+        metrics.health().calls_sampled_out.get(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_keeps_the_configured_share_of_spans() {
+    assert_eq!(sampled(0.0, 200).await, (0, 200));
+    assert_eq!(sampled(1.0, 200).await, (200, 0));
+    let (kept, out) = sampled(0.5, 400).await;
+    assert_eq!(kept as u64 + out, 400);
+    // Binomial(400, 0.5): sd 10, so 140..260 is 6 sd either way.
+    assert!((140..=260).contains(&kept), "kept {kept} of 400 at 0.5");
+}
+
+#[test]
+fn promtool_finds_no_problem_in_a_scrape() {
+    let metrics = registry();
+    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
+    metrics.record(&call(&chunks, &reasons));
+    let mut failed = call(&chunks, &reasons);
+    failed.error_type = Some("http_500");
+    failed.status = Some(500);
+    metrics.record(&failed);
+    metrics.health().events_read.inc_by(10);
+    metrics
+        .health()
+        .parse_failures
+        .with_label_values(&["http"])
+        .inc();
+    let text = String::from_utf8(metrics.encode()).unwrap();
+    promtool_check_metrics(&text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_exact_values_with_a_bearer_token() {
+    let metrics = Arc::new(registry());
+    let settings = MetricsEndpointSettings {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        bearer_token: Some("scrape-me".into()),
+        tls: None,
+    };
+    let server = MetricsServer::spawn(&settings, metrics.clone())
+        .await
+        .unwrap();
+    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
+    metrics.record(&call(&chunks, &reasons));
+    metrics.record(&call(&chunks, &reasons));
+    let target = server.local_addr();
+    let prometheus = tokio::task::spawn_blocking(move || {
+        let prometheus = Prometheus::start(target, Some("scrape-me"));
+        let wait = Duration::from_secs(30);
+        prometheus.wait_for_value(r#"up{job="llmtap"}"#, 1.0, wait);
+        prometheus.wait_for_value(
+            r#"sum(llm_request_duration_seconds_count{model="gpt-4o-mini"})"#,
+            2.0,
+            wait,
+        );
+        prometheus.wait_for_value(r#"sum(llm_request_duration_seconds_sum)"#, 4.0, wait);
+        prometheus.wait_for_value(r#"llm_total_tokens_total{token_type="output"}"#, 8.0, wait);
+        prometheus.wait_for_value(r#"llm_total_tokens_total{token_type="input"}"#, 22.0, wait);
+        prometheus.wait_for_value(r#"sum(llm_time_to_first_token_seconds_sum)"#, 0.4, wait);
+        prometheus.wait_for_value(r#"llm_slow_requests_total{reason="token_rate"}"#, 2.0, wait);
+        prometheus.wait_for_value(
+            r#"sum(gen_ai_client_operation_time_per_output_chunk_seconds_count)"#,
+            6.0,
+            wait,
+        );
+        prometheus
+    })
+    .await
+    .unwrap();
+    drop(prometheus);
+    server.shutdown().await;
+}
