@@ -6,6 +6,7 @@
 
 pub mod otlp_receiver;
 pub mod prometheus;
+pub mod rotel;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -13,6 +13,7 @@ use llmtap::export::otlp::OtlpExporter;
 use llmtap::export::prometheus::MetricsRegistry;
 use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
 use llmtap_tests::prometheus::{free_port, promtool_check_metrics, Prometheus};
+use llmtap_tests::rotel::Rotel;
 
 const S: u64 = 1_000_000_000;
 const SLOW: SlowThresholds = SlowThresholds {
@@ -321,4 +322,56 @@ async fn a_real_prometheus_scrapes_exact_values_with_a_bearer_token() {
     .unwrap();
     drop(prometheus);
     server.shutdown().await;
+}
+
+async fn export_to_rotel(protocol: OtlpProtocol) -> String {
+    let rotel = tokio::task::spawn_blocking(Rotel::start).await.unwrap();
+    let endpoint = match protocol {
+        OtlpProtocol::Grpc => format!("http://{}", rotel.grpc_addr),
+        OtlpProtocol::HttpProtobuf => format!("http://{}/v1/traces", rotel.http_addr),
+    };
+    let metrics = registry();
+    let exporter =
+        OtlpExporter::start(&otlp_settings(endpoint, protocol), SLOW, metrics.health()).unwrap();
+    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
+    exporter.export(&call(&chunks, &reasons));
+    exporter.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(
+        metrics
+            .health()
+            .spans_exported
+            .with_label_values(&["otlp"])
+            .get(),
+        1
+    );
+    tokio::task::spawn_blocking(move || {
+        rotel.wait_for_output(
+            &["chat gpt-4o-mini", "gen_ai.first_token"],
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotel_receives_the_span_over_grpc_and_http() {
+    for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+        let output = export_to_rotel(protocol).await;
+        for needle in [
+            "chat gpt-4o-mini",
+            "SPAN_KIND_CLIENT",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "00f067aa0ba902b7",
+            "gen_ai.request.model",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.first_token",
+            "test-client",
+        ] {
+            assert!(
+                output.contains(needle),
+                "{protocol:?}: no {needle:?} in rotel's output:\n{output}"
+            );
+        }
+    }
 }
