@@ -3,6 +3,7 @@
 //! `rotel` (PyPI), the collector-down path, sampling, `promtool check
 //! metrics` on a scrape, and a real Prometheus scraping the endpoint.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,11 +137,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn export_one(protocol: OtlpProtocol) {
-    let receiver = OtlpReceiver::start().await;
+/// Exports the fixture call's span to `grpc` or `http` (a base URL) and
+/// shuts the exporter down; returns its metrics.
+async fn send_one(protocol: OtlpProtocol, grpc: SocketAddr, http: SocketAddr) -> MetricsRegistry {
     let endpoint = match protocol {
-        OtlpProtocol::Grpc => receiver.grpc_endpoint(),
-        OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", receiver.http_endpoint()),
+        OtlpProtocol::Grpc => format!("http://{grpc}"),
+        OtlpProtocol::HttpProtobuf => format!("http://{http}/v1/traces"),
     };
     let metrics = registry();
     let exporter =
@@ -148,6 +150,12 @@ async fn export_one(protocol: OtlpProtocol) {
     let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
     exporter.export(&call(&chunks, &reasons));
     exporter.shutdown(Duration::from_secs(10)).await;
+    metrics
+}
+
+async fn export_one(protocol: OtlpProtocol) {
+    let receiver = OtlpReceiver::start().await;
+    let metrics = send_one(protocol, receiver.grpc_addr, receiver.http_addr).await;
     let spans = receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(spans.len(), 1, "{spans:?}");
     assert_eq!(
@@ -326,16 +334,7 @@ async fn a_real_prometheus_scrapes_exact_values_with_a_bearer_token() {
 
 async fn export_to_rotel(protocol: OtlpProtocol) -> String {
     let rotel = tokio::task::spawn_blocking(Rotel::start).await.unwrap();
-    let endpoint = match protocol {
-        OtlpProtocol::Grpc => format!("http://{}", rotel.grpc_addr),
-        OtlpProtocol::HttpProtobuf => format!("http://{}/v1/traces", rotel.http_addr),
-    };
-    let metrics = registry();
-    let exporter =
-        OtlpExporter::start(&otlp_settings(endpoint, protocol), SLOW, metrics.health()).unwrap();
-    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
-    exporter.export(&call(&chunks, &reasons));
-    exporter.shutdown(Duration::from_secs(10)).await;
+    let metrics = send_one(protocol, rotel.grpc_addr, rotel.http_addr).await;
     assert_eq!(
         metrics
             .health()

@@ -382,6 +382,20 @@ mod tests {
         }
     }
 
+    /// Output chunks at t0 + 0.25 s and at `second`.
+    fn two_chunks(second: u64) -> [OutputChunk; 2] {
+        [
+            OutputChunk {
+                at: 10 * S + S / 4,
+                tokens: 1,
+            },
+            OutputChunk {
+                at: second,
+                tokens: 2,
+            },
+        ]
+    }
+
     fn scrape(r: &MetricsRegistry) -> String {
         String::from_utf8(r.encode()).unwrap()
     }
@@ -403,16 +417,7 @@ mod tests {
         assert_eq!(TOKEN_BUCKETS[13], 67108864.0);
 
         let r = registry(10);
-        let chunks = [
-            OutputChunk {
-                at: 10 * S + S / 4,
-                tokens: 1,
-            },
-            OutputChunk {
-                at: 11 * S,
-                tokens: 2,
-            },
-        ];
+        let chunks = two_chunks(11 * S);
         r.record(&call("m", &chunks));
         let text = scrape(&r);
         let les = |family: &str| -> Vec<String> {
@@ -453,16 +458,7 @@ mod tests {
     #[test]
     fn records_every_family_with_its_labels() {
         let r = registry(10);
-        let chunks = [
-            OutputChunk {
-                at: 10 * S + S / 4,
-                tokens: 1,
-            },
-            OutputChunk {
-                at: 10 * S + S / 2,
-                tokens: 2,
-            },
-        ];
+        let chunks = two_chunks(10 * S + S / 2);
         let mut failed = call("gpt-4o", &chunks);
         failed.error_type = Some("stream_truncated");
         r.record(&call("gpt-4o", &chunks));
