@@ -168,30 +168,14 @@ impl HttpConnection {
         if self.failed {
             return Err(HttpError::Failed);
         }
-        let result = self.feed_inner(direction, gap_before, bytes, time, sink);
-        self.failed = result.is_err();
-        result
-    }
-
-    fn feed_inner(
-        &mut self,
-        direction: Direction,
-        gap_before: u64,
-        bytes: &[u8],
-        time: ChunkTime,
-        sink: &mut dyn FnMut(HttpEvent<'_>),
-    ) -> Result<(), HttpError> {
-        if self.side == Side::Unknown {
-            if bytes.is_empty() {
-                return Ok(());
-            }
-            self.side = decide_side(direction, bytes)?;
+        if self.side == Side::Unknown && !bytes.is_empty() {
+            self.side = decide_side(direction, bytes).inspect_err(|_| self.failed = true)?;
         }
         let requests_go = match self.side {
             Side::Server => Direction::Ingress,
             _ => Direction::Egress,
         };
-        if direction == requests_go {
+        let result = if direction == requests_go {
             let bodyless = &mut self.bodyless;
             let mut on = |event: HttpEvent<'_>| {
                 if let HttpEvent::Head {
@@ -206,13 +190,16 @@ impl HttpConnection {
             self.requests
                 .feed(gap_before, bytes, time, &mut VecDeque::new(), &mut on)
         } else {
-            self.responses
-                .feed(gap_before, bytes, time, &mut self.bodyless, sink)?;
+            let result = self
+                .responses
+                .feed(gap_before, bytes, time, &mut self.bodyless, sink);
             if self.responses.is_opaque() {
                 self.requests.set_opaque();
             }
-            Ok(())
-        }
+            result
+        };
+        self.failed = result.is_err();
+        result
     }
 
     /// The connection closed: ends bodies delimited by the close.

@@ -259,6 +259,46 @@ impl ErrorField<'_> {
     }
 }
 
+/// A tool call in a message or delta: OpenAI streams `arguments` as text,
+/// Ollama sends an object (not generated text we can count, so skipped).
+#[derive(Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow)]
+    function: Option<ToolFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ToolFunction<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<ToolArguments<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ToolArguments<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Object(serde::de::IgnoredAny),
+}
+
+impl ToolCall<'_> {
+    /// Adds the call's name and argument text; returns whether any.
+    fn push(self, out: &mut ResponseInfo) -> bool {
+        let Some(function) = self.function else {
+            return false;
+        };
+        let arguments = match function.arguments {
+            Some(ToolArguments::Text(text)) => Some(text),
+            _ => None,
+        };
+        [function.name, arguments]
+            .into_iter()
+            .flatten()
+            .fold(false, |output, text| out.push_text(&text) | output)
+    }
+}
+
 /// The longest prefix of `text` within `max` bytes, on a char boundary.
 fn cut(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseInfo};
+use super::{
+    parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseInfo, ToolCall,
+};
 use crate::http::RequestHead;
 use crate::sse::Frame;
 
@@ -99,18 +101,6 @@ struct Message<'a> {
     tool_calls: Option<Vec<ToolCall<'a>>>,
 }
 
-#[derive(Deserialize)]
-struct ToolCall<'a> {
-    #[serde(borrow)]
-    function: Option<Function<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Function<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-}
-
 impl Line<'_> {
     fn apply(self, out: &mut ResponseInfo) -> bool {
         out.set_model(self.model);
@@ -121,15 +111,20 @@ impl Line<'_> {
         out.usage.output = self.eval_count.or(out.usage.output);
         out.done |= self.done == Some(true);
         out.push_finish(self.done_reason);
-        let mut texts = vec![self.response, self.thinking];
+        let mut output = false;
+        let (mut content, mut thinking, mut calls) = (None, None, None);
         if let Some(message) = self.message {
-            texts.extend([message.content, message.thinking]);
-            let calls = message.tool_calls.into_iter().flatten();
-            texts.extend(calls.filter_map(|c| c.function).map(|f| f.name));
+            (content, thinking, calls) = (message.content, message.thinking, message.tool_calls);
         }
-        texts
+        for text in [self.response, self.thinking, content, thinking]
             .into_iter()
             .flatten()
-            .fold(false, |output, text| out.push_text(&text) | output)
+        {
+            output |= out.push_text(&text);
+        }
+        for call in calls.into_iter().flatten() {
+            output |= call.push(out);
+        }
+        output
     }
 }

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseInfo, Usage,
+    parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseInfo, ToolCall,
+    Usage,
 };
 use crate::http::RequestHead;
 use crate::sse::Frame;
@@ -161,20 +162,6 @@ struct Message<'a> {
     tool_calls: Option<Vec<ToolCall<'a>>>,
 }
 
-#[derive(Deserialize)]
-struct ToolCall<'a> {
-    #[serde(borrow)]
-    function: Option<Function<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Function<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
-}
-
 /// OpenAI usage; the aliases are the Responses API's names.
 #[derive(Deserialize)]
 struct TokenUsage {
@@ -273,15 +260,8 @@ impl Message<'_> {
         {
             output |= out.push_text(&text);
         }
-        for function in self
-            .tool_calls
-            .into_iter()
-            .flatten()
-            .flat_map(|c| c.function)
-        {
-            for text in [function.name, function.arguments].into_iter().flatten() {
-                output |= out.push_text(&text);
-            }
+        for call in self.tool_calls.into_iter().flatten() {
+            output |= call.push(out);
         }
         output
     }

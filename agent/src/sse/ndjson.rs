@@ -32,13 +32,7 @@ impl NdjsonParser {
                 emit(&rest[..pos], on);
             } else {
                 self.push(&rest[..pos]);
-                if self.overflow {
-                    self.oversized += 1;
-                } else {
-                    emit(&self.line, on);
-                }
-                self.line.clear();
-                self.overflow = false;
+                self.end_line(on);
             }
             rest = &rest[pos + 1..];
         }
@@ -47,6 +41,11 @@ impl NdjsonParser {
 
     /// The body ended: a last line without a newline still counts.
     pub fn finish(&mut self, on: &mut dyn FnMut(Frame<'_>)) {
+        self.end_line(on);
+    }
+
+    /// Emits (or counts as oversized) the buffered line and starts anew.
+    fn end_line(&mut self, on: &mut dyn FnMut(Frame<'_>)) {
         if self.overflow {
             self.oversized += 1;
         } else {
