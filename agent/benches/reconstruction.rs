@@ -88,6 +88,7 @@ fn events() -> Vec<StreamEvent> {
     })];
     let mut t = 1_700_000_000_000_000_000u64;
     out.push(StreamEvent::Data(DataChunk {
+        tid: None,
         direction: Direction::Egress,
         call_start: t,
         call_end: t + 20_000,
@@ -97,6 +98,7 @@ fn events() -> Vec<StreamEvent> {
     for piece in response.as_bytes().chunks(READ) {
         t += 1_000_000;
         out.push(StreamEvent::Data(DataChunk {
+            tid: None,
             direction: Direction::Ingress,
             call_start: t,
             call_end: t + 5_000,

@@ -195,6 +195,7 @@ fn mutated_events(rng: &mut Rng, seeds: &Seeds) -> Vec<StreamEvent> {
                         };
                     }
                     out.push(StreamEvent::Data(DataChunk {
+                        tid: None,
                         direction,
                         call_start: chunk.call_start,
                         call_end: chunk.call_end,

@@ -95,6 +95,7 @@ fn event(v: &Value, id: ConnectionId) -> StreamEvent {
         None => hex(v["hex"].as_str().unwrap()),
     };
     StreamEvent::Data(DataChunk {
+        tid: None,
         direction: if v["dir"] == "egress" {
             Direction::Egress
         } else {
