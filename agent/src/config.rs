@@ -605,6 +605,12 @@ pub(crate) fn test_args(flags: &[&str]) -> ExportArgs {
     TestCli::try_parse_from(argv).unwrap().export
 }
 
+/// The default settings, for tests.
+#[cfg(test)]
+pub(crate) fn test_settings() -> ExportSettings {
+    ExportSettings::from_args(&test_args(&[])).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

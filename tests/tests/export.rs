@@ -7,90 +7,130 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use llmtap::config::{MetricsEndpointSettings, OtlpProtocol, OtlpSettings, SlowThresholds};
-use llmtap::export::facts::{CallFacts, OutputChunk};
+use llmtap::calls::{ErrorType, LlmCall, OutputChunk};
+use llmtap::config::{
+    ExportSettings, MetricsEndpointSettings, OtlpProtocol, OtlpSettings, SlowThresholds,
+};
 use llmtap::export::metrics_server::MetricsServer;
 use llmtap::export::otlp::OtlpExporter;
 use llmtap::export::prometheus::MetricsRegistry;
+use llmtap::providers::Api;
+use llmtap::stream::{ConnectionId, Side};
 use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
 use llmtap_tests::prometheus::{free_port, promtool_check_metrics, Prometheus};
 use llmtap_tests::rotel::Rotel;
 
 const S: u64 = 1_000_000_000;
-const SLOW: SlowThresholds = SlowThresholds {
-    duration_seconds: 5.0,
-    token_rate: 10.0,
-};
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const T0: u64 = 1_700_000_000 * S;
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
 
-/// A finished streamed chat call with 4 output chunks, starting at
-/// 1_700_000_000 s.
-fn call<'a>(chunks: &'a [OutputChunk], reasons: &'a [String]) -> CallFacts<'a> {
-    let t0 = 1_700_000_000 * S;
-    CallFacts {
-        operation: "chat",
-        provider: "openai",
-        request_model: "gpt-4o-mini",
-        response_model: Some("gpt-4o-mini-2024-07-18"),
-        response_id: Some("chatcmpl-42"),
-        finish_reasons: reasons,
-        service: "test-client",
+/// A finished streamed chat call from a request carrying a `traceparent`:
+/// 2 s long, first token at +0.2 s, 4 output chunks 0.2 s apart, 11 in and
+/// 4 out tokens, 8 tokens/s (slow: under 10).
+fn call() -> LlmCall {
+    let chunks: Vec<_> = (1..=4)
+        .map(|i| OutputChunk {
+            t_ns: T0 + i * S / 5,
+            tokens: 1,
+        })
+        .collect();
+    LlmCall {
+        connection_id: ConnectionId(7),
         pid: 4242,
-        process_name: "python3",
-        side: "client",
-        server_address: Some("127.0.0.1"),
+        comm: Some("python3".into()),
+        side: Side::Client,
+        server_address: Some("127.0.0.1".into()),
         server_port: Some(8443),
+        provider: "openai",
+        api: Api::Chat,
+        request_path: "/v1/chat/completions".into(),
+        request_model: Some("gpt-4o-mini".into()),
         stream: true,
-        status: Some(200),
-        start: t0,
-        end: t0 + 2 * S,
-        first_chunk_at: Some(t0 + S / 10),
-        first_token_at: Some(t0 + S / 5),
-        output_chunks: chunks,
+        max_tokens: Some(16),
+        temperature: None,
+        trace_id: Some(TRACE.into()),
+        parent_span_id: Some(PARENT.into()),
+        response_model: Some("gpt-4o-mini-2024-07-18".into()),
+        response_id: Some("chatcmpl-42".into()),
+        finish_reasons: vec!["stop".into()],
+        http_status: Some(200),
         input_tokens: Some(11),
         output_tokens: Some(4),
-        token_rate: Some(8.0),
-        traceparent: Some(TRACEPARENT),
-        ..CallFacts::default()
+        cached_input_tokens: None,
+        reasoning_tokens: None,
+        input_tokens_estimated: false,
+        output_tokens_estimated: false,
+        t0_ns: T0,
+        request_sent_ns: Some(T0 + S / 100),
+        first_byte_ns: Some(T0 + S / 20),
+        first_chunk_ns: Some(T0 + S / 10),
+        first_output_ns: Some(T0 + S / 5),
+        last_output_ns: Some(T0 + 4 * S / 5),
+        end_ns: Some(T0 + 2 * S),
+        output_chunks: 4,
+        chunks,
+        chunks_dropped: 0,
+        ttft_s: Some(0.2),
+        time_to_first_chunk_s: Some(0.1),
+        tpot_s: Some(0.2),
+        tokens_per_second: Some(8.0),
+        duration_s: Some(2.0),
+        error_type: None,
+        provider_error_type: None,
+        error_message: None,
+        request_truncated: false,
+        response_truncated: false,
     }
 }
 
-fn chunks() -> Vec<OutputChunk> {
-    let t0 = 1_700_000_000 * S;
-    (1..=4)
-        .map(|i| OutputChunk {
-            at: t0 + i * S / 5,
-            tokens: 1,
-        })
-        .collect()
-}
-
-fn otlp_settings(endpoint: String, protocol: OtlpProtocol) -> OtlpSettings {
-    OtlpSettings {
-        endpoint,
-        protocol,
-        headers: vec![("x-test".into(), "1".into())],
-        timeout: Duration::from_secs(2),
-        sample_rate: 1.0,
-        max_chunk_events: 3,
-        queue_size: 64,
+/// Settings as the defaults, with `service` as SERVICE_NAME and traces to
+/// `otlp` (at most 3 chunk events per span).
+fn settings(otlp: Option<(String, OtlpProtocol)>) -> ExportSettings {
+    ExportSettings {
+        enabled: true,
+        service_name: Some("test-client".into()),
+        slow: SlowThresholds {
+            duration_seconds: 5.0,
+            token_rate: 10.0,
+        },
+        metrics: MetricsEndpointSettings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            bearer_token: None,
+            tls: None,
+        },
+        max_label_values: 100,
+        otlp: otlp.map(|(endpoint, protocol)| OtlpSettings {
+            endpoint,
+            protocol,
+            headers: vec![("x-test".into(), "1".into())],
+            timeout: Duration::from_secs(2),
+            sample_rate: 1.0,
+            max_chunk_events: 3,
+            queue_size: 64,
+        }),
     }
 }
 
 fn registry() -> MetricsRegistry {
-    MetricsRegistry::new(100, SLOW).unwrap()
+    MetricsRegistry::new(&settings(None)).unwrap()
+}
+
+fn start_exporter(settings: &ExportSettings, metrics: &MetricsRegistry) -> OtlpExporter {
+    OtlpExporter::start(settings, metrics.health())
+        .unwrap()
+        .expect("an endpoint is set")
 }
 
 fn check_span(received: &ReceivedSpan) {
     let span = &received.span;
     assert_eq!(span.name, "chat gpt-4o-mini");
     assert_eq!(span.kind, SpanKind::Client as i32);
-    assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
-    let t0 = 1_700_000_000 * S;
+    assert_eq!(hex(&span.trace_id), TRACE);
+    assert_eq!(hex(&span.parent_span_id), PARENT);
     assert_eq!(
         (span.start_time_unix_nano, span.end_time_unix_nano),
-        (t0, t0 + 2 * S)
+        (T0, T0 + 2 * S)
     );
     assert_eq!(received.str_attr("gen_ai.operation.name"), Some("chat"));
     assert_eq!(received.str_attr("gen_ai.provider.name"), Some("openai"));
@@ -121,7 +161,7 @@ fn check_span(received: &ReceivedSpan) {
             "gen_ai.chunk"
         ]
     );
-    assert_eq!(span.events[0].time_unix_nano, t0 + S / 5);
+    assert_eq!(span.events[0].time_unix_nano, T0 + S / 5);
     assert_eq!(span.dropped_events_count, 1);
     let resource = |key| match received.resource_attr(key) {
         Some(v) => format!("{v:?}"),
@@ -145,10 +185,8 @@ async fn send_one(protocol: OtlpProtocol, grpc: SocketAddr, http: SocketAddr) ->
         OtlpProtocol::HttpProtobuf => format!("http://{http}/v1/traces"),
     };
     let metrics = registry();
-    let exporter =
-        OtlpExporter::start(&otlp_settings(endpoint, protocol), SLOW, metrics.health()).unwrap();
-    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
-    exporter.export(&call(&chunks, &reasons));
+    let exporter = start_exporter(&settings(Some((endpoint, protocol))), &metrics);
+    exporter.export(&call());
     exporter.shutdown(Duration::from_secs(10)).await;
     metrics
 }
@@ -187,15 +225,18 @@ async fn a_span_reaches_a_real_receiver_over_http_protobuf() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_collector_down_export_never_blocks_and_every_span_is_counted_dropped() {
     let port = free_port();
-    let mut settings = otlp_settings(format!("http://127.0.0.1:{port}"), OtlpProtocol::Grpc);
-    settings.queue_size = 16;
+    let mut down = settings(Some((
+        format!("http://127.0.0.1:{port}"),
+        OtlpProtocol::Grpc,
+    )));
+    down.otlp.as_mut().unwrap().queue_size = 16;
     let metrics = registry();
-    let exporter = OtlpExporter::start(&settings, SLOW, metrics.health()).unwrap();
-    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
+    let exporter = start_exporter(&down, &metrics);
+    let call = call();
     let calls = 5_000;
     let started = Instant::now();
     for _ in 0..calls {
-        exporter.export(&call(&chunks, &reasons));
+        exporter.export(&call);
     }
     let spent = started.elapsed();
     assert!(
@@ -229,16 +270,17 @@ async fn with_the_collector_down_export_never_blocks_and_every_span_is_counted_d
 
 async fn sampled(rate: f64, calls: u64) -> (usize, u64) {
     let receiver = OtlpReceiver::start().await;
-    let mut settings = otlp_settings(receiver.grpc_endpoint(), OtlpProtocol::Grpc);
-    settings.sample_rate = rate;
-    settings.queue_size = 1024;
+    let mut sampling = settings(Some((receiver.grpc_endpoint(), OtlpProtocol::Grpc)));
+    let otlp = sampling.otlp.as_mut().unwrap();
+    otlp.sample_rate = rate;
+    otlp.queue_size = 1024;
     let metrics = registry();
-    let exporter = OtlpExporter::start(&settings, SLOW, metrics.health()).unwrap();
-    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
+    let exporter = start_exporter(&sampling, &metrics);
     for _ in 0..calls {
-        let mut c = call(&chunks, &reasons);
+        let mut c = call();
         // A fresh trace per call, so the ratio applies across calls.
-        c.traceparent = None;
+        c.trace_id = None;
+        c.parent_span_id = None;
         exporter.export(&c);
         metrics.record(&c);
     }
@@ -274,11 +316,10 @@ async fn sampling_keeps_the_configured_share_of_spans() {
 #[test]
 fn promtool_finds_no_problem_in_a_scrape() {
     let metrics = registry();
-    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
-    metrics.record(&call(&chunks, &reasons));
-    let mut failed = call(&chunks, &reasons);
-    failed.error_type = Some("http_500");
-    failed.status = Some(500);
+    metrics.record(&call());
+    let mut failed = call();
+    failed.error_type = Some(ErrorType::Http5xx);
+    failed.http_status = Some(500);
     metrics.record(&failed);
     metrics.health().events_read.inc_by(10);
     metrics
@@ -301,9 +342,8 @@ async fn a_real_prometheus_scrapes_exact_values_with_a_bearer_token() {
     let server = MetricsServer::spawn(&settings, metrics.clone())
         .await
         .unwrap();
-    let (chunks, reasons) = (chunks(), vec!["stop".to_owned()]);
-    metrics.record(&call(&chunks, &reasons));
-    metrics.record(&call(&chunks, &reasons));
+    metrics.record(&call());
+    metrics.record(&call());
     let target = server.local_addr();
     let prometheus = tokio::task::spawn_blocking(move || {
         let prometheus = Prometheus::start(target, Some("scrape-me"));

@@ -1,93 +1,48 @@
-//! The exporters' view of one finished LLM call: borrowed, flat, already in
-//! the units the exporters want (seconds, wall-clock nanoseconds).
-//!
-//! Input: a `calls::LlmCall` (mapped in one place, `From<&LlmCall>`, once
-//! that record is final). Output: [`CallFacts`], read by both the Prometheus
-//! recorder and the OTLP span builder, so the two never disagree about what
-//! a call was, and [`SlowReasons`], the one slow-call verdict both report.
+//! What the exporters derive from an [`LlmCall`] beyond its own fields, in
+//! one place so that metrics and traces never disagree: the service a call
+//! is reported under, its label strings, its duration when it never ended,
+//! and whether it was slow.
 
+use crate::calls::LlmCall;
 use crate::config::SlowThresholds;
-use crate::stream::WallNanos;
+use crate::stream::{Side, WallNanos};
 
-/// One output-bearing chunk of a streamed response.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct OutputChunk {
-    /// Return of the read that delivered it.
-    pub at: WallNanos,
-    /// Tokens it carried (estimated when the provider does not say).
-    pub tokens: u64,
+use super::semconv::value;
+
+/// The service a call is reported under: the configured name, else the
+/// watched process's command name.
+pub fn service<'a>(configured: Option<&'a str>, call: &'a LlmCall) -> &'a str {
+    configured
+        .or(call.comm.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(value::UNKNOWN)
 }
 
-/// One call, as the exporters see it. Names follow design.md's definitions.
-#[derive(Clone, Debug, Default)]
-pub struct CallFacts<'a> {
-    /// `gen_ai.operation.name`: chat, text_completion, responses, ...
-    pub operation: &'a str,
-    /// `gen_ai.provider.name`: openai, anthropic, ...
-    pub provider: &'a str,
-    /// Model asked for in the request ("" when unknown).
-    pub request_model: &'a str,
-    pub response_model: Option<&'a str>,
-    pub response_id: Option<&'a str>,
-    pub finish_reasons: &'a [String],
-    /// The service label: the configured name, else the process name.
-    pub service: &'a str,
-    /// The observed process.
-    pub pid: u32,
-    /// Its executable's name (`comm` when nothing better is known).
-    pub process_name: &'a str,
-    /// `client` or `server`: which end of the connection was watched.
-    pub side: &'a str,
-    pub server_address: Option<&'a str>,
-    pub server_port: Option<u16>,
-    pub stream: bool,
-    /// HTTP status; `None` when no response came.
-    pub status: Option<u16>,
-    /// `None` for a successful call.
-    pub error_type: Option<&'a str>,
-    /// Request start `t0`.
-    pub start: WallNanos,
-    /// Last response byte (or when the call was given up).
-    pub end: WallNanos,
-    /// First output token (TTFT point), when there was one.
-    pub first_token_at: Option<WallNanos>,
-    /// First SSE event of any kind.
-    pub first_chunk_at: Option<WallNanos>,
-    pub output_chunks: &'a [OutputChunk],
-    pub input_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    /// Tokens per second, as design.md defines it.
-    pub token_rate: Option<f64>,
-    /// The request's W3C `traceparent` header.
-    pub traceparent: Option<&'a str>,
+/// `client`, `server` or `unknown`.
+pub fn side(call: &LlmCall) -> &'static str {
+    match call.side {
+        Side::Client => "client",
+        Side::Server => "server",
+        Side::Unknown => value::UNKNOWN,
+    }
 }
 
-fn seconds(from: WallNanos, to: WallNanos) -> f64 {
-    to.saturating_sub(from) as f64 / 1e9
+/// When the call was over: its last byte, or for a call that never ended
+/// (connection cut, no response) the last moment anything of it was seen.
+pub fn end_ns(call: &LlmCall) -> WallNanos {
+    call.end_ns
+        .or(call.last_output_ns)
+        .or(call.first_chunk_ns)
+        .or(call.first_byte_ns)
+        .or(call.request_sent_ns)
+        .unwrap_or(call.t0_ns)
+        .max(call.t0_ns)
 }
 
-impl CallFacts<'_> {
-    /// Request start to last byte.
-    pub fn duration(&self) -> f64 {
-        seconds(self.start, self.end)
-    }
-
-    /// Time to first token.
-    pub fn ttft(&self) -> Option<f64> {
-        self.first_token_at.map(|t| seconds(self.start, t))
-    }
-
-    /// Time to first chunk of any kind.
-    pub fn time_to_first_chunk(&self) -> Option<f64> {
-        self.first_chunk_at.map(|t| seconds(self.start, t))
-    }
-
-    /// Gaps between consecutive output-bearing chunks.
-    pub fn chunk_gaps(&self) -> impl Iterator<Item = f64> + '_ {
-        self.output_chunks
-            .windows(2)
-            .map(|pair| seconds(pair[0].at, pair[1].at))
-    }
+/// Request start to [`end_ns`], in seconds.
+pub fn duration_s(call: &LlmCall) -> f64 {
+    call.duration_s
+        .unwrap_or_else(|| (end_ns(call) - call.t0_ns) as f64 / 1e9)
 }
 
 /// Why a call counts as slow (both can hold).
@@ -100,18 +55,76 @@ pub struct SlowReasons {
 impl SlowReasons {
     /// Slower than the duration threshold, or generating under the token
     /// rate threshold. A threshold of 0 turns its check off.
-    pub fn of(call: &CallFacts, thresholds: SlowThresholds) -> Self {
+    pub fn of(call: &LlmCall, thresholds: SlowThresholds) -> Self {
         SlowReasons {
             duration: thresholds.duration_seconds > 0.0
-                && call.duration() > thresholds.duration_seconds,
+                && duration_s(call) > thresholds.duration_seconds,
             token_rate: call
-                .token_rate
+                .tokens_per_second
                 .is_some_and(|rate| rate < thresholds.token_rate),
         }
     }
 
     pub fn any(self) -> bool {
         self.duration || self.token_rate
+    }
+}
+
+/// A finished streamed chat call for the exporters' tests: t0 = 10 s, end
+/// 16 s, first chunk +0.1 s, first token +0.25 s, 12 in / 3 out tokens,
+/// 4 tokens/s, output chunks at the given times.
+#[cfg(test)]
+pub(crate) fn test_call(model: &str, chunk_times: &[WallNanos]) -> LlmCall {
+    const S: u64 = 1_000_000_000;
+    LlmCall {
+        connection_id: crate::stream::ConnectionId(1),
+        pid: 4242,
+        comm: Some("python3".into()),
+        side: Side::Client,
+        server_address: Some("127.0.0.1".into()),
+        server_port: Some(8443),
+        provider: "openai",
+        api: crate::providers::Api::Chat,
+        request_path: "/v1/chat/completions".into(),
+        request_model: Some(model.into()),
+        stream: true,
+        max_tokens: None,
+        temperature: None,
+        trace_id: None,
+        parent_span_id: None,
+        response_model: Some(model.into()),
+        response_id: Some("chatcmpl-1".into()),
+        finish_reasons: vec!["stop".into()],
+        http_status: Some(200),
+        input_tokens: Some(12),
+        output_tokens: Some(3),
+        cached_input_tokens: None,
+        reasoning_tokens: None,
+        input_tokens_estimated: false,
+        output_tokens_estimated: false,
+        t0_ns: 10 * S,
+        request_sent_ns: Some(10 * S + S / 100),
+        first_byte_ns: Some(10 * S + S / 20),
+        first_chunk_ns: Some(10 * S + S / 10),
+        first_output_ns: Some(10 * S + S / 4),
+        last_output_ns: chunk_times.last().copied(),
+        end_ns: Some(16 * S),
+        output_chunks: chunk_times.len() as u64,
+        chunks: chunk_times
+            .iter()
+            .map(|&t_ns| crate::calls::OutputChunk { t_ns, tokens: 1 })
+            .collect(),
+        chunks_dropped: 0,
+        ttft_s: Some(0.25),
+        time_to_first_chunk_s: Some(0.1),
+        tpot_s: Some(0.25),
+        tokens_per_second: Some(4.0),
+        duration_s: Some(6.0),
+        error_type: None,
+        provider_error_type: None,
+        error_message: None,
+        request_truncated: false,
+        response_truncated: false,
     }
 }
 
@@ -125,42 +138,32 @@ mod tests {
     };
 
     #[test]
-    fn timings_from_wall_nanos() {
-        let chunks = [
-            OutputChunk {
-                at: 1_500_000_000,
-                tokens: 1,
-            },
-            OutputChunk {
-                at: 1_750_000_000,
-                tokens: 2,
-            },
-            OutputChunk {
-                at: 2_250_000_000,
-                tokens: 1,
-            },
-        ];
-        let call = CallFacts {
-            start: 1_000_000_000,
-            end: 3_000_000_000,
-            first_chunk_at: Some(1_200_000_000),
-            first_token_at: Some(1_500_000_000),
-            output_chunks: &chunks,
-            ..CallFacts::default()
-        };
-        assert_eq!(call.duration(), 2.0);
-        assert_eq!(call.ttft(), Some(0.5));
-        assert_eq!(call.time_to_first_chunk(), Some(0.2));
-        assert_eq!(call.chunk_gaps().collect::<Vec<_>>(), [0.25, 0.5]);
+    fn a_call_that_never_ended_lasts_until_last_seen() {
+        let mut call = test_call("m", &[10_500_000_000]);
+        call.end_ns = None;
+        call.duration_s = None;
+        assert_eq!(end_ns(&call), 10_500_000_000);
+        assert_eq!(duration_s(&call), 0.5);
+        call.last_output_ns = None;
+        call.first_chunk_ns = None;
+        call.first_byte_ns = None;
+        call.request_sent_ns = None;
+        assert_eq!(end_ns(&call), call.t0_ns);
+    }
+
+    #[test]
+    fn service_is_configured_else_the_process() {
+        let mut call = test_call("m", &[]);
+        assert_eq!(service(Some("svc"), &call), "svc");
+        assert_eq!(service(None, &call), "python3");
+        call.comm = None;
+        assert_eq!(service(None, &call), "unknown");
     }
 
     #[test]
     fn slow_by_duration_or_rate_and_zero_disables() {
-        let mut call = CallFacts {
-            end: 6_000_000_000,
-            token_rate: Some(12.0),
-            ..CallFacts::default()
-        };
+        let mut call = test_call("m", &[]);
+        call.tokens_per_second = Some(12.0);
         assert_eq!(
             SlowReasons::of(&call, T),
             SlowReasons {
@@ -168,8 +171,8 @@ mod tests {
                 token_rate: false
             }
         );
-        call.token_rate = Some(9.0);
-        call.end = 1_000_000_000;
+        call.tokens_per_second = Some(9.0);
+        call.duration_s = Some(1.0);
         assert_eq!(
             SlowReasons::of(&call, T),
             SlowReasons {
@@ -182,7 +185,7 @@ mod tests {
             token_rate: 0.0,
         };
         assert!(!SlowReasons::of(&call, off).any());
-        call.token_rate = None;
+        call.tokens_per_second = None;
         assert!(!SlowReasons::of(&call, T).any());
     }
 }

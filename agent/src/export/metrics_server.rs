@@ -237,19 +237,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SlowThresholds;
     use rustls::pki_types::{CertificateDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn registry() -> Arc<MetricsRegistry> {
-        let r = MetricsRegistry::new(
-            10,
-            SlowThresholds {
-                duration_seconds: 5.0,
-                token_rate: 10.0,
-            },
-        )
-        .unwrap();
+        let r = MetricsRegistry::new(&crate::config::test_settings()).unwrap();
         r.health().events_read.inc_by(42);
         Arc::new(r)
     }

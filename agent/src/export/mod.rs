@@ -1,6 +1,6 @@
 //! Exporters: where finished records go.
 
-pub mod facts;
+pub mod derived;
 pub mod labels;
 pub mod metrics_server;
 pub mod otlp;

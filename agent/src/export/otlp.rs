@@ -1,7 +1,7 @@
 //! OTLP traces: one CLIENT span per LLM call, sent over gRPC or
 //! HTTP/protobuf with `opentelemetry-otlp` (rustls, no OpenSSL).
 //!
-//! Input: [`CallFacts`] per finished call, on the capture path. Output:
+//! Input: each finished [`LlmCall`], on the capture path. Output:
 //! spans at the collector. [`OtlpExporter::export`] never waits: it samples
 //! (`TELEMETRY_SAMPLE_RATE`, by trace id as OTel's ratio sampler does), builds
 //! the span's data and puts it on a bounded queue. One tokio task batches the
@@ -35,10 +35,11 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::facts::{CallFacts, SlowReasons};
+use super::derived::{self, SlowReasons};
 use super::prometheus::Health;
 use super::semconv::{attr, value};
-use crate::config::{OtlpProtocol, OtlpSettings, SlowThresholds};
+use crate::calls::LlmCall;
+use crate::config::{ExportSettings, OtlpProtocol, OtlpSettings, SlowThresholds};
 use crate::stream::WallNanos;
 
 /// Spans per export request at most.
@@ -84,6 +85,7 @@ struct Queued {
 struct SpanOptions {
     max_chunk_events: usize,
     slow: SlowThresholds,
+    service_name: Option<String>,
 }
 
 /// The running exporter. Dropping it without [`OtlpExporter::shutdown`]
@@ -98,14 +100,14 @@ pub struct OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// Builds the exporter and starts its task on the current tokio runtime.
-    /// Nothing connects yet: an absent collector is found out (and counted)
-    /// at the first export.
-    pub fn start(
-        settings: &OtlpSettings,
-        slow: SlowThresholds,
-        health: &Health,
-    ) -> Result<Self, OtlpError> {
+    /// Builds the exporter and starts its task on the current tokio runtime;
+    /// `None` when no OTLP endpoint is configured (traces off). Nothing
+    /// connects yet: an absent collector is found out (and counted) at the
+    /// first export.
+    pub fn start(export: &ExportSettings, health: &Health) -> Result<Option<Self>, OtlpError> {
+        let Some(settings) = &export.otlp else {
+            return Ok(None);
+        };
         let exporter = build_exporter(settings).map_err(|source| OtlpError::Build {
             endpoint: settings.endpoint.clone(),
             source,
@@ -125,22 +127,23 @@ impl OtlpExporter {
             counters.clone(),
             host_name(),
         ));
-        Ok(OtlpExporter {
+        Ok(Some(OtlpExporter {
             queue,
             sampler: Sampler::TraceIdRatioBased(settings.sample_rate),
             ids: RandomIdGenerator::default(),
             options: SpanOptions {
                 max_chunk_events: settings.max_chunk_events,
-                slow,
+                slow: export.slow,
+                service_name: export.service_name.clone(),
             },
             counters,
             worker,
-        })
+        }))
     }
 
     /// Queues the call's span, unless sampled out; never blocks.
-    pub fn export(&self, call: &CallFacts) {
-        let parent = call.traceparent.and_then(parse_traceparent);
+    pub fn export(&self, call: &LlmCall) {
+        let parent = remote_parent(call);
         let trace_id = parent
             .as_ref()
             .map_or_else(|| self.ids.new_trace_id(), |p| p.trace_id());
@@ -161,9 +164,9 @@ impl OtlpExporter {
             &self.options,
         );
         let process = ProcessKey {
-            service: call.service.to_owned(),
+            service: derived::service(self.options.service_name.as_deref(), call).to_owned(),
             pid: call.pid,
-            executable: call.process_name.to_owned(),
+            executable: call.comm.clone().unwrap_or_default(),
         };
         if self.queue.try_send(Queued { process, span }).is_err() {
             self.counters.dropped.inc();
@@ -308,45 +311,28 @@ fn host_name() -> String {
 
 /// `{gen_ai.operation.name} {gen_ai.request.model}`, or the operation alone
 /// when the model is unknown.
-fn span_name(call: &CallFacts) -> String {
-    if call.request_model.is_empty() {
-        call.operation.to_owned()
-    } else {
-        format!("{} {}", call.operation, call.request_model)
+fn span_name(call: &LlmCall) -> String {
+    match call.request_model.as_deref().filter(|m| !m.is_empty()) {
+        Some(model) => format!("{} {model}", call.api.as_str()),
+        None => call.api.as_str().to_owned(),
     }
 }
 
-/// A W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`) as a remote
-/// parent; `None` when malformed or all-zero, as the spec says to ignore it.
-pub fn parse_traceparent(header: &str) -> Option<SpanContext> {
-    let mut parts = header.trim().split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    // Version 00 has exactly four fields; later versions may append more.
-    if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
-        return None;
-    }
-    if !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
-        return None;
-    }
-    let trace_id = TraceId::from_hex(trace).ok()?;
-    let span_id = SpanId::from_hex(parent).ok()?;
-    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
-        return None;
-    }
-    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
-    Some(SpanContext::new(
-        trace_id,
-        span_id,
-        flags,
-        true,
-        TraceState::default(),
-    ))
+/// The caller's span from the request's `traceparent` (already checked by
+/// `calls`), as a remote parent. The header's flags are not kept on the
+/// record: the parent counts as sampled, since its service sent it on.
+fn remote_parent(call: &LlmCall) -> Option<SpanContext> {
+    let trace_id = TraceId::from_hex(call.trace_id.as_deref()?).ok()?;
+    let span_id = SpanId::from_hex(call.parent_span_id.as_deref()?).ok()?;
+    (trace_id != TraceId::INVALID && span_id != SpanId::INVALID).then(|| {
+        SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        )
+    })
 }
 
 /// A string-array attribute value.
@@ -360,7 +346,7 @@ fn wall(at: WallNanos) -> SystemTime {
 }
 
 fn build_span(
-    call: &CallFacts,
+    call: &LlmCall,
     name: String,
     trace_id: TraceId,
     span_id: SpanId,
@@ -368,8 +354,8 @@ fn build_span(
     options: &SpanOptions,
 ) -> SpanData {
     let mut attributes = vec![
-        KeyValue::new(attr::GENAI_OPERATION_NAME, call.operation.to_owned()),
-        KeyValue::new(attr::GENAI_PROVIDER_NAME, call.provider.to_owned()),
+        KeyValue::new(attr::GENAI_OPERATION_NAME, call.api.as_str()),
+        KeyValue::new(attr::GENAI_PROVIDER_NAME, call.provider),
         KeyValue::new(attr::GENAI_REQUEST_STREAM, call.stream),
     ];
     let mut text = |key: &'static str, value: Option<&str>| {
@@ -377,11 +363,11 @@ fn build_span(
             attributes.push(KeyValue::new(key, v.to_owned()));
         }
     };
-    text(attr::GENAI_REQUEST_MODEL, Some(call.request_model));
-    text(attr::GENAI_RESPONSE_MODEL, call.response_model);
-    text(attr::GENAI_RESPONSE_ID, call.response_id);
-    text(attr::SERVER_ADDRESS, call.server_address);
-    text(attr::ERROR_TYPE, call.error_type);
+    text(attr::GENAI_REQUEST_MODEL, call.request_model.as_deref());
+    text(attr::GENAI_RESPONSE_MODEL, call.response_model.as_deref());
+    text(attr::GENAI_RESPONSE_ID, call.response_id.as_deref());
+    text(attr::SERVER_ADDRESS, call.server_address.as_deref());
+    text(attr::ERROR_TYPE, call.error_type.map(|e| e.as_str()));
     if !call.finish_reasons.is_empty() {
         let reasons = call.finish_reasons.iter().map(String::as_str);
         attributes.push(KeyValue::new(
@@ -399,7 +385,7 @@ fn build_span(
             attributes.push(KeyValue::new(key, i64::try_from(n).unwrap_or(i64::MAX)));
         }
     }
-    if let Some(first) = call.time_to_first_chunk() {
+    if let Some(first) = call.time_to_first_chunk_s {
         attributes.push(KeyValue::new(
             attr::GENAI_RESPONSE_TIME_TO_FIRST_CHUNK,
             first,
@@ -418,29 +404,20 @@ fn build_span(
         attributes.push(KeyValue::new(attr::LLMTAP_SLOW_REASONS, strings(reasons)));
     }
 
-    let mut events = Vec::with_capacity(1 + call.output_chunks.len().min(options.max_chunk_events));
-    if let Some(at) = call.first_token_at {
+    let kept = call.chunks.len().min(options.max_chunk_events);
+    let mut events = Vec::with_capacity(1 + kept);
+    if let Some(at) = call.first_output_ns {
         events.push(Event::new(attr::EVENT_FIRST_TOKEN, wall(at), Vec::new(), 0));
     }
-    for (index, chunk) in call
-        .output_chunks
-        .iter()
-        .take(options.max_chunk_events)
-        .enumerate()
-    {
+    for (index, chunk) in call.chunks[..kept].iter().enumerate() {
         let attrs = vec![
             KeyValue::new(attr::LLMTAP_CHUNK_INDEX, index as i64),
-            KeyValue::new(
-                attr::LLMTAP_CHUNK_TOKENS,
-                i64::try_from(chunk.tokens).unwrap_or(i64::MAX),
-            ),
+            KeyValue::new(attr::LLMTAP_CHUNK_TOKENS, i64::from(chunk.tokens)),
         ];
-        events.push(Event::new(attr::EVENT_CHUNK, wall(chunk.at), attrs, 0));
+        events.push(Event::new(attr::EVENT_CHUNK, wall(chunk.t_ns), attrs, 0));
     }
-    let dropped_events = call
-        .output_chunks
-        .len()
-        .saturating_sub(options.max_chunk_events);
+    // Past our cap, and past reconstruction's own list cap.
+    let dropped_events = (call.chunks.len() - kept) as u64 + call.chunks_dropped;
     if dropped_events > 0 {
         attributes.push(KeyValue::new(
             attr::LLMTAP_CHUNK_EVENTS_DROPPED,
@@ -463,14 +440,14 @@ fn build_span(
         parent_span_is_remote: parent.is_some(),
         span_kind: SpanKind::Client,
         name: name.into(),
-        start_time: wall(call.start),
-        end_time: wall(call.end.max(call.start)),
+        start_time: wall(call.t0_ns),
+        end_time: wall(derived::end_ns(call)),
         attributes,
         dropped_attributes_count: 0,
         events: span_events,
         links: SpanLinks::default(),
         status: match call.error_type {
-            Some(error) => Status::error(error.to_owned()),
+            Some(error) => Status::error(error.as_str()),
             None => Status::Unset,
         },
         instrumentation_scope: InstrumentationScope::builder("llmtap")
@@ -482,104 +459,67 @@ fn build_span(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::facts::OutputChunk;
+    use crate::export::derived::test_call;
 
     const S: u64 = 1_000_000_000;
+    const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const PARENT: &str = "b7ad6b7169203331";
 
-    #[test]
-    fn traceparent_parsing_follows_w3c() {
-        let good =
-            parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
-        assert_eq!(
-            good.trace_id(),
-            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap()
-        );
-        assert_eq!(
-            good.span_id(),
-            SpanId::from_hex("b7ad6b7169203331").unwrap()
-        );
-        assert!(good.is_sampled() && good.is_remote());
-        for bad in [
-            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
-            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
-            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
-            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",
-            "garbage",
-        ] {
-            assert!(parse_traceparent(bad).is_none(), "{bad}");
-        }
-        assert!(parse_traceparent(
-            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future"
-        )
-        .is_some());
-    }
-
-    #[test]
-    fn span_carries_the_calls_attributes_events_and_parent() {
-        let chunks: Vec<_> = (0..5)
-            .map(|i| OutputChunk {
-                at: 10 * S + (i + 1) * S / 10,
-                tokens: 2,
-            })
-            .collect();
-        let reasons = ["stop".to_owned()];
-        let call = CallFacts {
-            operation: "chat",
-            provider: "openai",
-            request_model: "gpt-4o-mini",
-            response_model: Some("gpt-4o-mini-2024"),
-            response_id: Some("chatcmpl-1"),
-            finish_reasons: &reasons,
-            service: "svc",
-            side: "client",
-            server_address: Some("api.openai.com"),
-            server_port: Some(443),
-            stream: true,
-            status: Some(200),
-            start: 10 * S,
-            end: 17 * S,
-            first_chunk_at: Some(10 * S + S / 20),
-            first_token_at: Some(10 * S + S / 10),
-            output_chunks: &chunks,
-            input_tokens: Some(7),
-            output_tokens: Some(10),
-            token_rate: Some(25.0),
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-            ..CallFacts::default()
-        };
-        let options = SpanOptions {
-            max_chunk_events: 3,
+    fn options(max_chunk_events: usize) -> SpanOptions {
+        SpanOptions {
+            max_chunk_events,
             slow: SlowThresholds {
                 duration_seconds: 5.0,
                 token_rate: 10.0,
             },
-        };
-        let parent = parse_traceparent(call.traceparent.unwrap());
-        let ids = RandomIdGenerator::default();
+            service_name: None,
+        }
+    }
+
+    #[test]
+    fn the_parent_comes_from_the_records_traceparent_ids() {
+        let mut call = test_call("m", &[]);
+        assert!(remote_parent(&call).is_none());
+        call.trace_id = Some(TRACE.into());
+        call.parent_span_id = Some(PARENT.into());
+        let parent = remote_parent(&call).unwrap();
+        assert_eq!(parent.trace_id(), TraceId::from_hex(TRACE).unwrap());
+        assert_eq!(parent.span_id(), SpanId::from_hex(PARENT).unwrap());
+        assert!(parent.is_remote());
+        call.parent_span_id = Some("0000000000000000".into());
+        assert!(remote_parent(&call).is_none());
+    }
+
+    #[test]
+    fn span_carries_the_calls_attributes_events_and_parent() {
+        let times: Vec<_> = (1..=5).map(|i| 10 * S + S / 4 + i * S / 10).collect();
+        let mut call = test_call("gpt-4o-mini", &times);
+        call.response_model = Some("gpt-4o-mini-2024".into());
+        call.trace_id = Some(TRACE.into());
+        call.parent_span_id = Some(PARENT.into());
+        call.chunks_dropped = 1;
+        let parent = remote_parent(&call);
+        let trace_id = parent.as_ref().unwrap().trace_id();
+        let span_id = RandomIdGenerator::default().new_span_id();
         let span = build_span(
             &call,
             span_name(&call),
-            parent.as_ref().unwrap().trace_id(),
-            ids.new_span_id(),
+            trace_id,
+            span_id,
             parent,
-            &options,
+            &options(3),
         );
         assert_eq!(span.name, "chat gpt-4o-mini");
         assert_eq!(span.span_kind, SpanKind::Client);
         assert_eq!(
             span.span_context.trace_id(),
-            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap()
+            TraceId::from_hex(TRACE).unwrap()
         );
-        assert_eq!(
-            span.parent_span_id,
-            SpanId::from_hex("b7ad6b7169203331").unwrap()
-        );
+        assert_eq!(span.parent_span_id, SpanId::from_hex(PARENT).unwrap());
         assert!(span.parent_span_is_remote);
         assert_eq!(
             (span.start_time, span.end_time),
-            (wall(10 * S), wall(17 * S))
+            (wall(10 * S), wall(16 * S))
         );
         let get = |key: &str| {
             span.attributes
@@ -592,16 +532,18 @@ mod tests {
             get(attr::GENAI_RESPONSE_MODEL),
             Some("gpt-4o-mini-2024".into())
         );
-        assert_eq!(get(attr::GENAI_USAGE_OUTPUT_TOKENS), Some(10i64.into()));
-        assert_eq!(get(attr::SERVER_PORT), Some(443i64.into()));
+        assert_eq!(get(attr::GENAI_USAGE_OUTPUT_TOKENS), Some(3i64.into()));
+        assert_eq!(get(attr::SERVER_PORT), Some(8443i64.into()));
         assert_eq!(get(attr::GENAI_REQUEST_STREAM), Some(true.into()));
         assert_eq!(
             get(attr::GENAI_RESPONSE_TIME_TO_FIRST_CHUNK),
-            Some(0.05.into())
+            Some(0.1.into())
         );
         assert_eq!(get(attr::LLMTAP_SLOW), Some(true.into()));
-        assert_eq!(get(attr::LLMTAP_CHUNK_EVENTS_DROPPED), Some(2i64.into()));
+        // Two past our cap of 3, one past reconstruction's list.
+        assert_eq!(get(attr::LLMTAP_CHUNK_EVENTS_DROPPED), Some(3i64.into()));
         assert_eq!(get(attr::ERROR_TYPE), None);
+        assert_eq!(span.status, Status::Unset);
         let names: Vec<_> = span.events.iter().map(|e| e.name.as_ref()).collect();
         assert_eq!(
             names,
@@ -612,7 +554,33 @@ mod tests {
                 attr::EVENT_CHUNK
             ]
         );
-        assert_eq!(span.events[0].timestamp, wall(10 * S + S / 10));
-        assert_eq!(span.events.dropped_count, 2);
+        assert_eq!(span.events[0].timestamp, wall(10 * S + S / 4));
+        assert_eq!(span.events[1].timestamp, wall(times[0]));
+        assert_eq!(span.events.dropped_count, 3);
+    }
+
+    #[test]
+    fn a_failed_call_without_an_end_has_error_status_and_a_last_seen_end() {
+        let mut call = test_call("m", &[11 * S]);
+        call.error_type = Some(crate::calls::ErrorType::ConnectionReset);
+        call.end_ns = None;
+        call.duration_s = None;
+        call.request_model = None;
+        let span = build_span(
+            &call,
+            span_name(&call),
+            TraceId::from(1),
+            SpanId::from(2),
+            None,
+            &options(8),
+        );
+        assert_eq!(span.name, "chat");
+        assert_eq!(span.end_time, wall(11 * S));
+        assert_eq!(span.status, Status::error("connection_reset"));
+        assert!(span
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == attr::ERROR_TYPE));
+        assert_eq!(span.parent_span_id, SpanId::INVALID);
     }
 }

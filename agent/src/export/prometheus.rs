@@ -2,7 +2,7 @@
 //! call counter, the OpenTelemetry GenAI client histograms with the
 //! specification's buckets, and llmtap's own health.
 //!
-//! Input: [`CallFacts`] per finished call ([`MetricsRegistry::record`]), and
+//! Input: each finished [`LlmCall`] ([`MetricsRegistry::record`]), and
 //! the agent's counters through [`Health`]. Output: the text exposition
 //! format ([`MetricsRegistry::encode`]), served by `metrics_server`. Every
 //! call is recorded, sampled for traces or not. Label values from traffic
@@ -15,10 +15,11 @@ use prometheus::{
     TextEncoder,
 };
 
-use super::facts::{CallFacts, SlowReasons};
+use super::derived::{self, SlowReasons};
 use super::labels::{Admitted, LabelCap};
 use super::semconv::{label, metric, value};
-use crate::config::SlowThresholds;
+use crate::calls::LlmCall;
+use crate::config::{ExportSettings, SlowThresholds};
 
 /// OTel GenAI `gen_ai.client.operation.duration` buckets, seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -95,6 +96,8 @@ pub struct MetricsRegistry {
     registry: Registry,
     cap: LabelCap,
     slow: SlowThresholds,
+    /// `SERVICE_NAME`/`OTEL_SERVICE_NAME`; else each call's process name.
+    service_name: Option<String>,
     token_rate: HistogramVec,
     ttft: HistogramVec,
     duration: HistogramVec,
@@ -157,8 +160,9 @@ fn with(labels: &[&'static str], extra: &'static str) -> Vec<&'static str> {
 }
 
 impl MetricsRegistry {
-    /// All families, empty. `max_label_values`: see [`LabelCap`].
-    pub fn new(max_label_values: usize, slow: SlowThresholds) -> Result<Self, MetricsError> {
+    /// All families, empty; labels capped at `--max-label-values` (see
+    /// [`LabelCap`]).
+    pub fn new(settings: &ExportSettings) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let f = Families(&registry);
         let exporter = [label::EXPORTER];
@@ -188,8 +192,9 @@ impl MetricsRegistry {
             genai_per_chunk: f.histogram(metric::GENAI_TIME_PER_OUTPUT_CHUNK, "Time between consecutive output chunks (OTel gen_ai.client.operation.time_per_output_chunk), seconds.", &DURATION_BUCKETS, &GENAI)?,
             health,
             registry,
-            cap: LabelCap::new(max_label_values),
-            slow,
+            cap: LabelCap::new(settings.max_label_values),
+            slow: settings.slow,
+            service_name: settings.service_name.clone(),
         })
     }
 
@@ -199,32 +204,35 @@ impl MetricsRegistry {
     }
 
     /// Counts one finished call in every family it belongs to.
-    pub fn record(&self, call: &CallFacts) {
+    pub fn record(&self, call: &LlmCall) {
         let status = call
-            .status
+            .http_status
             .map_or(Cow::Borrowed("none"), |s| Cow::Owned(s.to_string()));
+        let model = call.request_model.as_deref().unwrap_or("");
+        let operation = call.api.as_str();
+        let side = derived::side(call);
         let seed = [
-            call.request_model,
+            model,
             call.provider,
-            call.operation,
-            call.service,
-            call.side,
+            operation,
+            derived::service(self.service_name.as_deref(), call),
+            side,
         ];
         let seed_with = |family: &'static str, extra: &str| {
             let mut values = seed.to_vec();
             values.push(extra);
             self.labels(family, &with(&SEED, extra_label(family)), &values)
         };
-        let duration = call.duration();
+        let duration = derived::duration_s(call);
         self.duration
             .with_label_values(&seed_with(metric::REQUEST_DURATION, &status))
             .observe(duration);
-        if let Some(ttft) = call.ttft() {
+        if let Some(ttft) = call.ttft_s {
             self.ttft
                 .with_label_values(&self.labels(metric::TIME_TO_FIRST_TOKEN, &SEED, &seed))
                 .observe(ttft);
         }
-        if let Some(rate) = call.token_rate.filter(|r| r.is_finite()) {
+        if let Some(rate) = call.tokens_per_second.filter(|r| r.is_finite()) {
             self.token_rate
                 .with_label_values(&self.labels(metric::TOKEN_GENERATION_RATE, &SEED, &seed))
                 .observe(rate);
@@ -240,7 +248,8 @@ impl MetricsRegistry {
                     .inc_by(count);
             }
         }
-        if let Some(error) = call.error_type {
+        let error = call.error_type.map(|e| e.as_str());
+        if let Some(error) = error {
             self.errors
                 .with_label_values(&seed_with(metric::ERROR_COUNT, error))
                 .inc();
@@ -258,13 +267,13 @@ impl MetricsRegistry {
         }
 
         let genai = [
-            call.operation,
+            operation,
             call.provider,
-            call.request_model,
-            call.response_model.unwrap_or(call.request_model),
-            call.server_address.unwrap_or(""),
-            call.error_type.unwrap_or(""),
-            call.side,
+            model,
+            call.response_model.as_deref().unwrap_or(model),
+            call.server_address.as_deref().unwrap_or(""),
+            error.unwrap_or(""),
+            side,
         ];
         self.genai_duration
             .with_label_values(&self.labels(metric::GENAI_OPERATION_DURATION, &GENAI, &genai))
@@ -282,7 +291,7 @@ impl MetricsRegistry {
                     .observe(count as f64);
             }
         }
-        if let Some(first) = call.time_to_first_chunk() {
+        if let Some(first) = call.time_to_first_chunk_s {
             self.genai_first_chunk
                 .with_label_values(&self.labels(metric::GENAI_TIME_TO_FIRST_CHUNK, &GENAI, &genai))
                 .observe(first);
@@ -292,8 +301,8 @@ impl MetricsRegistry {
             &GENAI,
             &genai,
         ));
-        for gap in call.chunk_gaps() {
-            per_chunk.observe(gap);
+        for gap in call.inter_chunk_gaps() {
+            per_chunk.observe(gap as f64 / 1e9);
         }
     }
 
@@ -343,57 +352,24 @@ fn extra_label(family: &'static str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::facts::OutputChunk;
+    use crate::export::derived::test_call;
+    use crate::stream::WallNanos;
 
     const S: u64 = 1_000_000_000;
 
     fn registry(max: usize) -> MetricsRegistry {
-        MetricsRegistry::new(
-            max,
-            SlowThresholds {
-                duration_seconds: 5.0,
-                token_rate: 10.0,
-            },
-        )
-        .unwrap()
+        let mut settings = crate::config::test_settings();
+        settings.max_label_values = max;
+        MetricsRegistry::new(&settings).unwrap()
     }
 
-    fn call<'a>(model: &'a str, chunks: &'a [OutputChunk]) -> CallFacts<'a> {
-        CallFacts {
-            operation: "chat",
-            provider: "openai",
-            request_model: model,
-            response_model: Some(model),
-            service: "client",
-            side: "client",
-            server_address: Some("127.0.0.1"),
-            server_port: Some(8443),
-            stream: true,
-            status: Some(200),
-            start: 10 * S,
-            end: 16 * S,
-            first_chunk_at: Some(10 * S + S / 10),
-            first_token_at: Some(10 * S + S / 4),
-            output_chunks: chunks,
-            input_tokens: Some(12),
-            output_tokens: Some(3),
-            token_rate: Some(4.0),
-            ..CallFacts::default()
-        }
+    fn call(model: &str, chunks: &[WallNanos]) -> LlmCall {
+        test_call(model, chunks)
     }
 
     /// Output chunks at t0 + 0.25 s and at `second`.
-    fn two_chunks(second: u64) -> [OutputChunk; 2] {
-        [
-            OutputChunk {
-                at: 10 * S + S / 4,
-                tokens: 1,
-            },
-            OutputChunk {
-                at: second,
-                tokens: 2,
-            },
-        ]
+    fn two_chunks(second: u64) -> [WallNanos; 2] {
+        [10 * S + S / 4, second]
     }
 
     fn scrape(r: &MetricsRegistry) -> String {
@@ -460,12 +436,12 @@ mod tests {
         let r = registry(10);
         let chunks = two_chunks(10 * S + S / 2);
         let mut failed = call("gpt-4o", &chunks);
-        failed.error_type = Some("stream_truncated");
+        failed.error_type = Some(crate::calls::ErrorType::StreamTruncated);
         r.record(&call("gpt-4o", &chunks));
         r.record(&failed);
         let text = scrape(&r);
         let seed =
-            r#"model="gpt-4o",operation="chat",provider="openai",service="client",side="client""#;
+            r#"model="gpt-4o",operation="chat",provider="openai",service="python3",side="client""#;
         assert_eq!(
             line(
                 &text,
@@ -507,7 +483,7 @@ mod tests {
         // 6 s > 5 s and 4 tokens/s < 10: slow both ways.
         let slow = |reason| {
             format!(
-                r#"llm_slow_requests_total{{model="gpt-4o",operation="chat",provider="openai",reason="{reason}",service="client",side="client"}} 2"#
+                r#"llm_slow_requests_total{{model="gpt-4o",operation="chat",provider="openai",reason="{reason}",service="python3",side="client"}} 2"#
             )
         };
         line(&text, &slow("duration"));
@@ -547,7 +523,7 @@ mod tests {
         );
         line(
             &text,
-            r#"llm_request_duration_seconds_count{model="a",operation="chat",provider="openai",service="client",side="client",status="200"} 2"#,
+            r#"llm_request_duration_seconds_count{model="a",operation="chat",provider="openai",service="python3",side="client",status="200"} 2"#,
         );
     }
 
