@@ -7,3 +7,4 @@ pub mod otlp;
 pub mod print;
 pub mod prometheus;
 pub mod semconv;
+pub mod telemetry;

@@ -379,11 +379,15 @@ fn build_span(
         (attr::GENAI_USAGE_INPUT_TOKENS, call.input_tokens),
         (attr::GENAI_USAGE_OUTPUT_TOKENS, call.output_tokens),
         (attr::SERVER_PORT, call.server_port.map(u64::from)),
+        (attr::GENAI_REQUEST_MAX_TOKENS, call.max_tokens),
     ];
     for (key, number) in numbers {
         if let Some(n) = number {
             attributes.push(KeyValue::new(key, i64::try_from(n).unwrap_or(i64::MAX)));
         }
+    }
+    if let Some(temperature) = call.temperature {
+        attributes.push(KeyValue::new(attr::GENAI_REQUEST_TEMPERATURE, temperature));
     }
     if let Some(first) = call.time_to_first_chunk_s {
         attributes.push(KeyValue::new(

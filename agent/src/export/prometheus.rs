@@ -18,7 +18,8 @@ use prometheus::{
 use super::derived::{self, SlowReasons};
 use super::labels::{Admitted, LabelCap};
 use super::semconv::{label, metric, value};
-use crate::calls::LlmCall;
+use crate::calls::{LlmCall, ReconstructionStats};
+use crate::capture::ebpf::KernelCounters;
 use crate::config::{ExportSettings, SlowThresholds};
 
 /// OTel GenAI `gen_ai.client.operation.duration` buckets, seconds.
@@ -76,8 +77,10 @@ pub struct Health {
     pub bytes_captured: IntCounter,
     pub attached_processes: IntGauge,
     pub open_streams: IntGauge,
-    /// Parse failures, by `stage` (http, sse, provider, ...).
+    /// Parse failures, by `stage` (http, provider).
     pub parse_failures: IntCounterVec,
+    /// LLM calls lost with a connection whose framing failed.
+    pub calls_lost: IntCounter,
     /// Calls not exported as traces because of `TELEMETRY_SAMPLE_RATE`.
     pub calls_sampled_out: IntCounter,
     /// Spans the collector accepted, by `exporter`.
@@ -88,6 +91,28 @@ pub struct Health {
     pub exporter_failures: IntCounterVec,
     /// Label values reported as `other`, by `metric`.
     pub label_values_folded: IntCounterVec,
+}
+
+impl Health {
+    /// Brings the counters that other stages keep as running totals up to
+    /// those totals (kernel drops, reconstruction failures). Call it as often
+    /// as convenient: only the increase since the last call is added.
+    pub fn observe_totals(&self, kernel: &KernelCounters, reconstruction: &ReconstructionStats) {
+        advance(&self.events_lost, kernel.ringbuf_full);
+        advance(&self.calls_lost, reconstruction.calls_lost);
+        let stages = [
+            (value::STAGE_HTTP, reconstruction.parse_failures),
+            (value::STAGE_PROVIDER, reconstruction.decode_errors),
+        ];
+        for (stage, total) in stages {
+            advance(&self.parse_failures.with_label_values(&[stage]), total);
+        }
+    }
+}
+
+/// Raises a counter to a running total kept elsewhere.
+fn advance(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
 /// Every metric, in one registry.
@@ -173,6 +198,10 @@ impl MetricsRegistry {
             attached_processes: f.gauge(metric::ATTACHED_PROCESSES, "Processes currently watched.")?,
             open_streams: f.gauge(metric::OPEN_STREAMS, "Connections currently being reassembled.")?,
             parse_failures: f.counters(metric::PARSE_FAILURES, "Connections or messages that could not be parsed, by stage.", &[label::STAGE])?,
+            calls_lost: f.counter(
+                metric::CALLS_LOST,
+                "LLM calls lost with a connection whose HTTP framing failed.",
+            )?,
             calls_sampled_out: f.counter(metric::CALLS_SAMPLED_OUT, "Calls not exported as traces because of TELEMETRY_SAMPLE_RATE (metrics count them).")?,
             spans_exported: f.counters(metric::SPANS_EXPORTED, "Spans accepted by the collector.", &exporter)?,
             spans_dropped: f.counters(metric::SPANS_DROPPED, "Spans lost: export queue full or export failed.", &exporter)?,

@@ -23,7 +23,7 @@ pub mod metric {
     pub const ATTACHED_PROCESSES: &str = "llmtap_attached_processes";
     pub const OPEN_STREAMS: &str = "llmtap_open_streams";
     pub const PARSE_FAILURES: &str = "llmtap_parse_failures_total";
-    pub const CALLS: &str = "llmtap_calls_total";
+    pub const CALLS_LOST: &str = "llmtap_calls_lost_total";
     pub const CALLS_SAMPLED_OUT: &str = "llmtap_calls_sampled_out_total";
     pub const SPANS_EXPORTED: &str = "llmtap_spans_exported_total";
     pub const SPANS_DROPPED: &str = "llmtap_spans_dropped_total";
@@ -67,6 +67,9 @@ pub mod value {
     /// An empty or unknown label value.
     pub const UNKNOWN: &str = "unknown";
     pub const EXPORTER_OTLP: &str = "otlp";
+    /// `llmtap_parse_failures_total` stages.
+    pub const STAGE_HTTP: &str = "http";
+    pub const STAGE_PROVIDER: &str = "provider";
 }
 
 /// OpenTelemetry span, event and resource attribute names.
