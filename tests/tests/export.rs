@@ -19,6 +19,7 @@ use llmtap::stream::{ConnectionId, Side};
 use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
 use llmtap_tests::prometheus::{free_port, promtool_check_metrics, Prometheus};
 use llmtap_tests::rotel::Rotel;
+use prometheus::IntCounterVec;
 
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_700_000_000 * S;
@@ -110,6 +111,11 @@ fn settings(otlp: Option<(String, OtlpProtocol)>) -> ExportSettings {
             queue_size: 64,
         }),
     }
+}
+
+/// The `exporter="otlp"` value of a health counter.
+fn otlp(counter: &IntCounterVec) -> u64 {
+    counter.with_label_values(&["otlp"]).get()
 }
 
 fn registry() -> MetricsRegistry {
@@ -249,23 +255,60 @@ async fn with_the_collector_down_export_never_blocks_and_every_span_is_counted_d
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(dropped.get(), calls);
-    assert!(
-        metrics
-            .health()
-            .exporter_failures
-            .with_label_values(&["otlp"])
-            .get()
-            >= 1
-    );
-    assert_eq!(
-        metrics
-            .health()
-            .spans_exported
-            .with_label_values(&["otlp"])
-            .get(),
-        0
-    );
+    assert!(otlp(&metrics.health().exporter_failures) >= 1);
+    assert_eq!(otlp(&metrics.health().spans_exported), 0);
     exporter.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_times_out_and_its_spans_are_counted_dropped() {
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+        let endpoint = match protocol {
+            OtlpProtocol::Grpc => format!("http://{addr}"),
+            OtlpProtocol::HttpProtobuf => format!("http://{addr}/v1/traces"),
+        };
+        let mut slow = settings(Some((endpoint, protocol)));
+        let otlp_settings = slow.otlp.as_mut().unwrap();
+        otlp_settings.queue_size = 16;
+        otlp_settings.timeout = Duration::from_millis(500);
+        let metrics = registry();
+        let exporter = start_exporter(&slow, &metrics);
+        let call = call();
+        let started = Instant::now();
+        for _ in 0..200 {
+            exporter.export(&call);
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while otlp(&metrics.health().spans_dropped) < 200 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(otlp(&metrics.health().spans_dropped), 200, "{protocol:?}");
+        assert!(otlp(&metrics.health().exporter_failures) >= 1);
+        exporter.shutdown(Duration::from_secs(5)).await;
+    }
+    // Shutting down while an export hangs abandons the queue: counted too.
+    let mut hanging = settings(Some((format!("http://{addr}"), OtlpProtocol::Grpc)));
+    hanging.otlp.as_mut().unwrap().timeout = Duration::from_secs(30);
+    let metrics = registry();
+    let exporter = start_exporter(&hanging, &metrics);
+    for _ in 0..10 {
+        exporter.export(&call());
+    }
+    let started = Instant::now();
+    exporter.shutdown(Duration::from_millis(300)).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(otlp(&metrics.health().spans_dropped), 10);
+    holder.abort();
 }
 
 async fn sampled(rate: f64, calls: u64) -> (usize, u64) {
@@ -375,14 +418,7 @@ async fn a_real_prometheus_scrapes_exact_values_with_a_bearer_token() {
 async fn export_to_rotel(protocol: OtlpProtocol) -> String {
     let rotel = tokio::task::spawn_blocking(Rotel::start).await.unwrap();
     let metrics = send_one(protocol, rotel.grpc_addr, rotel.http_addr).await;
-    assert_eq!(
-        metrics
-            .health()
-            .spans_exported
-            .with_label_values(&["otlp"])
-            .get(),
-        1
-    );
+    assert_eq!(otlp(&metrics.health().spans_exported), 1);
     tokio::task::spawn_blocking(move || {
         rotel.wait_for_output(
             &["chat gpt-4o-mini", "gen_ai.first_token"],

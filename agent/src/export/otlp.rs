@@ -17,6 +17,8 @@
 //! `host.name`), so one agent reports many services correctly.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{
@@ -61,6 +63,9 @@ pub enum OtlpError {
 /// The counters the exporter bumps (from [`Health`], `exporter="otlp"`).
 #[derive(Clone, Debug)]
 struct Counters {
+    /// Spans the export task finished with (exported or failed), so that
+    /// shutdown can count what it abandons.
+    settled: Arc<AtomicU64>,
     sampled_out: IntCounter,
     exported: IntCounter,
     dropped: IntCounter,
@@ -97,6 +102,8 @@ pub struct OtlpExporter {
     options: SpanOptions,
     counters: Counters,
     worker: JoinHandle<()>,
+    /// Spans put on the queue.
+    queued: AtomicU64,
 }
 
 impl OtlpExporter {
@@ -114,6 +121,7 @@ impl OtlpExporter {
         })?;
         let otlp = [value::EXPORTER_OTLP];
         let counters = Counters {
+            settled: Arc::default(),
             sampled_out: health.calls_sampled_out.clone(),
             exported: health.spans_exported.with_label_values(&otlp),
             dropped: health.spans_dropped.with_label_values(&otlp),
@@ -138,6 +146,7 @@ impl OtlpExporter {
             },
             counters,
             worker,
+            queued: AtomicU64::new(0),
         }))
     }
 
@@ -168,8 +177,9 @@ impl OtlpExporter {
             pid: call.pid,
             executable: call.comm.clone().unwrap_or_default(),
         };
-        if self.queue.try_send(Queued { process, span }).is_err() {
-            self.counters.dropped.inc();
+        match self.queue.try_send(Queued { process, span }) {
+            Ok(()) => _ = self.queued.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counters.dropped.inc(),
         }
     }
 
@@ -180,8 +190,11 @@ impl OtlpExporter {
         let mut worker = self.worker;
         if tokio::time::timeout(deadline, &mut worker).await.is_err() {
             worker.abort();
+            let settled = self.counters.settled.load(Ordering::Relaxed);
+            let abandoned = self.queued.load(Ordering::Relaxed).saturating_sub(settled);
+            self.counters.dropped.inc_by(abandoned);
             tracing::warn!(
-                "OTLP export did not finish within {deadline:?}; queued spans were dropped"
+                "OTLP export did not finish within {deadline:?}; {abandoned} queued span(s) dropped"
             );
         }
     }
@@ -287,6 +300,7 @@ async fn export_loop(
                     tracing::debug!("OTLP export of {count} span(s) timed out");
                 }
             }
+            counters.settled.fetch_add(count, Ordering::Relaxed);
         }
     }
     let _ = exporter.shutdown();
