@@ -194,18 +194,20 @@ pub struct ExportArgs {
         env = "LLMTAP_MAX_CHUNK_EVENTS",
         value_name = "N",
         allow_hyphen_values = true,
-        default_value = "128"
+        default_value = "64"
     )]
     pub max_chunk_events: String,
 
     /// Finished spans waiting for export at most. Past it, new spans are
-    /// dropped and counted, so a slow or absent collector never grows memory.
+    /// dropped and counted, so a slow or absent collector never grows memory
+    /// (roughly 1 KiB per span plus 150 bytes per chunk event: about 5 MiB
+    /// with the defaults).
     #[arg(
         long,
         env = "LLMTAP_OTLP_QUEUE_SIZE",
         value_name = "N",
         allow_hyphen_values = true,
-        default_value = "2048"
+        default_value = "512"
     )]
     pub otlp_queue_size: String,
 }
@@ -591,15 +593,18 @@ fn percent_decode(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The export flags alone, as the CLI flattens them, for tests.
+#[cfg(test)]
+#[derive(clap::Parser)]
+struct TestCli {
+    #[command(flatten)]
+    export: ExportArgs,
+}
+
 /// Parses export flags as the CLI would, for tests.
 #[cfg(test)]
 pub(crate) fn test_args(flags: &[&str]) -> ExportArgs {
     use clap::Parser;
-    #[derive(Parser)]
-    struct TestCli {
-        #[command(flatten)]
-        export: ExportArgs,
-    }
     let mut argv = vec!["llmtap"];
     argv.extend_from_slice(flags);
     TestCli::try_parse_from(argv).unwrap().export
@@ -623,6 +628,41 @@ mod tests {
         ExportSettings::from_args(&args(flags))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn help_names_every_variable() {
+        use clap::CommandFactory;
+        let help = TestCli::command().render_long_help().to_string();
+        for setting in [
+            ENABLE,
+            OTLP_ENDPOINT,
+            OTLP_PROTOCOL,
+            OTLP_HEADERS,
+            OTLP_TIMEOUT,
+            JAEGER,
+            SLOW_DURATION,
+            SLOW_RATE,
+            SAMPLE_RATE,
+            METRICS_ADDR,
+            TOKEN,
+            TOKEN_FILE,
+            TLS_CERT,
+            TLS_KEY,
+            MAX_LABELS,
+            MAX_CHUNKS,
+            QUEUE_SIZE,
+        ] {
+            assert!(help.contains(setting.env), "{} not in --help", setting.env);
+            assert!(
+                help.contains(setting.flag),
+                "{} not in --help",
+                setting.flag
+            );
+        }
+        for seed in ["SERVICE_NAME", "OTEL_SERVICE_NAME", "14268/api/traces"] {
+            assert!(help.contains(seed), "{seed} not in --help");
+        }
     }
 
     #[test]
@@ -792,7 +832,7 @@ mod tests {
                 headers.max_chunk_events,
                 headers.queue_size
             ),
-            (1.0, 128, 2048)
+            (1.0, 64, 512)
         );
     }
 

@@ -427,12 +427,13 @@ fn build_span(
     if let Some(at) = call.first_output_ns {
         events.push(Event::new(attr::EVENT_FIRST_TOKEN, wall(at), Vec::new(), 0));
     }
-    for (index, chunk) in call.chunks[..kept].iter().enumerate() {
-        let attrs = vec![
-            KeyValue::new(attr::LLMTAP_CHUNK_INDEX, index as i64),
-            KeyValue::new(attr::LLMTAP_CHUNK_TOKENS, i64::from(chunk.tokens)),
-        ];
-        events.push(Event::new(attr::EVENT_CHUNK, wall(chunk.t_ns), attrs, 0));
+    // Events keep their order, so no index: one attribute keeps them small.
+    for chunk in &call.chunks[..kept] {
+        let tokens = vec![KeyValue::new(
+            attr::LLMTAP_CHUNK_TOKENS,
+            i64::from(chunk.tokens),
+        )];
+        events.push(Event::new(attr::EVENT_CHUNK, wall(chunk.t_ns), tokens, 0));
     }
     // Past our cap, and past reconstruction's own list cap.
     let dropped_events = (call.chunks.len() - kept) as u64 + call.chunks_dropped;

@@ -95,7 +95,6 @@ pub mod attr {
     pub const LLMTAP_SLOW_REASONS: &str = "llmtap.slow.reasons";
     pub const LLMTAP_CHUNK_EVENTS_DROPPED: &str = "llmtap.chunk_events.dropped";
     pub const LLMTAP_CHUNK_TOKENS: &str = "llmtap.chunk.tokens";
-    pub const LLMTAP_CHUNK_INDEX: &str = "llmtap.chunk.index";
 
     /// Events.
     pub const EVENT_FIRST_TOKEN: &str = "gen_ai.first_token";
