@@ -9,12 +9,13 @@
 //! every span that does not make it is counted (queue full or export
 //! failed), as are the calls sampled out.
 //!
-//! The SDK's tracer and `BatchSpanProcessor` are not used because spans
-//! here are not timed live: start, end and event times are the kernel's,
-//! known only when the call is over, and the SDK's batch processor keeps its
-//! drop count private. Each span carries its observed process as its
-//! resource (`service.name`, `process.pid`, `process.executable.name`,
-//! `host.name`), so one agent reports many services correctly.
+//! Spans are built as SDK `SpanData` (times from the kernel, known once
+//! the call is over) and handed to the OTLP `SpanExporter` directly. The
+//! SDK's tracer provider and `BatchSpanProcessor` are not used: a provider
+//! has one resource, while our spans come from many observed processes, and
+//! the batch processor keeps its drop count private. Here each batch is
+//! exported per process, with that process as its resource (`service.name`,
+//! `process.pid`, `process.executable.name`, `host.name`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,8 +184,8 @@ impl OtlpExporter {
         }
     }
 
-    /// Exports what is queued, waiting at most `deadline`; what is left then
-    /// is dropped (and counted as the task is cancelled).
+    /// Exports what is queued, waiting at most `deadline`; what is still
+    /// queued then is dropped and counted.
     pub async fn shutdown(self, deadline: Duration) {
         drop(self.queue);
         let mut worker = self.worker;
@@ -206,8 +207,8 @@ fn build_exporter(
     // reqwest is built without a crypto provider of its own: use ring, as
     // the rest of the agent does. Already installed is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // The queue is the retry buffer: a failed export is counted and dropped
-    // rather than holding up the spans behind it.
+    // No retries: a failed export is counted and its spans dropped, rather
+    // than holding up the spans queued behind it.
     let retry = RetryPolicy::disabled();
     match settings.protocol {
         OtlpProtocol::Grpc => {

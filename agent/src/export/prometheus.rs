@@ -58,7 +58,7 @@ const GENAI: [&str; 7] = [
     label::SIDE,
 ];
 
-/// Building or encoding the metrics failed.
+/// Building the metric families failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// A family could not be created or registered (a bug: names are fixed).
