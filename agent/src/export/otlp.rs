@@ -262,6 +262,7 @@ async fn export_loop(
     host: String,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut failing = false;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let deadline = tokio::time::sleep(BATCH_DELAY);
         tokio::pin!(deadline);
@@ -284,27 +285,44 @@ async fn export_loop(
             // Export calls never overlap (one task), so switching the
             // resource per request is safe.
             exporter.set_resource(&resource(&process, &host));
-            // The exporter has its own timeout; this one guards against a
-            // transport that ignores it.
-            match tokio::time::timeout(timeout + Duration::from_secs(1), exporter.export(spans))
-                .await
-            {
-                Ok(Ok(())) => counters.exported.inc_by(count),
-                Ok(Err(e)) => {
-                    counters.failures.inc();
-                    counters.dropped.inc_by(count);
-                    tracing::debug!("OTLP export of {count} span(s) failed: {e}");
+            match export_with_deadline(&exporter, spans, timeout).await {
+                Ok(()) => {
+                    counters.exported.inc_by(count);
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("OTLP export works again");
+                    }
                 }
-                Err(_) => {
+                Err(e) => {
                     counters.failures.inc();
                     counters.dropped.inc_by(count);
-                    tracing::debug!("OTLP export of {count} span(s) timed out");
+                    // Once per outage at warn level; every failure at debug.
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(
+                            "OTLP export failed ({e}): spans are dropped until it works again \
+                             (counted in llmtap_spans_dropped_total)"
+                        );
+                    }
+                    tracing::debug!("OTLP export of {count} span(s) failed: {e}");
                 }
             }
             counters.settled.fetch_add(count, Ordering::Relaxed);
         }
     }
     let _ = exporter.shutdown();
+}
+
+/// One export request. The exporter has its own timeout; this one guards
+/// against a transport that ignores it.
+async fn export_with_deadline(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    spans: Vec<SpanData>,
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout + Duration::from_secs(1), exporter.export(spans)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
 }
 
 fn resource(process: &ProcessKey, host: &str) -> Resource {
