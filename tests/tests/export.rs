@@ -17,7 +17,7 @@ use llmtap::export::prometheus::MetricsRegistry;
 use llmtap::providers::Api;
 use llmtap::stream::{ConnectionId, Side};
 use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
-use llmtap_tests::prometheus::{free_port, promtool_check_metrics, Prometheus};
+use llmtap_tests::prometheus::{free_port, http_get, promtool_check_metrics, Prometheus};
 use llmtap_tests::rotel::Rotel;
 use prometheus::IntCounterVec;
 
@@ -356,9 +356,9 @@ async fn sampling_keeps_the_configured_share_of_spans() {
     assert!((140..=260).contains(&kept), "kept {kept} of 400 at 0.5");
 }
 
-#[test]
-fn promtool_finds_no_problem_in_a_scrape() {
-    let metrics = registry();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_finds_no_problem_in_a_scrape_of_the_endpoint() {
+    let metrics = Arc::new(registry());
     metrics.record(&call());
     let mut failed = call();
     failed.error_type = Some(ErrorType::Http5xx);
@@ -370,8 +370,21 @@ fn promtool_finds_no_problem_in_a_scrape() {
         .parse_failures
         .with_label_values(&["http"])
         .inc();
-    let text = String::from_utf8(metrics.encode()).unwrap();
+    let server = MetricsServer::spawn(&settings(None).metrics, metrics.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (status, text) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+        .await
+        .unwrap()
+        .expect("the endpoint answers");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("llm_error_count_total{error_type=\"http_5xx\""),
+        "{text}"
+    );
     promtool_check_metrics(&text).unwrap();
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
