@@ -71,11 +71,7 @@ pub fn sanitize(raw: &str) -> Cow<'_, str> {
     if trimmed.is_empty() {
         return Cow::Borrowed(value::UNKNOWN);
     }
-    let mut end = trimmed.len().min(MAX_LABEL_BYTES);
-    while !trimmed.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = &trimmed[..end];
+    let cut = truncate(trimmed, MAX_LABEL_BYTES);
     if cut.chars().any(char::is_control) {
         Cow::Owned(
             cut.chars()
@@ -85,6 +81,15 @@ pub fn sanitize(raw: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(cut)
     }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 #[cfg(test)]

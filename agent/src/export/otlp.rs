@@ -39,12 +39,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::derived::{self, SlowReasons};
+use super::labels::truncate;
 use super::prometheus::Health;
 use super::semconv::{attr, value};
 use crate::calls::LlmCall;
 use crate::config::{ExportSettings, OtlpProtocol, OtlpSettings, SlowThresholds};
 use crate::stream::WallNanos;
 
+/// Longest string attribute kept, in bytes.
+const MAX_ATTRIBUTE_BYTES: usize = 256;
 /// Spans per export request at most.
 const MAX_BATCH: usize = 512;
 /// How long a span waits for others to share its export request.
@@ -346,7 +349,11 @@ fn host_name() -> String {
 /// when the model is unknown.
 fn span_name(call: &LlmCall) -> String {
     match call.request_model.as_deref().filter(|m| !m.is_empty()) {
-        Some(model) => format!("{} {model}", call.api.as_str()),
+        Some(model) => format!(
+            "{} {}",
+            call.api.as_str(),
+            truncate(model, MAX_ATTRIBUTE_BYTES)
+        ),
         None => call.api.as_str().to_owned(),
     }
 }
@@ -391,9 +398,14 @@ fn build_span(
         KeyValue::new(attr::GENAI_PROVIDER_NAME, call.provider),
         KeyValue::new(attr::GENAI_REQUEST_STREAM, call.stream),
     ];
+    // Strings come from observed traffic: cut, so one odd request cannot
+    // make a huge span.
     let mut text = |key: &'static str, value: Option<&str>| {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
-            attributes.push(KeyValue::new(key, v.to_owned()));
+            attributes.push(KeyValue::new(
+                key,
+                truncate(v, MAX_ATTRIBUTE_BYTES).to_owned(),
+            ));
         }
     };
     text(attr::GENAI_REQUEST_MODEL, call.request_model.as_deref());
@@ -620,5 +632,20 @@ mod tests {
             .iter()
             .any(|kv| kv.key.as_str() == attr::ERROR_TYPE));
         assert_eq!(span.parent_span_id, SpanId::INVALID);
+        call.response_model = Some("é".repeat(200));
+        let span = build_span(
+            &call,
+            span_name(&call),
+            TraceId::from(1),
+            SpanId::from(2),
+            None,
+            &options(8),
+        );
+        let model = span
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == attr::GENAI_RESPONSE_MODEL)
+            .unwrap();
+        assert_eq!(model.value.as_str().len(), MAX_ATTRIBUTE_BYTES);
     }
 }
