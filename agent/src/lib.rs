@@ -13,6 +13,7 @@
 pub mod calls;
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod export;
 pub mod http;

@@ -4,6 +4,10 @@
 //! The tests load BPF programs into the running kernel, so they need root
 //! and run one at a time ([`serial`]).
 
+pub mod otlp_receiver;
+pub mod prometheus;
+pub mod rotel;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

@@ -1,1 +1,187 @@
-//! (being written)
+//! From connection events to LLM call records.
+//!
+//! Input: each connection's [`StreamEvent`]s, in order (connections may
+//! interleave freely). Output: one [`LlmCall`] per request/response pair
+//! that is an LLM API call, returned by the event that finished it, plus
+//! [`ReconstructionStats`] counters for what was dropped, cut or not
+//! understood. Bad input never fails the tracker: it is counted.
+//!
+//! Each connection runs `http` (framing) → `sse` (frames) → `providers`
+//! (meaning); this module pairs requests with responses, times every frame
+//! by the read that completed it, and counts tokens.
+
+mod connection;
+mod exchange;
+mod record;
+mod tokens;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::http::HttpLimits;
+use crate::stream::{ConnectionId, ConnectionInfo, StreamEvent, Transport};
+use connection::Connection;
+
+pub use record::{ErrorType, LlmCall, OutputChunk};
+
+/// Caps that bound memory per connection and per call. Past a cap the call
+/// is still timed; what was cut is flagged on the record and counted.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections followed at once; more are ignored (and counted).
+    pub max_connections: usize,
+    /// HTTP framing caps (head size, decoded body size).
+    pub http: HttpLimits,
+    /// Request body bytes kept to read model and parameters.
+    pub max_request_body: usize,
+    /// Non-streamed response body bytes kept to decode.
+    pub max_response_body: usize,
+    /// Bytes of one SSE event or NDJSON line.
+    pub max_event_bytes: usize,
+    /// Generated text kept per call to count tokens.
+    pub max_output_text: usize,
+    /// Output chunks listed per call.
+    pub max_chunks: usize,
+    /// Requests waiting for responses per connection (pipelining).
+    pub max_pending: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 16 * 1024,
+            http: HttpLimits::default(),
+            max_request_body: 4 * 1024 * 1024,
+            max_response_body: 4 * 1024 * 1024,
+            max_event_bytes: 1024 * 1024,
+            max_output_text: 1024 * 1024,
+            max_chunks: 4096,
+            max_pending: 64,
+        }
+    }
+}
+
+/// Counters of everything reconstruction did not turn into a clean record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReconstructionStats {
+    /// Connections seen opening.
+    pub connections_opened: u64,
+    /// Connections seen closing.
+    pub connections_closed: u64,
+    /// Connections ignored because `max_connections` were open.
+    pub connections_rejected: u64,
+    /// Data or close events for a connection never opened.
+    pub events_without_open: u64,
+    /// Connections whose bytes were not HTTP/1.x (HTTP/2, other protocols).
+    pub non_http_connections: u64,
+    /// Connections whose HTTP framing failed (garbage, truncation, gaps).
+    pub parse_failures: u64,
+    /// Chunks that arrived after lost bytes.
+    pub capture_gaps: u64,
+    /// HTTP requests seen.
+    pub requests: u64,
+    /// Requests that were not LLM API calls.
+    pub non_llm_requests: u64,
+    /// LLM call records produced.
+    pub llm_calls: u64,
+    /// LLM calls lost with a connection whose framing failed.
+    pub calls_lost: u64,
+    /// Responses with no request to pair with.
+    pub unmatched_responses: u64,
+    /// Requests not read because too many were pipelined.
+    pub pending_overflow: u64,
+    /// Request bodies cut at `max_request_body`.
+    pub request_bodies_truncated: u64,
+    /// Responses with bytes lost or cut.
+    pub response_bodies_truncated: u64,
+    /// SSE events or NDJSON lines dropped at `max_event_bytes`.
+    pub oversized_events: u64,
+    /// Frames or bodies a provider could not decode.
+    pub decode_errors: u64,
+    /// Calls whose generated text outgrew `max_output_text`.
+    pub output_text_truncated: u64,
+    /// Output chunks not listed at `max_chunks`.
+    pub chunks_dropped: u64,
+}
+
+/// Turns every connection's events into [`LlmCall`]s.
+pub struct CallTracker {
+    limits: Limits,
+    connections: HashMap<ConnectionId, Connection>,
+    stats: ReconstructionStats,
+}
+
+impl CallTracker {
+    /// A tracker with the given caps.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            connections: HashMap::new(),
+            stats: ReconstructionStats::default(),
+        }
+    }
+
+    /// Feeds one event of one connection; returns the LLM calls that
+    /// finished with it (usually none or one; more when pipelined or when
+    /// a close ends several).
+    pub fn on_event(&mut self, conn: ConnectionId, event: &StreamEvent) -> Vec<LlmCall> {
+        let mut out = Vec::new();
+        match event {
+            StreamEvent::Opened(info) => self.open(conn, info.clone()),
+            StreamEvent::Data(chunk) => {
+                if !self.connections.contains_key(&conn) {
+                    self.stats.events_without_open += 1;
+                    self.open(conn, unknown(conn));
+                }
+                if let Some(connection) = self.connections.get_mut(&conn) {
+                    connection.data(chunk, &self.limits, &mut self.stats, &mut out);
+                }
+            }
+            StreamEvent::Closed { reason, .. } => match self.connections.remove(&conn) {
+                Some(connection) => {
+                    self.stats.connections_closed += 1;
+                    connection.close(*reason, &self.limits, &mut self.stats, &mut out);
+                }
+                None => self.stats.events_without_open += 1,
+            },
+        }
+        out
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> &ReconstructionStats {
+        &self.stats
+    }
+
+    /// Connections currently followed.
+    pub fn open_connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    fn open(&mut self, id: ConnectionId, info: ConnectionInfo) {
+        if self.connections.len() >= self.limits.max_connections
+            && !self.connections.contains_key(&id)
+        {
+            self.stats.connections_rejected += 1;
+            return;
+        }
+        self.stats.connections_opened += 1;
+        self.connections
+            .insert(id, Connection::new(info, &self.limits));
+    }
+}
+
+/// What we know of a connection first seen by its data.
+fn unknown(id: ConnectionId) -> ConnectionInfo {
+    ConnectionInfo {
+        id,
+        pid: 0,
+        comm: None,
+        fd: None,
+        local: None,
+        peer: None,
+        side: crate::stream::Side::Unknown,
+        transport: Transport::Tcp,
+    }
+}

@@ -1,0 +1,408 @@
+//! A coverage-less mutation fuzzer for the reconstruction stages, on stable
+//! Rust (cargo-fuzz needs nightly).
+//!
+//! It mutates the golden fixtures (bit flips, splices, framing tokens,
+//! huge numbers), cuts them at random, feeds one stage, and catches panics.
+//!
+//! ```text
+//! cargo run --release -p llmtap --example fuzz -- <http|sse|providers|calls> <seconds> [seed]
+//! ```
+//!
+//! Each execution draws from its own seed; a crash's seed is written to
+//! `target/fuzz-crashes/` and replays alone, panic and all, with
+//! `fuzz -- <target> replay <seed>`. The exit status is non-zero on crashes.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use llmtap::calls::{CallTracker, Limits};
+use llmtap::http::{ChunkTime, HttpConnection, HttpEvent, HttpLimits};
+use llmtap::providers::{Api, PROVIDERS};
+use llmtap::sse::{Frame, NdjsonParser, SseParser};
+use llmtap::stream::{CloseReason, ConnectionId, DataChunk, Direction, Side, StreamEvent};
+
+/// Byte strings that matter to the parsers, spliced in by mutations.
+const TOKENS: &[&[u8]] = &[
+    b"\r\n",
+    b"\n\n",
+    b"\r\n\r\n",
+    b"\r",
+    b"0\r\n\r\n",
+    b"ffffffffffffffff\r\n",
+    b"Content-Length: 18446744073709551616\r\n",
+    b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Content-Encoding: gzip\r\n",
+    b"Content-Encoding: br\r\n",
+    b"Content-Encoding: zstd\r\n",
+    b"Content-Type: text/event-stream\r\n",
+    b"Content-Type: application/x-ndjson\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 500 Oops\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\n",
+    b"HEAD / HTTP/1.1\r\n\r\n",
+    b"data: ",
+    b"data: [DONE]\n\n",
+    b"event: error\n",
+    b"retry: 99999999999999999999\n",
+    b"id: \0\n",
+    b":\n",
+    b"\xEF\xBB\xBF",
+    b"\xF0\x9F\x98",
+    b"\\u0000",
+    b"\\ud800",
+    b"null",
+    b"true",
+    b"-1",
+    b"1e400",
+    b"18446744073709551616",
+    b"{}",
+    b"[]",
+    b"{\"error\":\"x\"}",
+    b"\"",
+    b"{",
+    b"]",
+];
+
+/// xorshift64*: small, seedable, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+}
+
+fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>]) {
+    for _ in 0..=rng.below(8) {
+        let len = data.len();
+        let at = rng.below(len + 1);
+        match rng.below(8) {
+            0 if len > 0 => data[at.min(len - 1)] ^= 1 << rng.below(8),
+            1 if len > 0 => data[at.min(len - 1)] = rng.next() as u8,
+            2 => data.insert(at, rng.next() as u8),
+            3 => {
+                let end = (at + rng.below(32)).min(len);
+                data.drain(at..end);
+            }
+            4 => {
+                let end = (at + rng.below(64)).min(len);
+                let copy = data[at..end].to_vec();
+                let to = rng.below(data.len() + 1);
+                data.splice(to..to, copy);
+            }
+            5 | 6 => {
+                let token = TOKENS[rng.below(TOKENS.len())];
+                data.splice(at..at, token.iter().copied());
+            }
+            _ => {
+                let other = &corpus[rng.below(corpus.len())];
+                let from = rng.below(other.len());
+                let end = (from + rng.below(256)).min(other.len());
+                data.splice(at..at, other[from..end].iter().copied());
+            }
+        }
+    }
+}
+
+/// Cuts `data` at random points.
+fn cuts<'a>(rng: &mut Rng, data: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = if rng.chance(4) {
+            rest.len()
+        } else {
+            1 + rng.below(rest.len().min(300))
+        };
+        out.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    out
+}
+
+/// The fixtures' events, and every data chunk's bytes as the corpus.
+struct Seeds {
+    connections: Vec<Vec<StreamEvent>>,
+    corpus: Vec<Vec<u8>>,
+    /// Each fixture's ingress bytes (responses, mostly), for SSE.
+    bodies: Vec<Vec<u8>>,
+    /// SSE/NDJSON frame payloads found in the fixtures.
+    frames: Vec<Vec<u8>>,
+}
+
+fn seeds() -> Seeds {
+    let connections: Vec<_> = common::fixtures().into_iter().map(|f| f.events).collect();
+    let mut corpus = Vec::new();
+    let mut bodies = Vec::new();
+    let mut frames = Vec::new();
+    for events in &connections {
+        let mut ingress = Vec::new();
+        for event in events {
+            if let StreamEvent::Data(chunk) = event {
+                corpus.push(chunk.bytes.clone());
+                if chunk.direction == Direction::Ingress {
+                    ingress.extend_from_slice(&chunk.bytes);
+                }
+            }
+        }
+        SseParser::new(1 << 20).feed(&ingress, &mut |f| frames.push(f.data.to_vec()));
+        bodies.push(ingress);
+    }
+    Seeds {
+        connections,
+        corpus,
+        bodies,
+        frames,
+    }
+}
+
+fn mutated_events(rng: &mut Rng, seeds: &Seeds) -> Vec<StreamEvent> {
+    let events = &seeds.connections[rng.below(seeds.connections.len())];
+    let mut out = Vec::new();
+    for event in events {
+        match event {
+            StreamEvent::Data(chunk) => {
+                let mut bytes = chunk.bytes.clone();
+                if rng.chance(3) {
+                    mutate(rng, &mut bytes, &seeds.corpus);
+                }
+                for piece in cuts(rng, &bytes) {
+                    let mut direction = chunk.direction;
+                    if rng.chance(200) {
+                        direction = match direction {
+                            Direction::Egress => Direction::Ingress,
+                            Direction::Ingress => Direction::Egress,
+                        };
+                    }
+                    out.push(StreamEvent::Data(DataChunk {
+                        tid: None,
+                        direction,
+                        call_start: chunk.call_start,
+                        call_end: chunk.call_end,
+                        gap_before: if rng.chance(100) {
+                            rng.below(64) as u64
+                        } else {
+                            0
+                        },
+                        bytes: piece.to_vec(),
+                    }));
+                }
+            }
+            StreamEvent::Opened(info) => {
+                let mut info = info.clone();
+                if rng.chance(3) {
+                    info.side = [Side::Client, Side::Server, Side::Unknown][rng.below(3)];
+                }
+                out.push(StreamEvent::Opened(info));
+            }
+            closed => {
+                if rng.chance(10) {
+                    let reason = [
+                        CloseReason::Closed,
+                        CloseReason::Reset,
+                        CloseReason::ProcessExited,
+                        CloseReason::Evicted,
+                    ][rng.below(4)];
+                    out.push(StreamEvent::Closed { at: 0, reason });
+                } else {
+                    out.push(closed.clone());
+                }
+            }
+        }
+    }
+    // Sometimes the connection ends early.
+    if rng.chance(5) {
+        let keep = rng.below(out.len());
+        out.truncate(keep.max(1));
+    }
+    out
+}
+
+/// HTTP framing alone.
+fn fuzz_http(rng: &mut Rng, seeds: &Seeds) {
+    let events = mutated_events(rng, seeds);
+    let limits = HttpLimits {
+        max_head_bytes: 64 + rng.below(8192),
+        max_decoded_body: 1 + rng.below(1 << 16) as u64,
+    };
+    let mut conn = HttpConnection::new(Side::Unknown, limits);
+    let mut bytes = 0usize;
+    let mut sink = |e: HttpEvent<'_>| {
+        if let HttpEvent::Body { bytes: b, .. } = e {
+            bytes += b.len();
+        }
+    };
+    for event in &events {
+        match event {
+            StreamEvent::Opened(info) => conn = HttpConnection::new(info.side, limits),
+            StreamEvent::Data(c) => {
+                let time = ChunkTime {
+                    start: c.call_start,
+                    end: c.call_end,
+                };
+                let _ = conn.feed(c.direction, c.gap_before, &c.bytes, time, &mut sink);
+            }
+            StreamEvent::Closed { .. } => conn.close(&mut sink),
+        }
+    }
+}
+
+/// SSE and NDJSON framing, then every provider on every frame.
+fn fuzz_sse(rng: &mut Rng, seeds: &Seeds) {
+    let mut body = seeds.bodies[rng.below(seeds.bodies.len())].clone();
+    mutate(rng, &mut body, &seeds.corpus);
+    let max = 1 + rng.below(4096);
+    let mut sse = SseParser::new(max);
+    let mut ndjson = NdjsonParser::new(max);
+    let mut frames = Vec::new();
+    for piece in cuts(rng, &body) {
+        sse.feed(piece, &mut |f| {
+            frames.push((f.event.to_vec(), f.data.to_vec()))
+        });
+        ndjson.feed(piece, &mut |f| frames.push((Vec::new(), f.data.to_vec())));
+    }
+    ndjson.finish(&mut |f| frames.push((Vec::new(), f.data.to_vec())));
+    for (event, data) in &frames {
+        decode_everywhere(Frame { event, data });
+    }
+}
+
+fn decode_everywhere(frame: Frame<'_>) {
+    let apis = [
+        Api::Chat,
+        Api::TextCompletion,
+        Api::Responses,
+        Api::GenerateContent,
+    ];
+    for provider in PROVIDERS {
+        for api in apis {
+            let mut out = llmtap::providers::ResponseInfo::new(64);
+            let _ = provider.frame(api, frame, &mut out);
+            let _ = provider.body(api, frame.data, &mut out);
+        }
+    }
+}
+
+/// Provider decoders on mutated frame payloads, and request reading.
+fn fuzz_providers(rng: &mut Rng, seeds: &Seeds) {
+    let mut data = seeds.frames[rng.below(seeds.frames.len())].clone();
+    mutate(rng, &mut data, &seeds.frames);
+    decode_everywhere(Frame {
+        event: b"",
+        data: &data,
+    });
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&data) {
+        let targets = [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/responses",
+            "/openai/deployments/x/chat/completions",
+            "/v1/messages",
+            "/api/chat",
+            "/api/generate",
+            "/v1beta/models/g:streamGenerateContent",
+        ];
+        for target in targets {
+            let head = llmtap::http::RequestHead {
+                method: "POST".into(),
+                target: target.into(),
+                headers: Vec::new(),
+            };
+            if let Some((provider, api)) = llmtap::providers::claim(&head) {
+                let _ = provider.request(api, &head, Some(&value));
+            }
+        }
+    }
+}
+
+/// The whole path, with small random caps.
+fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) {
+    let events = mutated_events(rng, seeds);
+    let limits = Limits {
+        max_connections: 1 + rng.below(3),
+        http: HttpLimits {
+            max_head_bytes: 64 + rng.below(8192),
+            max_decoded_body: 1 + rng.below(1 << 16) as u64,
+        },
+        max_request_body: rng.below(4096),
+        max_response_body: rng.below(4096),
+        max_event_bytes: 1 + rng.below(4096),
+        max_output_text: rng.below(256),
+        max_chunks: rng.below(16),
+        max_pending: rng.below(4),
+    };
+    let mut tracker = CallTracker::new(limits);
+    for event in &events {
+        for call in tracker.on_event(ConnectionId(1 + rng.below(2) as u64), event) {
+            // Serializing is part of the path (`--print`).
+            let _ = serde_json::to_string(&call);
+            let _ = call.inter_chunk_gaps().count();
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let target = args.get(1).map(String::as_str).unwrap_or("calls");
+    let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let seed: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0x5EED);
+    let run: fn(&mut Rng, &Seeds) = match target {
+        "http" => fuzz_http,
+        "sse" => fuzz_sse,
+        "providers" => fuzz_providers,
+        "calls" => fuzz_calls,
+        other => {
+            eprintln!("unknown target {other}: use http, sse, providers or calls");
+            std::process::exit(2);
+        }
+    };
+    let seeds = seeds();
+    if args.get(2).map(String::as_str) == Some("replay") {
+        let exec_seed = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
+        run(&mut Rng(exec_seed), &seeds);
+        println!("replayed {exec_seed} without panicking");
+        return;
+    }
+    let crash_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-crashes");
+    panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (mut execs, mut crashes) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        for _ in 0..64 {
+            // Each exec gets its own seed, so a crash can be replayed alone.
+            let exec_seed = (seed ^ execs.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+            let mut rng = Rng(exec_seed);
+            if panic::catch_unwind(AssertUnwindSafe(|| run(&mut rng, &seeds))).is_err() {
+                crashes += 1;
+                std::fs::create_dir_all(&crash_dir).ok();
+                let note = format!("target {target}, exec seed {exec_seed}\n");
+                std::fs::write(crash_dir.join(format!("{target}-{exec_seed}.txt")), note).ok();
+            }
+            execs += 1;
+        }
+    }
+    println!("target={target} seconds={seconds} execs={execs} crashes={crashes}");
+    if crashes > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,409 @@
+//! One connection: its HTTP framing, its queue of exchanges (pipelined
+//! requests wait in order for their responses), and turning each finished
+//! exchange into an [`LlmCall`].
+
+use std::collections::VecDeque;
+
+use super::exchange::Exchange;
+use super::record::{ErrorType, LlmCall, OutputChunk};
+use super::{tokens, Limits, ReconstructionStats};
+use crate::http::{ChunkTime, Head, HttpConnection, HttpError, HttpEvent, Role};
+use crate::stream::{CloseReason, ConnectionInfo, DataChunk, Side};
+
+/// How an exchange ended.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// The response's last byte arrived.
+    Complete,
+    /// The connection ended while the response was arriving.
+    Cut(CloseReason),
+    /// The connection ended before a response started.
+    NoResponse,
+}
+
+/// Tracks one connection.
+pub(super) struct Connection {
+    info: ConnectionInfo,
+    http: HttpConnection,
+    exchanges: VecDeque<Exchange>,
+    /// Exchanges finished during the current event, in order.
+    finished: Vec<(Exchange, Ending)>,
+    /// Framing failed: everything else on this connection is ignored.
+    failed: bool,
+}
+
+impl Connection {
+    pub(super) fn new(info: ConnectionInfo, limits: &Limits) -> Self {
+        Self {
+            http: HttpConnection::new(info.side, limits.http),
+            info,
+            exchanges: VecDeque::new(),
+            finished: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// Feeds one data chunk; finished calls are appended to `out`.
+    pub(super) fn data(
+        &mut self,
+        chunk: &DataChunk,
+        limits: &Limits,
+        stats: &mut ReconstructionStats,
+        out: &mut Vec<LlmCall>,
+    ) {
+        if self.failed {
+            return;
+        }
+        if chunk.gap_before > 0 {
+            stats.capture_gaps += 1;
+        }
+        let time = ChunkTime {
+            start: chunk.call_start,
+            end: chunk.call_end,
+        };
+        let Self {
+            http,
+            exchanges,
+            finished,
+            ..
+        } = self;
+        let mut on =
+            |event: HttpEvent<'_>| on_http(event, time, exchanges, finished, limits, stats);
+        let result = http.feed(
+            chunk.direction,
+            chunk.gap_before,
+            &chunk.bytes,
+            time,
+            &mut on,
+        );
+        if let Err(err) = result {
+            self.fail(&err, stats);
+        }
+        self.flush(stats, out);
+    }
+
+    /// The connection ended: every open exchange ends with it.
+    pub(super) fn close(
+        mut self,
+        reason: CloseReason,
+        limits: &Limits,
+        stats: &mut ReconstructionStats,
+        out: &mut Vec<LlmCall>,
+    ) {
+        if !self.failed {
+            let Self {
+                http,
+                exchanges,
+                finished,
+                ..
+            } = &mut self;
+            let time = ChunkTime::default();
+            http.close(&mut |event| on_http(event, time, exchanges, finished, limits, stats));
+            while let Some(mut exchange) = self.exchanges.pop_front() {
+                exchange.resolve(false, stats);
+                let ending = if exchange.response.is_some() {
+                    Ending::Cut(reason)
+                } else {
+                    Ending::NoResponse
+                };
+                self.finished.push((exchange, ending));
+            }
+        }
+        self.flush(stats, out);
+    }
+
+    fn fail(&mut self, err: &HttpError, stats: &mut ReconstructionStats) {
+        self.failed = true;
+        if *err == HttpError::NotHttp {
+            stats.non_http_connections += 1;
+        } else {
+            stats.parse_failures += 1;
+        }
+        let lost = self.exchanges.iter().filter(|e| e.llm.is_some()).count();
+        stats.calls_lost += lost as u64;
+        self.exchanges.clear();
+    }
+
+    fn flush(&mut self, stats: &mut ReconstructionStats, out: &mut Vec<LlmCall>) {
+        for (exchange, ending) in self.finished.drain(..) {
+            if let Some(call) = build(&self.info, self.http.side(), exchange, ending, stats) {
+                stats.llm_calls += 1;
+                out.push(call);
+            }
+        }
+    }
+}
+
+/// Routes one HTTP event to its exchange.
+fn on_http(
+    event: HttpEvent<'_>,
+    time: ChunkTime,
+    exchanges: &mut VecDeque<Exchange>,
+    finished: &mut Vec<(Exchange, Ending)>,
+    limits: &Limits,
+    stats: &mut ReconstructionStats,
+) {
+    match event {
+        HttpEvent::Head {
+            head: Head::Request(head),
+            first_byte,
+        } => {
+            stats.requests += 1;
+            // Past the cap, requests are still queued (responses must pair
+            // up in order) but not read.
+            let claim = exchanges.len() < limits.max_pending;
+            if !claim {
+                stats.pending_overflow += 1;
+            }
+            exchanges.push_back(Exchange::new(head, first_byte, claim));
+        }
+        HttpEvent::Head {
+            head: Head::Response(head),
+            first_byte,
+        } => match exchanges.front_mut() {
+            Some(exchange) if exchange.response.is_none() => {
+                // An early response (before the request ended) still pairs.
+                exchange.resolve(exchange.request_sent.is_some(), stats);
+                exchange.respond(&head, first_byte, limits);
+            }
+            _ => stats.unmatched_responses += 1,
+        },
+        HttpEvent::Body {
+            role: Role::Request,
+            bytes,
+        } => {
+            if let Some(exchange) = exchanges.back_mut() {
+                exchange.request_body(bytes, limits, stats);
+            }
+        }
+        HttpEvent::Body {
+            role: Role::Response,
+            bytes,
+        } => {
+            if let Some(exchange) = exchanges.front_mut() {
+                let llm = exchange.llm;
+                if let Some(response) = &mut exchange.response {
+                    response.body(bytes, time.end, llm, limits);
+                }
+            }
+        }
+        HttpEvent::BodyTruncated {
+            role: Role::Request,
+        } => {
+            if let Some(exchange) = exchanges.back_mut() {
+                exchange.truncate_request(stats);
+            }
+        }
+        HttpEvent::BodyTruncated {
+            role: Role::Response,
+        } => {
+            if let Some(response) = exchanges.front_mut().and_then(|e| e.response.as_mut()) {
+                response.truncated = true;
+            }
+        }
+        HttpEvent::End {
+            role: Role::Request,
+            last_byte,
+        } => {
+            if let Some(exchange) = exchanges.back_mut() {
+                exchange.request_sent = Some(last_byte.end);
+                exchange.resolve(true, stats);
+            }
+        }
+        HttpEvent::End {
+            role: Role::Response,
+            ..
+        } => {
+            if exchanges.front().is_some_and(|e| e.response.is_some()) {
+                if let Some(exchange) = exchanges.pop_front() {
+                    finished.push((exchange, Ending::Complete));
+                }
+            }
+        }
+    }
+}
+
+/// The `traceparent` header's trace id and parent span id, if well formed.
+fn traceparent(value: &str) -> Option<(String, String)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && span.bytes().any(|b| b != b'0');
+    valid.then(|| (trace.to_owned(), span.to_owned()))
+}
+
+/// Turns a finished exchange into a record; `None` when not an LLM call.
+fn build(
+    conn: &ConnectionInfo,
+    side: Side,
+    mut exchange: Exchange,
+    ending: Ending,
+    stats: &mut ReconstructionStats,
+) -> Option<LlmCall> {
+    let (provider, api) = exchange.llm?;
+    let request = exchange.request.take().unwrap_or_default();
+    let head = exchange.head.take()?;
+    let trace = head.header("traceparent").and_then(traceparent);
+    let server = match side {
+        Side::Server => conn.local,
+        _ => conn.peer,
+    };
+    let mut response = exchange.response.take();
+    let mut end = None;
+    if let Some(response) = &mut response {
+        stats.oversized_events += response.finish(response.last_byte, exchange.llm);
+        if matches!(ending, Ending::Complete | Ending::Cut(_)) {
+            end = Some(response.last_byte);
+        }
+    }
+    let mut call = LlmCall {
+        connection_id: conn.id,
+        pid: conn.pid,
+        comm: conn.comm.clone(),
+        side,
+        server_address: server.map(|a| a.ip().to_string()),
+        server_port: server.map(|a| a.port()),
+        provider: provider.name(),
+        api,
+        request_path: head.path().to_owned(),
+        request_model: request.model,
+        stream: request.stream,
+        max_tokens: request.max_tokens,
+        temperature: request.temperature,
+        trace_id: trace.as_ref().map(|t| t.0.clone()),
+        parent_span_id: trace.map(|t| t.1),
+        response_model: None,
+        response_id: None,
+        finish_reasons: Vec::new(),
+        http_status: response.as_ref().map(|r| r.status),
+        input_tokens: None,
+        output_tokens: None,
+        cached_input_tokens: None,
+        reasoning_tokens: None,
+        input_tokens_estimated: false,
+        output_tokens_estimated: false,
+        t0_ns: exchange.t0,
+        request_sent_ns: exchange.request_sent,
+        first_byte_ns: response.as_ref().map(|r| r.first_byte),
+        first_chunk_ns: None,
+        first_output_ns: None,
+        last_output_ns: None,
+        end_ns: end,
+        output_chunks: 0,
+        chunks: Vec::new(),
+        chunks_dropped: 0,
+        ttft_s: None,
+        time_to_first_chunk_s: None,
+        tpot_s: None,
+        tokens_per_second: None,
+        duration_s: None,
+        error_type: None,
+        provider_error_type: None,
+        error_message: None,
+        request_truncated: exchange.request_truncated,
+        response_truncated: false,
+    };
+    match response {
+        Some(response) => {
+            fill_response(&mut call, response, &request.input_text, stats);
+        }
+        None => call.error_type = Some(ErrorType::NoResponse),
+    }
+    if let Ending::Cut(reason) = ending {
+        // Being cut explains a missing end marker better than truncation.
+        if matches!(call.error_type, None | Some(ErrorType::StreamTruncated)) {
+            call.error_type = Some(cut_error(reason, side));
+        }
+    }
+    call.derive();
+    Some(call)
+}
+
+/// What closing mid-response means, from the watched process's side.
+fn cut_error(reason: CloseReason, side: Side) -> ErrorType {
+    match (reason, side) {
+        (CloseReason::Reset, _) => ErrorType::ConnectionReset,
+        (CloseReason::Closed, Side::Server) | (CloseReason::ProcessExited, Side::Client) => {
+            ErrorType::ClientAborted
+        }
+        _ => ErrorType::ConnectionClosed,
+    }
+}
+
+/// Copies the response's facts, counts tokens and classifies errors.
+fn fill_response(
+    call: &mut LlmCall,
+    response: super::exchange::Response,
+    input_text: &str,
+    stats: &mut ReconstructionStats,
+) {
+    let streamed = response.streamed();
+    let acc = response.acc;
+    let info = acc.info;
+    stats.decode_errors += acc.decode_errors;
+    stats.output_text_truncated += u64::from(info.text_truncated);
+    if response.truncated {
+        stats.response_bodies_truncated += 1;
+    }
+    call.response_truncated = response.truncated;
+    call.response_model = info.model;
+    call.response_id = info.id;
+    call.first_chunk_ns = acc.first_chunk;
+    call.first_output_ns = acc.first_output;
+    call.last_output_ns = acc.last_output;
+    call.output_chunks = acc.output_chunks;
+    call.chunks_dropped = acc.output_chunks - acc.marks.len() as u64;
+    stats.chunks_dropped += call.chunks_dropped;
+
+    let ends: Vec<usize> = acc.marks.iter().map(|m| m.1).collect();
+    let mut counts = Vec::new();
+    let total = tokens::count_split(&info.text, &ends, &mut counts);
+    call.chunks = acc
+        .marks
+        .iter()
+        .zip(&counts)
+        .map(|(&(t_ns, _), &tokens)| OutputChunk { t_ns, tokens })
+        .collect();
+
+    let ok = response.status < 400;
+    let usage = info.usage;
+    call.cached_input_tokens = usage.cached_input;
+    call.reasoning_tokens = usage.reasoning;
+    call.output_tokens = usage.output;
+    call.input_tokens = usage.input;
+    if ok && call.output_tokens.is_none() {
+        call.output_tokens = Some(total);
+        call.output_tokens_estimated = true;
+    }
+    if ok && call.input_tokens.is_none() && !input_text.is_empty() {
+        call.input_tokens = Some(tokens::count(input_text));
+        call.input_tokens_estimated = true;
+    }
+
+    let finished = info.done || !info.finish_reasons.is_empty();
+    call.finish_reasons = info.finish_reasons;
+    if let Some(error) = info.error {
+        call.provider_error_type = error.kind;
+        call.error_message = error.message;
+    }
+    call.error_type = match response.status {
+        500.. => Some(ErrorType::Http5xx),
+        400.. => Some(ErrorType::Http4xx),
+        _ if call.provider_error_type.is_some() || call.error_message.is_some() => {
+            Some(ErrorType::StreamErrorEvent)
+        }
+        _ if streamed && !finished => Some(ErrorType::StreamTruncated),
+        _ => None,
+    };
+}

@@ -1,0 +1,247 @@
+//! One request/response exchange as it is being received: the request
+//! claimed and read by a provider, the response framed (SSE, NDJSON or a
+//! whole body) and decoded frame by frame with each frame's time.
+
+use serde_json::Value;
+
+use super::{Limits, ReconstructionStats};
+use crate::http::{ChunkTime, RequestHead, ResponseHead};
+use crate::providers::{self, Api, Provider, RequestInfo, ResponseInfo};
+use crate::sse::{Frame, NdjsonParser, SseParser};
+use crate::stream::WallNanos;
+
+/// A request, and its response once that starts.
+pub(super) struct Exchange {
+    /// Entry of the call carrying the request's first byte.
+    pub t0: WallNanos,
+    /// Return of the call carrying the request's last byte.
+    pub request_sent: Option<WallNanos>,
+    /// The head, kept for claimed requests only.
+    pub head: Option<RequestHead>,
+    /// The provider that claimed the request; `None` once known not LLM.
+    pub llm: Option<(&'static dyn Provider, Api)>,
+    /// The request body, kept (capped) until `resolve`.
+    body: Vec<u8>,
+    pub request_truncated: bool,
+    /// What the request body said, once resolved.
+    pub request: Option<RequestInfo>,
+    resolved: bool,
+    pub response: Option<Response>,
+}
+
+impl Exchange {
+    /// A request whose head just completed.
+    pub(super) fn new(head: RequestHead, first_byte: ChunkTime, claim: bool) -> Self {
+        let llm = if claim { providers::claim(&head) } else { None };
+        Self {
+            t0: first_byte.start,
+            request_sent: None,
+            head: llm.is_some().then_some(head),
+            llm,
+            body: Vec::new(),
+            request_truncated: false,
+            request: None,
+            resolved: false,
+            response: None,
+        }
+    }
+
+    /// Keeps request body bytes of a claimed request, up to the cap.
+    pub(super) fn request_body(
+        &mut self,
+        bytes: &[u8],
+        limits: &Limits,
+        stats: &mut ReconstructionStats,
+    ) {
+        if self.llm.is_none() || self.resolved {
+            return;
+        }
+        let room = limits.max_request_body.saturating_sub(self.body.len());
+        if bytes.len() > room {
+            self.truncate_request(stats);
+        }
+        self.body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    pub(super) fn truncate_request(&mut self, stats: &mut ReconstructionStats) {
+        if !self.request_truncated {
+            self.request_truncated = true;
+            stats.request_bodies_truncated += 1;
+        }
+    }
+
+    /// Lets the provider read the request; decides whether this is an LLM
+    /// call. `complete` is false when the body stopped early.
+    pub(super) fn resolve(&mut self, complete: bool, stats: &mut ReconstructionStats) {
+        if self.resolved {
+            return;
+        }
+        self.resolved = true;
+        let body = std::mem::take(&mut self.body);
+        let request = match (self.llm, &self.head) {
+            (Some((provider, api)), Some(head)) => match serde_json::from_slice::<Value>(&body) {
+                Ok(value) => provider.request(api, head, Some(&value)),
+                Err(_) if self.request_truncated || !complete => provider.request(api, head, None),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        if request.is_none() {
+            self.llm = None;
+            stats.non_llm_requests += 1;
+        }
+        self.request = request;
+    }
+
+    /// The response head arrived.
+    pub(super) fn respond(&mut self, head: &ResponseHead, first_byte: ChunkTime, limits: &Limits) {
+        let framer = if self.llm.is_none() {
+            Framer::Ignore
+        } else {
+            let content_type = head.header("content-type").unwrap_or_default();
+            let content_type = content_type.to_ascii_lowercase();
+            if content_type.starts_with("text/event-stream") {
+                Framer::Sse(SseParser::new(limits.max_event_bytes))
+            } else if content_type.contains("ndjson") || content_type.contains("jsonl") {
+                Framer::Ndjson(NdjsonParser::new(limits.max_event_bytes))
+            } else {
+                Framer::Whole(Vec::new())
+            }
+        };
+        self.response = Some(Response {
+            status: head.status,
+            first_byte: first_byte.end,
+            last_byte: first_byte.end,
+            framer,
+            acc: Accumulator {
+                info: ResponseInfo::new(limits.max_output_text),
+                first_chunk: None,
+                first_output: None,
+                last_output: None,
+                output_chunks: 0,
+                marks: Vec::new(),
+                max_marks: limits.max_chunks,
+                decode_errors: 0,
+            },
+            truncated: false,
+        });
+    }
+}
+
+/// How the response body is cut into frames.
+pub(super) enum Framer {
+    /// Not an LLM call: the body is not looked at.
+    Ignore,
+    Sse(SseParser),
+    Ndjson(NdjsonParser),
+    /// A non-streamed body, decoded whole at its end.
+    Whole(Vec<u8>),
+}
+
+/// A response being received.
+pub(super) struct Response {
+    pub status: u16,
+    /// Return of the call carrying the status line's first byte.
+    pub first_byte: WallNanos,
+    /// Return of the call carrying the latest body byte.
+    pub last_byte: WallNanos,
+    framer: Framer,
+    pub acc: Accumulator,
+    /// Bytes were lost or cut.
+    pub truncated: bool,
+}
+
+/// What the frames of a response add up to.
+pub(super) struct Accumulator {
+    pub info: ResponseInfo,
+    pub first_chunk: Option<WallNanos>,
+    pub first_output: Option<WallNanos>,
+    pub last_output: Option<WallNanos>,
+    pub output_chunks: u64,
+    /// Per listed output chunk: its time and where its text ends in
+    /// `info.text`.
+    pub marks: Vec<(WallNanos, usize)>,
+    max_marks: usize,
+    pub decode_errors: u64,
+}
+
+impl Accumulator {
+    fn frame(&mut self, frame: Frame<'_>, at: WallNanos, provider: &dyn Provider, api: Api) {
+        self.first_chunk.get_or_insert(at);
+        match provider.frame(api, frame, &mut self.info) {
+            Ok(true) => {
+                self.first_output.get_or_insert(at);
+                self.last_output = Some(at);
+                self.output_chunks += 1;
+                if self.marks.len() < self.max_marks {
+                    self.marks.push((at, self.info.text.len()));
+                }
+            }
+            Ok(false) => {}
+            Err(_) => self.decode_errors += 1,
+        }
+    }
+}
+
+impl Response {
+    /// Decoded body bytes that arrived in a call returning at `at`.
+    pub(super) fn body(
+        &mut self,
+        bytes: &[u8],
+        at: WallNanos,
+        llm: Option<(&'static dyn Provider, Api)>,
+        limits: &Limits,
+    ) {
+        self.last_byte = at;
+        let Some((provider, api)) = llm else {
+            return;
+        };
+        let acc = &mut self.acc;
+        let mut on = |frame: Frame<'_>| acc.frame(frame, at, provider, api);
+        match &mut self.framer {
+            Framer::Ignore => {}
+            Framer::Sse(parser) => parser.feed(bytes, &mut on),
+            Framer::Ndjson(parser) => parser.feed(bytes, &mut on),
+            Framer::Whole(body) => {
+                let room = limits.max_response_body.saturating_sub(body.len());
+                if bytes.len() > room {
+                    self.truncated = true;
+                }
+                body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+        }
+    }
+
+    /// The body is over (complete or not): flush the framer and decode a
+    /// whole body. Returns events dropped as oversized.
+    pub(super) fn finish(
+        &mut self,
+        at: WallNanos,
+        llm: Option<(&'static dyn Provider, Api)>,
+    ) -> u64 {
+        let Some((provider, api)) = llm else {
+            return 0;
+        };
+        let acc = &mut self.acc;
+        match &mut self.framer {
+            Framer::Ignore => 0,
+            Framer::Sse(parser) => parser.oversized,
+            Framer::Ndjson(parser) => {
+                parser.finish(&mut |frame| acc.frame(frame, at, provider, api));
+                parser.oversized
+            }
+            Framer::Whole(body) => {
+                if !body.is_empty() && provider.body(api, body, &mut acc.info).is_err() {
+                    acc.decode_errors += 1;
+                }
+                *body = Vec::new();
+                0
+            }
+        }
+    }
+
+    /// Whether the body was a stream of frames.
+    pub(super) fn streamed(&self) -> bool {
+        matches!(self.framer, Framer::Sse(_) | Framer::Ndjson(_))
+    }
+}

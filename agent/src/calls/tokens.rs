@@ -1,0 +1,43 @@
+//! Token estimates with a real tokenizer (`o200k_base`), for responses and
+//! requests without usage, and for each output chunk's share.
+//!
+//! The BPE tables take a while to build: they are built once, on first use.
+
+use tiktoken_rs::{o200k_base_singleton, CoreBPE};
+
+fn bpe() -> &'static CoreBPE {
+    o200k_base_singleton()
+}
+
+/// Tokens in `text`.
+pub(super) fn count(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    bpe().encode_ordinary(text).len() as u64
+}
+
+/// Tokenizes `text` once and splits the tokens among chunks: chunk `i` owns
+/// the bytes before `ends[i]` and from `ends[i - 1]`, and a token belongs to
+/// the chunk holding its first byte. Returns the total and fills `counts`.
+pub(super) fn count_split(text: &str, ends: &[usize], counts: &mut Vec<u32>) -> u64 {
+    counts.clear();
+    counts.resize(ends.len(), 0);
+    if text.is_empty() {
+        return 0;
+    }
+    let tokens = bpe().encode_ordinary(text);
+    let total = tokens.len() as u64;
+    let mut offset = 0;
+    let mut chunk = 0;
+    for token in bpe()._decode_native_and_split(tokens) {
+        while chunk < ends.len() && offset >= ends[chunk] {
+            chunk += 1;
+        }
+        if let Some(n) = counts.get_mut(chunk) {
+            *n += 1;
+        }
+        offset += token.len();
+    }
+    total
+}

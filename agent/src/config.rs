@@ -1,0 +1,893 @@
+//! Export settings: the seed's variables, the standard `OTEL_*` ones and the
+//! agent's own, each a `clap` flag with an environment variable.
+//!
+//! Input: [`ExportArgs`], exactly what was typed (strings, so every bad
+//! value gets the same one-line error naming the setting). Output:
+//! [`ExportSettings`], validated and ready to build the exporters from, or a
+//! [`ConfigError`].
+//!
+//! `JAEGER_ENDPOINT` is honoured for the seed's `.env` files. Jaeger (1.35+)
+//! ingests OTLP itself, on 4317 (gRPC) and 4318 (HTTP/protobuf), so the
+//! legacy collector URL is mapped to the same host's OTLP/HTTP port:
+//! `http://jaeger:14268/api/traces` → `http://jaeger:4318` (HTTP/protobuf).
+//! A Jaeger URL already on 4317 or 4318 keeps its port. It is used only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is unset.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The OTLP/HTTP path for traces, appended to a base endpoint as the OTLP
+/// specification says for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+const OTLP_HTTP_TRACES_PATH: &str = "/v1/traces";
+const OTLP_GRPC_PORT: u16 = 4317;
+const OTLP_HTTP_PORT: u16 = 4318;
+
+/// Export settings as typed on the command line or in the environment.
+#[derive(Clone, Debug, Args)]
+pub struct ExportArgs {
+    /// Whether to observe anything at all. `false` (or 0/no/off) makes the
+    /// agent attach nothing, export nothing, and say so.
+    #[arg(
+        long,
+        env = "ENABLE_TELEMETRY",
+        value_name = "BOOL",
+        default_value = "true"
+    )]
+    pub enable_telemetry: String,
+
+    /// Service name for metrics labels and the trace resource's
+    /// `service.name`. Defaults to the observed process's name.
+    #[arg(long, env = "SERVICE_NAME", value_name = "NAME")]
+    pub service_name: Option<String>,
+
+    /// The standard OpenTelemetry service name; used when --service-name is
+    /// not given.
+    #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
+    pub otel_service_name: Option<String>,
+
+    /// Where to send traces (OTLP), e.g. http://collector:4317 for gRPC or
+    /// http://collector:4318 for HTTP/protobuf (`/v1/traces` is appended for
+    /// HTTP). https:// uses TLS (rustls, system roots). Unset (and no
+    /// --jaeger-endpoint): no traces are exported; metrics still are.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP protocol: `grpc` or `http/protobuf`. Default: guessed from the
+    /// endpoint's port (4317 gRPC, 4318 HTTP), otherwise http/protobuf.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+
+    /// Extra headers (or gRPC metadata) on every OTLP export, as
+    /// `key1=value1,key2=value2` (values may be %-encoded), e.g. an
+    /// authorization token.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_HEADERS",
+        value_name = "HEADERS",
+        hide_env_values = true
+    )]
+    pub otlp_headers: Option<String>,
+
+    /// How long one OTLP export may take, in milliseconds, before it is
+    /// abandoned (and its spans counted as dropped).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_TIMEOUT",
+        value_name = "MS",
+        allow_hyphen_values = true,
+        default_value = "10000"
+    )]
+    pub otlp_timeout: String,
+
+    /// Legacy Jaeger collector URL from the seed's settings. Jaeger ingests
+    /// OTLP, so it is mapped to the same host on port 4318 (HTTP/protobuf),
+    /// e.g. http://jaeger:14268/api/traces → http://jaeger:4318. Ignored when
+    /// --otlp-endpoint is set.
+    #[arg(long, env = "JAEGER_ENDPOINT", value_name = "URL")]
+    pub jaeger_endpoint: Option<String>,
+
+    /// A call taking longer than this (seconds, request start to last byte)
+    /// counts in `llm_slow_requests_total{reason="duration"}` and its span is
+    /// marked slow. 0 turns this check off.
+    #[arg(
+        long,
+        env = "LLM_SLOW_REQUEST_THRESHOLD_SECONDS",
+        value_name = "SECONDS",
+        allow_hyphen_values = true,
+        default_value = "5.0"
+    )]
+    pub slow_request_threshold_seconds: String,
+
+    /// A call generating fewer tokens per second than this counts in
+    /// `llm_slow_requests_total{reason="token_rate"}` and its span is marked
+    /// slow.
+    #[arg(
+        long,
+        env = "LLM_SLOW_TOKEN_RATE_THRESHOLD",
+        value_name = "TOKENS_PER_S",
+        allow_hyphen_values = true,
+        default_value = "10.0"
+    )]
+    pub slow_token_rate_threshold: String,
+
+    /// Fraction of calls exported as traces, from 0 to 1. Metrics always
+    /// count every call; calls left out are counted.
+    #[arg(
+        long,
+        env = "TELEMETRY_SAMPLE_RATE",
+        value_name = "RATE",
+        allow_hyphen_values = true,
+        default_value = "1.0"
+    )]
+    pub telemetry_sample_rate: String,
+
+    /// Address of the /metrics, /healthz and /readyz endpoint. Use
+    /// 0.0.0.0:9464 to be scraped from other hosts.
+    #[arg(
+        long,
+        env = "LLMTAP_METRICS_ADDR",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_addr: String,
+
+    /// Require `Authorization: Bearer TOKEN` on /metrics. Prefer the
+    /// environment variable or --metrics-bearer-token-file: flags show in
+    /// `ps`.
+    #[arg(
+        long,
+        env = "LLMTAP_METRICS_BEARER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "metrics_bearer_token_file"
+    )]
+    pub metrics_bearer_token: Option<String>,
+
+    /// Like --metrics-bearer-token, with the token read from this file
+    /// (surrounding whitespace is ignored).
+    #[arg(long, env = "LLMTAP_METRICS_BEARER_TOKEN_FILE", value_name = "PATH")]
+    pub metrics_bearer_token_file: Option<PathBuf>,
+
+    /// Serve the metrics endpoint over TLS with this certificate chain (PEM).
+    /// Needs --metrics-tls-key.
+    #[arg(
+        long,
+        env = "LLMTAP_METRICS_TLS_CERT",
+        value_name = "PATH",
+        requires = "metrics_tls_key"
+    )]
+    pub metrics_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) for --metrics-tls-cert.
+    #[arg(
+        long,
+        env = "LLMTAP_METRICS_TLS_KEY",
+        value_name = "PATH",
+        requires = "metrics_tls_cert"
+    )]
+    pub metrics_tls_key: Option<PathBuf>,
+
+    /// Distinct values kept per label of each metric. Label values come from
+    /// observed traffic (the model name is chosen by whoever sends the
+    /// request), so past this many, new values are reported as `other` and
+    /// counted in `llmtap_label_values_folded_total`.
+    #[arg(
+        long,
+        env = "LLMTAP_MAX_LABEL_VALUES",
+        value_name = "N",
+        allow_hyphen_values = true,
+        default_value = "100"
+    )]
+    pub max_label_values: String,
+
+    /// Output-chunk events kept per span (after the `gen_ai.first_token`
+    /// event); the rest are counted in the span's
+    /// `llmtap.chunk_events.dropped` attribute.
+    #[arg(
+        long,
+        env = "LLMTAP_MAX_CHUNK_EVENTS",
+        value_name = "N",
+        allow_hyphen_values = true,
+        default_value = "64"
+    )]
+    pub max_chunk_events: String,
+
+    /// Finished spans waiting for export at most. Past it, new spans are
+    /// dropped and counted, so a slow or absent collector never grows memory
+    /// (roughly 1 KiB per span plus 150 bytes per chunk event: about 5 MiB
+    /// with the defaults).
+    #[arg(
+        long,
+        env = "LLMTAP_OTLP_QUEUE_SIZE",
+        value_name = "N",
+        allow_hyphen_values = true,
+        default_value = "512"
+    )]
+    pub otlp_queue_size: String,
+}
+
+/// Validated export settings.
+#[derive(Clone, Debug)]
+pub struct ExportSettings {
+    /// `ENABLE_TELEMETRY`: false means attach nothing.
+    pub enabled: bool,
+    /// `SERVICE_NAME`, else `OTEL_SERVICE_NAME`; `None`: the process name.
+    pub service_name: Option<String>,
+    pub slow: SlowThresholds,
+    pub metrics: MetricsEndpointSettings,
+    /// `--max-label-values`: at least 1.
+    pub max_label_values: usize,
+    /// `None`: no endpoint configured, traces are off.
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// When a call counts as slow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SlowThresholds {
+    pub duration_seconds: f64,
+    pub token_rate: f64,
+}
+
+/// The /metrics endpoint.
+#[derive(Clone, Debug)]
+pub struct MetricsEndpointSettings {
+    pub addr: SocketAddr,
+    pub bearer_token: Option<String>,
+    /// Built from --metrics-tls-cert/--metrics-tls-key.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// OTLP protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Where and how traces are exported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtlpSettings {
+    /// For gRPC the endpoint as given; for HTTP the full traces URL.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub sample_rate: f64,
+    pub max_chunk_events: usize,
+    pub queue_size: usize,
+}
+
+/// A setting with a bad value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The value of the setting named by its variable and flag is unusable.
+    #[error("invalid {env} ({flag}) {value:?}: {reason}")]
+    Invalid {
+        env: &'static str,
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Names one setting in errors.
+#[derive(Clone, Copy)]
+struct Setting {
+    env: &'static str,
+    flag: &'static str,
+}
+
+impl Setting {
+    const fn new(env: &'static str, flag: &'static str) -> Self {
+        Setting { env, flag }
+    }
+
+    fn invalid(self, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            env: self.env,
+            flag: self.flag,
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn non_negative(self, value: &str) -> Result<f64, ConfigError> {
+        match value.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+            _ => Err(self.invalid(value, "must be a number >= 0")),
+        }
+    }
+
+    fn positive_count(self, value: &str) -> Result<usize, ConfigError> {
+        match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(self.invalid(value, "must be a whole number >= 1")),
+        }
+    }
+}
+
+const ENABLE: Setting = Setting::new("ENABLE_TELEMETRY", "--enable-telemetry");
+const OTLP_ENDPOINT: Setting = Setting::new("OTEL_EXPORTER_OTLP_ENDPOINT", "--otlp-endpoint");
+const OTLP_PROTOCOL: Setting = Setting::new("OTEL_EXPORTER_OTLP_PROTOCOL", "--otlp-protocol");
+const OTLP_HEADERS: Setting = Setting::new("OTEL_EXPORTER_OTLP_HEADERS", "--otlp-headers");
+const OTLP_TIMEOUT: Setting = Setting::new("OTEL_EXPORTER_OTLP_TIMEOUT", "--otlp-timeout");
+const JAEGER: Setting = Setting::new("JAEGER_ENDPOINT", "--jaeger-endpoint");
+const SLOW_DURATION: Setting = Setting::new(
+    "LLM_SLOW_REQUEST_THRESHOLD_SECONDS",
+    "--slow-request-threshold-seconds",
+);
+const SLOW_RATE: Setting = Setting::new(
+    "LLM_SLOW_TOKEN_RATE_THRESHOLD",
+    "--slow-token-rate-threshold",
+);
+const SAMPLE_RATE: Setting = Setting::new("TELEMETRY_SAMPLE_RATE", "--telemetry-sample-rate");
+const METRICS_ADDR: Setting = Setting::new("LLMTAP_METRICS_ADDR", "--metrics-addr");
+const TOKEN: Setting = Setting::new("LLMTAP_METRICS_BEARER_TOKEN", "--metrics-bearer-token");
+const TOKEN_FILE: Setting = Setting::new(
+    "LLMTAP_METRICS_BEARER_TOKEN_FILE",
+    "--metrics-bearer-token-file",
+);
+const TLS_CERT: Setting = Setting::new("LLMTAP_METRICS_TLS_CERT", "--metrics-tls-cert");
+const TLS_KEY: Setting = Setting::new("LLMTAP_METRICS_TLS_KEY", "--metrics-tls-key");
+const MAX_LABELS: Setting = Setting::new("LLMTAP_MAX_LABEL_VALUES", "--max-label-values");
+const MAX_CHUNKS: Setting = Setting::new("LLMTAP_MAX_CHUNK_EVENTS", "--max-chunk-events");
+const QUEUE_SIZE: Setting = Setting::new("LLMTAP_OTLP_QUEUE_SIZE", "--otlp-queue-size");
+
+impl ExportSettings {
+    /// Validates every setting; reads the token and TLS files.
+    pub fn from_args(args: &ExportArgs) -> Result<Self, ConfigError> {
+        let enabled = parse_bool(&args.enable_telemetry)
+            .ok_or_else(|| ENABLE.invalid(&args.enable_telemetry, "must be true or false"))?;
+        let sample_rate = SAMPLE_RATE.non_negative(&args.telemetry_sample_rate)?;
+        if sample_rate > 1.0 {
+            return Err(SAMPLE_RATE.invalid(&args.telemetry_sample_rate, "must be between 0 and 1"));
+        }
+        let slow = SlowThresholds {
+            duration_seconds: SLOW_DURATION.non_negative(&args.slow_request_threshold_seconds)?,
+            token_rate: SLOW_RATE.non_negative(&args.slow_token_rate_threshold)?,
+        };
+        let addr = args.metrics_addr.trim().parse().map_err(|_| {
+            METRICS_ADDR.invalid(&args.metrics_addr, "must be IP:PORT, e.g. 127.0.0.1:9464")
+        })?;
+        let metrics = MetricsEndpointSettings {
+            addr,
+            bearer_token: bearer_token(args)?,
+            tls: match (&args.metrics_tls_cert, &args.metrics_tls_key) {
+                (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+                _ => None,
+            },
+        };
+        Ok(ExportSettings {
+            enabled,
+            service_name: args
+                .service_name
+                .clone()
+                .or_else(|| args.otel_service_name.clone())
+                .filter(|name| !name.trim().is_empty()),
+            slow,
+            metrics,
+            max_label_values: MAX_LABELS.positive_count(&args.max_label_values)?,
+            otlp: otlp_settings(args, sample_rate)?,
+        })
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn bearer_token(args: &ExportArgs) -> Result<Option<String>, ConfigError> {
+    let (token, setting, shown) =
+        match (&args.metrics_bearer_token, &args.metrics_bearer_token_file) {
+            (Some(token), _) => (token.clone(), TOKEN, "(hidden)".to_owned()),
+            (None, Some(path)) => {
+                let shown = path.display().to_string();
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| TOKEN_FILE.invalid(&shown, format!("cannot read it: {e}")))?;
+                (token, TOKEN_FILE, shown)
+            }
+            (None, None) => return Ok(None),
+        };
+    let token = token.trim();
+    // It goes into a header comparison: visible ASCII only, and not empty.
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(setting.invalid(
+            &shown,
+            "the token must be non-empty printable ASCII without spaces",
+        ));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let cert_shown = cert.display().to_string();
+    let key_shown = key.display().to_string();
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            TLS_CERT.invalid(&cert_shown, format!("cannot read a PEM certificate: {e}"))
+        })?;
+    if certs.is_empty() {
+        return Err(TLS_CERT.invalid(&cert_shown, "holds no PEM certificate"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TLS_KEY.invalid(&key_shown, format!("cannot read a PEM private key: {e}")))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TLS_CERT.invalid(&cert_shown, e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key_der)
+    .map_err(|e| TLS_KEY.invalid(&key_shown, format!("does not match the certificate: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+fn otlp_settings(args: &ExportArgs, sample_rate: f64) -> Result<Option<OtlpSettings>, ConfigError> {
+    let explicit_protocol = args
+        .otlp_protocol
+        .as_deref()
+        .map(|p| match p.trim() {
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            _ => Err(OTLP_PROTOCOL.invalid(p, "must be grpc or http/protobuf")),
+        })
+        .transpose()?;
+    let max_chunk_events = MAX_CHUNKS.positive_count(&args.max_chunk_events)?;
+    let queue_size = QUEUE_SIZE.positive_count(&args.otlp_queue_size)?;
+    let timeout_ms = OTLP_TIMEOUT.positive_count(&args.otlp_timeout)?;
+    let headers = match &args.otlp_headers {
+        Some(h) => parse_headers(h)?,
+        None => Vec::new(),
+    };
+    let (base, protocol) = match (&args.otlp_endpoint, &args.jaeger_endpoint) {
+        (Some(endpoint), _) if !endpoint.trim().is_empty() => {
+            let url = BaseUrl::parse(endpoint)
+                .map_err(|reason| OTLP_ENDPOINT.invalid(endpoint, reason))?;
+            let protocol = explicit_protocol.unwrap_or(match url.port {
+                Some(OTLP_GRPC_PORT) => OtlpProtocol::Grpc,
+                _ => OtlpProtocol::HttpProtobuf,
+            });
+            (url, protocol)
+        }
+        (_, Some(jaeger)) if !jaeger.trim().is_empty() => {
+            let url = BaseUrl::parse(jaeger).map_err(|reason| JAEGER.invalid(jaeger, reason))?;
+            jaeger_to_otlp(url, explicit_protocol)
+        }
+        _ => return Ok(None),
+    };
+    let endpoint = match protocol {
+        OtlpProtocol::Grpc => base.to_string(),
+        OtlpProtocol::HttpProtobuf if base.path.ends_with(OTLP_HTTP_TRACES_PATH) => {
+            base.to_string()
+        }
+        OtlpProtocol::HttpProtobuf => format!(
+            "{}{OTLP_HTTP_TRACES_PATH}",
+            base.to_string().trim_end_matches('/')
+        ),
+    };
+    Ok(Some(OtlpSettings {
+        endpoint,
+        protocol,
+        headers,
+        timeout: Duration::from_millis(timeout_ms as u64),
+        sample_rate,
+        max_chunk_events,
+        queue_size,
+    }))
+}
+
+/// Jaeger's legacy ports (14268 Thrift/HTTP, 14250 gRPC, 6831/6832 UDP) to
+/// its OTLP receiver; see the module docs.
+fn jaeger_to_otlp(mut url: BaseUrl, explicit: Option<OtlpProtocol>) -> (BaseUrl, OtlpProtocol) {
+    url.path.clear();
+    let protocol = match (url.port, explicit) {
+        (_, Some(p)) => p,
+        (Some(OTLP_GRPC_PORT), None) => OtlpProtocol::Grpc,
+        _ => OtlpProtocol::HttpProtobuf,
+    };
+    url.port = Some(match protocol {
+        OtlpProtocol::Grpc => OTLP_GRPC_PORT,
+        OtlpProtocol::HttpProtobuf => OTLP_HTTP_PORT,
+    });
+    (url, protocol)
+}
+
+/// `scheme://host[:port][/path]`, the only URL shape an OTLP endpoint has.
+#[derive(Debug, PartialEq)]
+struct BaseUrl {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+    path: String,
+}
+
+impl BaseUrl {
+    fn parse(value: &str) -> Result<BaseUrl, String> {
+        let uri: http::Uri = value
+            .trim()
+            .parse()
+            .map_err(|e| format!("not a URL: {e}"))?;
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s.to_owned(),
+            _ => return Err("must start with http:// or https://".into()),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or("has no host")?
+            .to_owned();
+        let path = uri.path().trim_end_matches('/').to_owned();
+        Ok(BaseUrl {
+            scheme,
+            host,
+            port: uri.port_u16(),
+            path,
+        })
+    }
+}
+
+impl std::fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(&self.path)
+    }
+}
+
+/// `k1=v1,k2=v2` with %-encoded values, as the OTLP exporter spec defines.
+fn parse_headers(value: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (key, val) = pair.split_once('=').ok_or_else(|| {
+                OTLP_HEADERS.invalid(
+                    "(hidden)",
+                    format!(
+                        "{:?} is not key=value",
+                        pair.split('=').next().unwrap_or_default()
+                    ),
+                )
+            })?;
+            let key = key.trim();
+            let valid_key = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            let val = percent_decode(val.trim());
+            match val {
+                Some(val) if valid_key => Ok((key.to_ascii_lowercase(), val)),
+                _ => Err(OTLP_HEADERS.invalid("(hidden)", format!("bad header {key:?}"))),
+            }
+        })
+        .collect()
+}
+
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The export flags alone, as the CLI flattens them, for tests.
+#[cfg(test)]
+#[derive(clap::Parser)]
+struct TestCli {
+    #[command(flatten)]
+    export: ExportArgs,
+}
+
+/// Parses export flags as the CLI would, for tests.
+#[cfg(test)]
+pub(crate) fn test_args(flags: &[&str]) -> ExportArgs {
+    use clap::Parser;
+    let mut argv = vec!["llmtap"];
+    argv.extend_from_slice(flags);
+    TestCli::try_parse_from(argv).unwrap().export
+}
+
+/// The default settings, for tests.
+#[cfg(test)]
+pub(crate) fn test_settings() -> ExportSettings {
+    ExportSettings::from_args(&test_args(&[])).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> ExportArgs {
+        test_args(flags)
+    }
+
+    fn error(flags: &[&str]) -> String {
+        ExportSettings::from_args(&args(flags))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn help_names_every_variable() {
+        use clap::CommandFactory;
+        let help = TestCli::command().render_long_help().to_string();
+        for setting in [
+            ENABLE,
+            OTLP_ENDPOINT,
+            OTLP_PROTOCOL,
+            OTLP_HEADERS,
+            OTLP_TIMEOUT,
+            JAEGER,
+            SLOW_DURATION,
+            SLOW_RATE,
+            SAMPLE_RATE,
+            METRICS_ADDR,
+            TOKEN,
+            TOKEN_FILE,
+            TLS_CERT,
+            TLS_KEY,
+            MAX_LABELS,
+            MAX_CHUNKS,
+            QUEUE_SIZE,
+        ] {
+            assert!(help.contains(setting.env), "{} not in --help", setting.env);
+            assert!(
+                help.contains(setting.flag),
+                "{} not in --help",
+                setting.flag
+            );
+        }
+        for seed in ["SERVICE_NAME", "OTEL_SERVICE_NAME", "14268/api/traces"] {
+            assert!(help.contains(seed), "{seed} not in --help");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let s = ExportSettings::from_args(&args(&[])).unwrap();
+        assert!(s.enabled);
+        assert_eq!(
+            s.slow,
+            SlowThresholds {
+                duration_seconds: 5.0,
+                token_rate: 10.0
+            }
+        );
+        assert_eq!(s.metrics.addr, "127.0.0.1:9464".parse().unwrap());
+        assert!(s.metrics.bearer_token.is_none() && s.metrics.tls.is_none());
+        assert_eq!(s.max_label_values, 100);
+        assert!(s.otlp.is_none());
+    }
+
+    #[test]
+    fn each_bad_value_names_its_setting() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--telemetry-sample-rate", "2"],
+                r#"invalid TELEMETRY_SAMPLE_RATE (--telemetry-sample-rate) "2": must be between 0 and 1"#,
+            ),
+            (
+                &["--telemetry-sample-rate", "-0.1"],
+                "invalid TELEMETRY_SAMPLE_RATE",
+            ),
+            (
+                &["--slow-request-threshold-seconds", "-1"],
+                r#"invalid LLM_SLOW_REQUEST_THRESHOLD_SECONDS (--slow-request-threshold-seconds) "-1": must be a number >= 0"#,
+            ),
+            (
+                &["--slow-token-rate-threshold", "fast"],
+                "invalid LLM_SLOW_TOKEN_RATE_THRESHOLD (--slow-token-rate-threshold)",
+            ),
+            (
+                &["--slow-token-rate-threshold", "NaN"],
+                "invalid LLM_SLOW_TOKEN_RATE_THRESHOLD",
+            ),
+            (
+                &["--metrics-addr", "localhost"],
+                r#"invalid LLMTAP_METRICS_ADDR (--metrics-addr) "localhost": must be IP:PORT"#,
+            ),
+            (
+                &["--enable-telemetry", "maybe"],
+                "invalid ENABLE_TELEMETRY (--enable-telemetry)",
+            ),
+            (
+                &["--otlp-endpoint", "collector:4317"],
+                "invalid OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint)",
+            ),
+            (
+                &["--otlp-endpoint", "ftp://c:1"],
+                r#"invalid OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint) "ftp://c:1": must start with http:// or https://"#,
+            ),
+            (
+                &[
+                    "--otlp-endpoint",
+                    "http://c:4317",
+                    "--otlp-protocol",
+                    "http/json",
+                ],
+                "invalid OTEL_EXPORTER_OTLP_PROTOCOL (--otlp-protocol)",
+            ),
+            (
+                &["--otlp-headers", "novalue"],
+                "invalid OTEL_EXPORTER_OTLP_HEADERS (--otlp-headers)",
+            ),
+            (
+                &["--otlp-timeout", "0"],
+                "invalid OTEL_EXPORTER_OTLP_TIMEOUT",
+            ),
+            (
+                &["--jaeger-endpoint", "jaeger"],
+                "invalid JAEGER_ENDPOINT (--jaeger-endpoint)",
+            ),
+            (
+                &["--max-label-values", "0"],
+                "invalid LLMTAP_MAX_LABEL_VALUES (--max-label-values)",
+            ),
+            (
+                &["--max-chunk-events", "-3"],
+                "invalid LLMTAP_MAX_CHUNK_EVENTS",
+            ),
+            (
+                &["--otlp-queue-size", "x"],
+                "invalid LLMTAP_OTLP_QUEUE_SIZE",
+            ),
+            (
+                &["--metrics-bearer-token", "a b"],
+                "invalid LLMTAP_METRICS_BEARER_TOKEN",
+            ),
+            (
+                &["--metrics-bearer-token-file", "/nonexistent/token"],
+                "invalid LLMTAP_METRICS_BEARER_TOKEN_FILE",
+            ),
+            (
+                &[
+                    "--metrics-tls-cert",
+                    "/nonexistent/c.pem",
+                    "--metrics-tls-key",
+                    "/nonexistent/k.pem",
+                ],
+                "invalid LLMTAP_METRICS_TLS_CERT",
+            ),
+        ];
+        for (flags, expected) in cases {
+            let message = error(flags);
+            assert!(message.starts_with(expected), "{flags:?}: {message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_echoed_in_errors() {
+        assert!(!error(&["--metrics-bearer-token", "sec ret"]).contains("sec"));
+        assert!(!error(&["--otlp-headers", "authorization=x%zz"]).contains("x%zz"));
+    }
+
+    #[test]
+    fn otlp_endpoint_protocol_and_path() {
+        let otlp = |flags: &[&str]| {
+            ExportSettings::from_args(&args(flags))
+                .unwrap()
+                .otlp
+                .unwrap()
+        };
+        let grpc = otlp(&["--otlp-endpoint", "http://c:4317"]);
+        assert_eq!(
+            (grpc.endpoint.as_str(), grpc.protocol),
+            ("http://c:4317", OtlpProtocol::Grpc)
+        );
+        let http = otlp(&["--otlp-endpoint", "https://c:4318/"]);
+        assert_eq!(
+            (http.endpoint.as_str(), http.protocol),
+            ("https://c:4318/v1/traces", OtlpProtocol::HttpProtobuf)
+        );
+        let forced = otlp(&[
+            "--otlp-endpoint",
+            "http://c:9000",
+            "--otlp-protocol",
+            "grpc",
+        ]);
+        assert_eq!(forced.protocol, OtlpProtocol::Grpc);
+        let full = otlp(&["--otlp-endpoint", "http://c/otlp/v1/traces"]);
+        assert_eq!(full.endpoint, "http://c/otlp/v1/traces");
+        let headers = otlp(&[
+            "--otlp-endpoint",
+            "http://c:4317",
+            "--otlp-headers",
+            "Authorization=Bearer%20x, x-tenant=a",
+        ]);
+        assert_eq!(
+            headers.headers,
+            [
+                ("authorization".into(), "Bearer x".into()),
+                ("x-tenant".into(), "a".into())
+            ]
+        );
+        assert_eq!(headers.timeout, Duration::from_secs(10));
+        assert_eq!(
+            (
+                headers.sample_rate,
+                headers.max_chunk_events,
+                headers.queue_size
+            ),
+            (1.0, 64, 512)
+        );
+    }
+
+    #[test]
+    fn jaeger_endpoint_maps_to_otlp_only_without_an_otlp_endpoint() {
+        let otlp = |flags: &[&str]| {
+            ExportSettings::from_args(&args(flags))
+                .unwrap()
+                .otlp
+                .unwrap()
+        };
+        let legacy = otlp(&["--jaeger-endpoint", "http://jaeger:14268/api/traces"]);
+        assert_eq!(legacy.endpoint, "http://jaeger:4318/v1/traces");
+        assert_eq!(legacy.protocol, OtlpProtocol::HttpProtobuf);
+        let grpc = otlp(&["--jaeger-endpoint", "http://jaeger:4317"]);
+        assert_eq!(
+            (grpc.endpoint.as_str(), grpc.protocol),
+            ("http://jaeger:4317", OtlpProtocol::Grpc)
+        );
+        let both = otlp(&[
+            "--jaeger-endpoint",
+            "http://jaeger:14268",
+            "--otlp-endpoint",
+            "http://otel:4317",
+        ]);
+        assert_eq!(both.endpoint, "http://otel:4317");
+    }
+
+    #[test]
+    fn service_name_and_enable_flag() {
+        let s = ExportSettings::from_args(&args(&[
+            "--otel-service-name",
+            "b",
+            "--enable-telemetry",
+            "false",
+        ]))
+        .unwrap();
+        assert_eq!(s.service_name.as_deref(), Some("b"));
+        assert!(!s.enabled);
+        let s =
+            ExportSettings::from_args(&args(&["--service-name", "a", "--otel-service-name", "b"]))
+                .unwrap();
+        assert_eq!(s.service_name.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn token_file_is_trimmed() {
+        let dir = std::env::temp_dir().join(format!("llmtap-token-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret\n").unwrap();
+        let s = ExportSettings::from_args(&args(&[
+            "--metrics-bearer-token-file",
+            dir.to_str().unwrap(),
+        ]))
+        .unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(s.metrics.bearer_token.as_deref(), Some("s3cret"));
+    }
+}

@@ -1,0 +1,573 @@
+//! Prometheus metrics: the seed's five (under Prometheus naming), the slow
+//! call counter, the OpenTelemetry GenAI client histograms with the
+//! specification's buckets, and llmtap's own health.
+//!
+//! Input: each finished [`LlmCall`] ([`MetricsRegistry::record`]), and
+//! the agent's counters through [`Health`]. Output: the text exposition
+//! format ([`MetricsRegistry::encode`]), served by `metrics_server`. Every
+//! call is recorded, sampled for traces or not. Label values from traffic
+//! go through [`LabelCap`].
+
+use std::borrow::Cow;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use super::derived::{self, SlowReasons};
+use super::labels::{Admitted, LabelCap};
+use super::semconv::{label, metric, value};
+use crate::calls::{LlmCall, ReconstructionStats};
+use crate::capture::ebpf::KernelCounters;
+use crate::config::{ExportSettings, SlowThresholds};
+
+/// OTel GenAI `gen_ai.client.operation.duration` buckets, seconds.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// OTel GenAI `gen_ai.client.token.usage` buckets: powers of 4, 1 to 4^13.
+pub const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+/// `llm_token_generation_rate` buckets, tokens/s: from a struggling CPU
+/// model to a fast hosted one.
+pub const TOKEN_RATE_BUCKETS: [f64; 14] = [
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 150.0, 200.0, 500.0, 1000.0,
+];
+
+/// Labels of the seed's metrics.
+const SEED: [&str; 5] = [
+    label::MODEL,
+    label::PROVIDER,
+    label::OPERATION,
+    label::SERVICE,
+    label::SIDE,
+];
+/// Labels of the GenAI histograms (plus `side`, see design.md).
+const GENAI: [&str; 7] = [
+    label::GENAI_OPERATION_NAME,
+    label::GENAI_PROVIDER_NAME,
+    label::GENAI_REQUEST_MODEL,
+    label::GENAI_RESPONSE_MODEL,
+    label::SERVER_ADDRESS,
+    label::ERROR_TYPE,
+    label::SIDE,
+];
+
+/// Building the metric families failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A family could not be created or registered (a bug: names are fixed).
+    #[error("metric registration failed: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// The agent's own counters, for the run loop and the exporters to bump.
+#[derive(Clone, Debug)]
+pub struct Health {
+    /// Capture records read from the kernel.
+    pub events_read: IntCounter,
+    /// Capture records the kernel dropped (ring buffer full).
+    pub events_lost: IntCounter,
+    /// Payload bytes captured.
+    pub bytes_captured: IntCounter,
+    pub attached_processes: IntGauge,
+    pub open_streams: IntGauge,
+    /// Parse failures, by `stage` (http, provider).
+    pub parse_failures: IntCounterVec,
+    /// LLM calls lost with a connection whose framing failed.
+    pub calls_lost: IntCounter,
+    /// Calls not exported as traces because of `TELEMETRY_SAMPLE_RATE`.
+    pub calls_sampled_out: IntCounter,
+    /// Spans the collector accepted, by `exporter`.
+    pub spans_exported: IntCounterVec,
+    /// Spans lost (queue full, or their export failed), by `exporter`.
+    pub spans_dropped: IntCounterVec,
+    /// Failed export attempts, by `exporter`.
+    pub exporter_failures: IntCounterVec,
+    /// Label values reported as `other`, by `metric`.
+    pub label_values_folded: IntCounterVec,
+}
+
+impl Health {
+    /// Brings the counters that other stages keep as running totals up to
+    /// those totals (kernel drops, reconstruction failures). Call it as often
+    /// as convenient: only the increase since the last call is added.
+    pub fn observe_totals(&self, kernel: &KernelCounters, reconstruction: &ReconstructionStats) {
+        advance(&self.events_lost, kernel.ringbuf_full);
+        advance(&self.calls_lost, reconstruction.calls_lost);
+        let stages = [
+            (value::STAGE_HTTP, reconstruction.parse_failures),
+            (value::STAGE_PROVIDER, reconstruction.decode_errors),
+        ];
+        for (stage, total) in stages {
+            advance(&self.parse_failures.with_label_values(&[stage]), total);
+        }
+    }
+}
+
+/// Raises a counter to a running total kept elsewhere.
+fn advance(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+/// Every metric, in one registry.
+#[derive(Debug)]
+pub struct MetricsRegistry {
+    registry: Registry,
+    cap: LabelCap,
+    slow: SlowThresholds,
+    /// `SERVICE_NAME`/`OTEL_SERVICE_NAME`; else each call's process name.
+    service_name: Option<String>,
+    token_rate: HistogramVec,
+    ttft: HistogramVec,
+    duration: HistogramVec,
+    tokens: IntCounterVec,
+    errors: IntCounterVec,
+    slow_requests: IntCounterVec,
+    genai_duration: HistogramVec,
+    genai_tokens: HistogramVec,
+    genai_first_chunk: HistogramVec,
+    genai_per_chunk: HistogramVec,
+    health: Health,
+}
+
+struct Families<'r>(&'r Registry);
+
+impl Families<'_> {
+    fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> Result<HistogramVec, MetricsError> {
+        let h = HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )?;
+        self.0.register(Box::new(h.clone()))?;
+        Ok(h)
+    }
+
+    fn counters(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, MetricsError> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn counter(&self, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
+        let c = IntCounter::new(name, help)?;
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
+        let g = IntGauge::new(name, help)?;
+        self.0.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+}
+
+fn with(labels: &[&'static str], extra: &'static str) -> Vec<&'static str> {
+    let mut all = labels.to_vec();
+    all.push(extra);
+    all
+}
+
+impl MetricsRegistry {
+    /// All families, empty; labels capped at `--max-label-values` (see
+    /// [`LabelCap`]).
+    pub fn new(settings: &ExportSettings) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let f = Families(&registry);
+        let exporter = [label::EXPORTER];
+        let health = Health {
+            events_read: f.counter(metric::EVENTS_READ, "Capture records read from the kernel ring buffer.")?,
+            events_lost: f.counter(metric::EVENTS_LOST, "Capture records dropped in the kernel because the ring buffer was full.")?,
+            bytes_captured: f.counter(metric::BYTES_CAPTURED, "Payload bytes captured from watched processes.")?,
+            attached_processes: f.gauge(metric::ATTACHED_PROCESSES, "Processes currently watched.")?,
+            open_streams: f.gauge(metric::OPEN_STREAMS, "Connections currently being reassembled.")?,
+            parse_failures: f.counters(metric::PARSE_FAILURES, "Connections or messages that could not be parsed, by stage.", &[label::STAGE])?,
+            calls_lost: f.counter(
+                metric::CALLS_LOST,
+                "LLM calls lost with a connection whose HTTP framing failed.",
+            )?,
+            calls_sampled_out: f.counter(metric::CALLS_SAMPLED_OUT, "Calls not exported as traces because of TELEMETRY_SAMPLE_RATE (metrics count them).")?,
+            spans_exported: f.counters(metric::SPANS_EXPORTED, "Spans accepted by the collector.", &exporter)?,
+            spans_dropped: f.counters(metric::SPANS_DROPPED, "Spans lost: export queue full or export failed.", &exporter)?,
+            exporter_failures: f.counters(metric::EXPORTER_FAILURES, "Failed export attempts.", &exporter)?,
+            label_values_folded: f.counters(metric::LABEL_VALUES_FOLDED, "Label values reported as \"other\" because the label reached --max-label-values, by metric.", &[label::METRIC])?,
+        };
+        Ok(MetricsRegistry {
+            token_rate: f.histogram(metric::TOKEN_GENERATION_RATE, "Output tokens per second of each call (1/TPOT when streamed).", &TOKEN_RATE_BUCKETS, &SEED)?,
+            ttft: f.histogram(metric::TIME_TO_FIRST_TOKEN, "Time from request start to the first output token, seconds.", &DURATION_BUCKETS, &SEED)?,
+            duration: f.histogram(metric::REQUEST_DURATION, "Time from request start to the response's last byte, seconds.", &DURATION_BUCKETS, &with(&SEED, label::STATUS))?,
+            tokens: f.counters(metric::TOTAL_TOKENS, "Tokens used, by token_type (input, output).", &with(&SEED, label::TOKEN_TYPE))?,
+            errors: f.counters(metric::ERROR_COUNT, "Failed calls, by error_type.", &with(&SEED, label::ERROR_TYPE))?,
+            slow_requests: f.counters(metric::SLOW_REQUESTS, "Calls over LLM_SLOW_REQUEST_THRESHOLD_SECONDS (reason=duration) or under LLM_SLOW_TOKEN_RATE_THRESHOLD tokens/s (reason=token_rate).", &with(&SEED, label::REASON))?,
+            genai_duration: f.histogram(metric::GENAI_OPERATION_DURATION, "GenAI operation duration (OTel gen_ai.client.operation.duration), seconds.", &DURATION_BUCKETS, &GENAI)?,
+            genai_tokens: f.histogram(metric::GENAI_TOKEN_USAGE, "Tokens used per operation (OTel gen_ai.client.token.usage).", &TOKEN_BUCKETS, &with(&GENAI, label::GENAI_TOKEN_TYPE))?,
+            genai_first_chunk: f.histogram(metric::GENAI_TIME_TO_FIRST_CHUNK, "Time to the first response chunk (OTel gen_ai.client.operation.time_to_first_chunk), seconds.", &DURATION_BUCKETS, &GENAI)?,
+            genai_per_chunk: f.histogram(metric::GENAI_TIME_PER_OUTPUT_CHUNK, "Time between consecutive output chunks (OTel gen_ai.client.operation.time_per_output_chunk), seconds.", &DURATION_BUCKETS, &GENAI)?,
+            health,
+            registry,
+            cap: LabelCap::new(settings.max_label_values),
+            slow: settings.slow,
+            service_name: settings.service_name.clone(),
+        })
+    }
+
+    /// The agent's own counters.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Counts one finished call in every family it belongs to.
+    pub fn record(&self, call: &LlmCall) {
+        let status = call
+            .http_status
+            .map_or(Cow::Borrowed("none"), |s| Cow::Owned(s.to_string()));
+        let model = call.request_model.as_deref().unwrap_or("");
+        let operation = call.api.as_str();
+        let side = derived::side(call);
+        let seed = [
+            model,
+            call.provider,
+            operation,
+            derived::service(self.service_name.as_deref(), call),
+            side,
+        ];
+        let seed_with = |family: &'static str, extra: &str| {
+            let mut values = seed.to_vec();
+            values.push(extra);
+            self.labels(family, &with(&SEED, extra_label(family)), &values)
+        };
+        let duration = derived::duration_s(call);
+        self.duration
+            .with_label_values(&seed_with(metric::REQUEST_DURATION, &status))
+            .observe(duration);
+        if let Some(ttft) = call.ttft_s {
+            self.ttft
+                .with_label_values(&self.labels(metric::TIME_TO_FIRST_TOKEN, &SEED, &seed))
+                .observe(ttft);
+        }
+        if let Some(rate) = call.tokens_per_second.filter(|r| r.is_finite()) {
+            self.token_rate
+                .with_label_values(&self.labels(metric::TOKEN_GENERATION_RATE, &SEED, &seed))
+                .observe(rate);
+        }
+        let tokens = [
+            (value::TOKEN_INPUT, call.input_tokens),
+            (value::TOKEN_OUTPUT, call.output_tokens),
+        ];
+        for (kind, count) in tokens {
+            if let Some(count) = count {
+                self.tokens
+                    .with_label_values(&seed_with(metric::TOTAL_TOKENS, kind))
+                    .inc_by(count);
+            }
+        }
+        let error = call.error_type.map(|e| e.as_str());
+        if let Some(error) = error {
+            self.errors
+                .with_label_values(&seed_with(metric::ERROR_COUNT, error))
+                .inc();
+        }
+        let slow = SlowReasons::of(call, self.slow);
+        for (reason, is) in [
+            (value::SLOW_DURATION, slow.duration),
+            (value::SLOW_TOKEN_RATE, slow.token_rate),
+        ] {
+            if is {
+                self.slow_requests
+                    .with_label_values(&seed_with(metric::SLOW_REQUESTS, reason))
+                    .inc();
+            }
+        }
+
+        let genai = [
+            operation,
+            call.provider,
+            model,
+            call.response_model.as_deref().unwrap_or(model),
+            call.server_address.as_deref().unwrap_or(""),
+            error.unwrap_or(""),
+            side,
+        ];
+        self.genai_duration
+            .with_label_values(&self.labels(metric::GENAI_OPERATION_DURATION, &GENAI, &genai))
+            .observe(duration);
+        for (kind, count) in tokens {
+            if let Some(count) = count {
+                let mut values = genai.to_vec();
+                values.push(kind);
+                self.genai_tokens
+                    .with_label_values(&self.labels(
+                        metric::GENAI_TOKEN_USAGE,
+                        &with(&GENAI, label::GENAI_TOKEN_TYPE),
+                        &values,
+                    ))
+                    .observe(count as f64);
+            }
+        }
+        if let Some(first) = call.time_to_first_chunk_s {
+            self.genai_first_chunk
+                .with_label_values(&self.labels(metric::GENAI_TIME_TO_FIRST_CHUNK, &GENAI, &genai))
+                .observe(first);
+        }
+        let per_chunk = self.genai_per_chunk.with_label_values(&self.labels(
+            metric::GENAI_TIME_PER_OUTPUT_CHUNK,
+            &GENAI,
+            &genai,
+        ));
+        for gap in call.inter_chunk_gaps() {
+            per_chunk.observe(gap as f64 / 1e9);
+        }
+    }
+
+    /// Label values for one family, each through the cap. Empty values stay
+    /// empty (Prometheus reads them as "label absent", e.g. no error).
+    fn labels(&self, family: &'static str, names: &[&'static str], values: &[&str]) -> Vec<String> {
+        names
+            .iter()
+            .zip(values)
+            .map(|(&name, &raw)| {
+                if raw.is_empty() {
+                    return String::new();
+                }
+                match self.cap.admit(family, name, raw) {
+                    Admitted::Kept(v) => v.into_owned(),
+                    Admitted::Folded => {
+                        self.health
+                            .label_values_folded
+                            .with_label_values(&[family])
+                            .inc();
+                        value::OTHER.to_owned()
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The text exposition format, for a scrape.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Text encoding into a Vec cannot fail for registry-made families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// The label a seed family has after the common ones.
+fn extra_label(family: &'static str) -> &'static str {
+    match family {
+        metric::REQUEST_DURATION => label::STATUS,
+        metric::TOTAL_TOKENS => label::TOKEN_TYPE,
+        metric::ERROR_COUNT => label::ERROR_TYPE,
+        _ => label::REASON,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::derived::test_call;
+    use crate::stream::WallNanos;
+
+    const S: u64 = 1_000_000_000;
+
+    fn registry(max: usize) -> MetricsRegistry {
+        let mut settings = crate::config::test_settings();
+        settings.max_label_values = max;
+        MetricsRegistry::new(&settings).unwrap()
+    }
+
+    fn call(model: &str, chunks: &[WallNanos]) -> LlmCall {
+        test_call(model, chunks)
+    }
+
+    /// Output chunks at t0 + 0.25 s and at `second`.
+    fn two_chunks(second: u64) -> [WallNanos; 2] {
+        [10 * S + S / 4, second]
+    }
+
+    fn scrape(r: &MetricsRegistry) -> String {
+        String::from_utf8(r.encode()).unwrap()
+    }
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn histogram_buckets_are_the_specs() {
+        let expected_duration: Vec<f64> = (0..14).map(|i| 0.01 * f64::from(1u32 << i)).collect();
+        for (got, want) in DURATION_BUCKETS.iter().zip(&expected_duration) {
+            assert!((got - want).abs() < 1e-9, "{got} != {want}");
+        }
+        let expected_tokens: Vec<f64> = (0..14).map(|i| 4f64.powi(i)).collect();
+        assert_eq!(TOKEN_BUCKETS.to_vec(), expected_tokens);
+        assert_eq!(TOKEN_BUCKETS[13], 67108864.0);
+
+        let r = registry(10);
+        let chunks = two_chunks(11 * S);
+        r.record(&call("m", &chunks));
+        let text = scrape(&r);
+        let les = |family: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}_bucket{{")))
+                .map(|l| {
+                    l.split("le=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        };
+        let dur = [
+            "0.01", "0.02", "0.04", "0.08", "0.16", "0.32", "0.64", "1.28", "2.56", "5.12",
+            "10.24", "20.48", "40.96", "81.92", "+Inf",
+        ];
+        for family in [
+            metric::GENAI_OPERATION_DURATION,
+            metric::GENAI_TIME_TO_FIRST_CHUNK,
+            metric::GENAI_TIME_PER_OUTPUT_CHUNK,
+            metric::REQUEST_DURATION,
+            metric::TIME_TO_FIRST_TOKEN,
+        ] {
+            assert_eq!(les(family), dur, "{family}");
+        }
+        let tok: Vec<String> = (0..14)
+            .map(|i| 4u64.pow(i).to_string())
+            .chain(["+Inf".into()])
+            .collect();
+        // Two series (input and output), same buckets.
+        assert_eq!(les(metric::GENAI_TOKEN_USAGE), [tok.clone(), tok].concat());
+    }
+
+    #[test]
+    fn records_every_family_with_its_labels() {
+        let r = registry(10);
+        let chunks = two_chunks(10 * S + S / 2);
+        let mut failed = call("gpt-4o", &chunks);
+        failed.error_type = Some(crate::calls::ErrorType::StreamTruncated);
+        r.record(&call("gpt-4o", &chunks));
+        r.record(&failed);
+        let text = scrape(&r);
+        let seed =
+            r#"model="gpt-4o",operation="chat",provider="openai",service="python3",side="client""#;
+        assert_eq!(
+            line(
+                &text,
+                &format!("llm_total_tokens_total{{{seed},token_type=\"input\"}}")
+            )
+            .split(' ')
+            .nth(1),
+            Some("24")
+        );
+        assert_eq!(
+            line(
+                &text,
+                &format!("llm_total_tokens_total{{{seed},token_type=\"output\"}}")
+            )
+            .split(' ')
+            .nth(1),
+            Some("6")
+        );
+        line(
+            &text,
+            &format!("llm_error_count_total{{error_type=\"stream_truncated\",{seed}}} 1"),
+        );
+        line(
+            &text,
+            &format!("llm_request_duration_seconds_count{{{seed},status=\"200\"}} 2"),
+        );
+        line(
+            &text,
+            &format!("llm_request_duration_seconds_sum{{{seed},status=\"200\"}} 12"),
+        );
+        line(
+            &text,
+            &format!("llm_time_to_first_token_seconds_sum{{{seed}}} 0.5"),
+        );
+        line(
+            &text,
+            &format!("llm_token_generation_rate_count{{{seed}}} 2"),
+        );
+        // 6 s > 5 s and 4 tokens/s < 10: slow both ways.
+        let slow = |reason| {
+            format!(
+                r#"llm_slow_requests_total{{model="gpt-4o",operation="chat",provider="openai",reason="{reason}",service="python3",side="client"}} 2"#
+            )
+        };
+        line(&text, &slow("duration"));
+        line(&text, &slow("token_rate"));
+        let genai = r#"gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o",gen_ai_response_model="gpt-4o",server_address="127.0.0.1",side="client""#;
+        line(
+            &text,
+            &format!("gen_ai_client_operation_duration_seconds_count{{error_type=\"\",{genai}}} 1"),
+        );
+        line(&text, &format!("gen_ai_client_operation_duration_seconds_count{{error_type=\"stream_truncated\",{genai}}} 1"));
+        line(
+            &text,
+            r#"gen_ai_client_token_usage_sum{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o",gen_ai_response_model="gpt-4o",gen_ai_token_type="output",server_address="127.0.0.1",side="client"} 3"#,
+        );
+        line(&text, &format!("gen_ai_client_operation_time_per_output_chunk_seconds_sum{{error_type=\"\",{genai}}} 0.25"));
+        line(&text, &format!("gen_ai_client_operation_time_to_first_chunk_seconds_sum{{error_type=\"\",{genai}}} 0.1"));
+    }
+
+    #[test]
+    fn untrusted_models_fold_into_other_and_are_counted() {
+        let r = registry(2);
+        for model in ["a", "b", "c", "d", "a"] {
+            r.record(&call(model, &[]));
+        }
+        let text = scrape(&r);
+        assert!(
+            text.contains(r#"llm_request_duration_seconds_count{model="other","#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"model="c""#));
+        line(
+            &text,
+            &format!(
+                "llmtap_label_values_folded_total{{metric=\"{}\"}} 2",
+                metric::REQUEST_DURATION
+            ),
+        );
+        line(
+            &text,
+            r#"llm_request_duration_seconds_count{model="a",operation="chat",provider="openai",service="python3",side="client",status="200"} 2"#,
+        );
+    }
+
+    #[test]
+    fn health_counters_are_exposed() {
+        let r = registry(2);
+        r.health().events_lost.inc_by(7);
+        r.health().open_streams.set(3);
+        r.health()
+            .spans_dropped
+            .with_label_values(&[value::EXPORTER_OTLP])
+            .inc();
+        let text = scrape(&r);
+        line(&text, "llmtap_events_lost_total 7");
+        line(&text, "llmtap_open_streams 3");
+        line(&text, "llmtap_spans_dropped_total{exporter=\"otlp\"} 1");
+    }
+}

@@ -1,0 +1,138 @@
+//! The export side of the agent in one handle, for the run loop.
+//!
+//! Input: validated [`ExportSettings`], then each finished [`LlmCall`] and
+//! the capture/reconstruction totals. Output: the metrics endpoint
+//! (always, once started) and OTLP traces (when an endpoint is set). Every
+//! call is counted in the metrics; sampling applies to traces only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::metrics_server::{MetricsServer, ServerError};
+use super::otlp::{OtlpError, OtlpExporter};
+use super::prometheus::{Health, MetricsError, MetricsRegistry};
+use crate::calls::{LlmCall, ReconstructionStats};
+use crate::capture::ebpf::KernelCounters;
+use crate::config::ExportSettings;
+
+/// Starting the exporters failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The metric families could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The metrics endpoint could not listen.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The OTLP exporter could not be built.
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
+}
+
+/// Metrics registry, endpoint and (optional) trace exporter.
+pub struct Telemetry {
+    registry: Arc<MetricsRegistry>,
+    server: MetricsServer,
+    traces: Option<OtlpExporter>,
+}
+
+/// How long shutdown waits for queued spans to go out.
+const SPAN_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+impl Telemetry {
+    /// Registers the metrics, starts the endpoint and the OTLP exporter (on
+    /// the current tokio runtime). `/readyz` says not ready until
+    /// [`Telemetry::set_ready`].
+    pub async fn start(settings: &ExportSettings) -> Result<Self, ExportError> {
+        let registry = Arc::new(MetricsRegistry::new(settings)?);
+        let server = MetricsServer::spawn(&settings.metrics, registry.clone()).await?;
+        let traces = OtlpExporter::start(settings, registry.health())?;
+        Ok(Telemetry {
+            registry,
+            server,
+            traces,
+        })
+    }
+
+    /// Where the metrics endpoint listens.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Whether spans are exported at all.
+    pub fn traces_enabled(&self) -> bool {
+        self.traces.is_some()
+    }
+
+    /// Marks capture as attached (`/readyz` → 200), or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.server.set_ready(ready);
+    }
+
+    /// Counts the call in the metrics and queues its span; never blocks.
+    pub fn record(&self, call: &LlmCall) {
+        self.registry.record(call);
+        if let Some(traces) = &self.traces {
+            traces.export(call);
+        }
+    }
+
+    /// The agent's own counters, for what the loop counts itself (events
+    /// read, bytes, attached processes, open streams).
+    pub fn health(&self) -> &Health {
+        self.registry.health()
+    }
+
+    /// Brings the counters kept elsewhere as running totals up to date.
+    pub fn observe_totals(&self, kernel: &KernelCounters, reconstruction: &ReconstructionStats) {
+        self.registry
+            .health()
+            .observe_totals(kernel, reconstruction);
+    }
+
+    /// Flushes queued spans (for at most a few seconds) and stops the
+    /// endpoint.
+    pub async fn shutdown(self) {
+        if let Some(traces) = self.traces {
+            traces.shutdown(SPAN_FLUSH_DEADLINE).await;
+        }
+        self.server.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::derived::test_call;
+
+    #[tokio::test]
+    async fn records_calls_and_serves_them() {
+        let mut settings = crate::config::test_settings();
+        settings.metrics.addr = "127.0.0.1:0".parse().unwrap();
+        let telemetry = Telemetry::start(&settings).await.unwrap();
+        assert!(!telemetry.traces_enabled());
+        telemetry.record(&test_call("m", &[]));
+        let kernel = KernelCounters {
+            ringbuf_full: 5,
+            ..KernelCounters::default()
+        };
+        let stats = ReconstructionStats {
+            parse_failures: 2,
+            ..ReconstructionStats::default()
+        };
+        telemetry.observe_totals(&kernel, &stats);
+        telemetry.observe_totals(&kernel, &stats);
+        let text = String::from_utf8(telemetry.registry.encode()).unwrap();
+        assert!(
+            text.contains("llm_request_duration_seconds_count{model=\"m\""),
+            "{text}"
+        );
+        assert!(text.contains("llmtap_events_lost_total 5"), "{text}");
+        assert!(
+            text.contains("llmtap_parse_failures_total{stage=\"http\"} 2"),
+            "{text}"
+        );
+        telemetry.shutdown().await;
+    }
+}

@@ -1,0 +1,303 @@
+//! One direction's message reader: head, then body by its framing, then the
+//! next head (keep-alive, pipelining).
+
+use std::collections::VecDeque;
+
+use super::chunked::Chunked;
+use super::encoding::ContentDecoder;
+use super::head::{self, Framing};
+use super::{ChunkTime, Head, HttpError, HttpEvent, HttpLimits, Role};
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for (the rest of) a head.
+    Head,
+    /// Inside a body with this many bytes left.
+    Length(u64),
+    /// Inside a chunked body.
+    Chunked(Chunked),
+    /// Inside a body that ends with the connection.
+    UntilClose,
+    /// Not HTTP any more (101 Switching Protocols): bytes are ignored.
+    Opaque,
+}
+
+/// Where body bytes go: content decoding, then the per-message cap.
+#[derive(Debug)]
+struct BodyOutput {
+    role: Role,
+    max: u64,
+    decoder: Option<ContentDecoder>,
+    /// Bytes passed on for the current message.
+    passed: u64,
+    /// Nothing more is passed on for the current message.
+    stopped: bool,
+}
+
+impl BodyOutput {
+    fn pass(&mut self, bytes: &[u8], sink: &mut dyn FnMut(HttpEvent<'_>)) {
+        if self.stopped || bytes.is_empty() {
+            return;
+        }
+        let Self {
+            role,
+            max,
+            decoder,
+            passed,
+            stopped,
+        } = self;
+        let mut emit = |piece: &[u8]| {
+            if *stopped {
+                return;
+            }
+            let room = (*max - *passed).min(piece.len() as u64) as usize;
+            if room > 0 {
+                sink(HttpEvent::Body {
+                    role: *role,
+                    bytes: &piece[..room],
+                });
+            }
+            *passed += room as u64;
+            if room < piece.len() {
+                *stopped = true;
+                sink(HttpEvent::BodyTruncated { role: *role });
+            }
+        };
+        match decoder {
+            None => emit(bytes),
+            Some(decoder) => {
+                if decoder.write(bytes, &mut emit).is_err() {
+                    self.stop(sink);
+                }
+            }
+        }
+    }
+
+    /// Stops passing bytes of this message on, once, with a notice.
+    fn stop(&mut self, sink: &mut dyn FnMut(HttpEvent<'_>)) {
+        if !self.stopped {
+            self.stopped = true;
+            sink(HttpEvent::BodyTruncated { role: self.role });
+        }
+    }
+
+    fn reset(&mut self, decoder: Option<ContentDecoder>) {
+        self.decoder = decoder;
+        self.passed = 0;
+        self.stopped = false;
+    }
+}
+
+/// Reads the messages of one direction.
+#[derive(Debug)]
+pub(crate) struct MessageReader {
+    role: Role,
+    max_head: usize,
+    /// Head bytes received so far.
+    buf: Vec<u8>,
+    state: State,
+    /// The chunk that carried the current message's first byte.
+    first_byte: Option<ChunkTime>,
+    /// The latest chunk with bytes in this direction.
+    last_byte: ChunkTime,
+    out: BodyOutput,
+}
+
+impl MessageReader {
+    pub(crate) fn new(role: Role, limits: HttpLimits) -> Self {
+        Self {
+            role,
+            max_head: limits.max_head_bytes,
+            buf: Vec::new(),
+            state: State::Head,
+            first_byte: None,
+            last_byte: ChunkTime::default(),
+            out: BodyOutput {
+                role,
+                max: limits.max_decoded_body,
+                decoder: None,
+                passed: 0,
+                stopped: false,
+            },
+        }
+    }
+
+    pub(crate) fn is_opaque(&self) -> bool {
+        matches!(self.state, State::Opaque)
+    }
+
+    pub(crate) fn set_opaque(&mut self) {
+        self.state = State::Opaque;
+    }
+
+    /// Frames one chunk. `bodyless` holds, per request awaiting its
+    /// response, whether that response has no body (HEAD); only responses
+    /// use it.
+    pub(crate) fn feed(
+        &mut self,
+        gap: u64,
+        bytes: &[u8],
+        time: ChunkTime,
+        bodyless: &mut VecDeque<bool>,
+        sink: &mut dyn FnMut(HttpEvent<'_>),
+    ) -> Result<(), HttpError> {
+        if gap > 0 {
+            self.skip_gap(gap, time, sink)?;
+        }
+        if !bytes.is_empty() {
+            self.last_byte = time;
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let used = match &mut self.state {
+                State::Opaque => return Ok(()),
+                State::Head => self.head(rest, time, bodyless, sink)?,
+                State::Length(left) => {
+                    let take = (*left).min(rest.len() as u64);
+                    *left -= take;
+                    let done = *left == 0;
+                    self.out.pass(&rest[..take as usize], sink);
+                    if done {
+                        self.end(time, sink);
+                    }
+                    take as usize
+                }
+                State::Chunked(chunked) => {
+                    let out = &mut self.out;
+                    let (used, done) = chunked.feed(rest, &mut |piece| out.pass(piece, sink))?;
+                    if done {
+                        self.end(time, sink);
+                    }
+                    used
+                }
+                State::UntilClose => {
+                    self.out.pass(rest, sink);
+                    rest.len()
+                }
+            };
+            rest = &rest[used..];
+        }
+        Ok(())
+    }
+
+    /// The connection closed: a close-delimited body ends here.
+    pub(crate) fn close(&mut self, sink: &mut dyn FnMut(HttpEvent<'_>)) {
+        if matches!(self.state, State::UntilClose) {
+            self.end(self.last_byte, sink);
+        }
+    }
+
+    fn skip_gap(
+        &mut self,
+        gap: u64,
+        time: ChunkTime,
+        sink: &mut dyn FnMut(HttpEvent<'_>),
+    ) -> Result<(), HttpError> {
+        let skipped = match &mut self.state {
+            State::Opaque => return Ok(()),
+            State::Length(left) if gap <= *left => {
+                *left -= gap;
+                true
+            }
+            State::Chunked(chunked) => chunked.skip(gap),
+            State::UntilClose => true,
+            _ => false,
+        };
+        if !skipped {
+            return Err(HttpError::Gap(gap));
+        }
+        // Decoding cannot resume after lost bytes.
+        self.out.stop(sink);
+        if matches!(self.state, State::Length(0)) {
+            self.end(time, sink);
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, time: ChunkTime, sink: &mut dyn FnMut(HttpEvent<'_>)) {
+        self.state = State::Head;
+        self.first_byte = None;
+        self.out.reset(None);
+        sink(HttpEvent::End {
+            role: self.role,
+            last_byte: time,
+        });
+    }
+
+    /// Consumes head bytes; returns how many of `rest` were used.
+    fn head(
+        &mut self,
+        rest: &[u8],
+        time: ChunkTime,
+        bodyless: &mut VecDeque<bool>,
+        sink: &mut dyn FnMut(HttpEvent<'_>),
+    ) -> Result<usize, HttpError> {
+        if self.buf.is_empty() {
+            // Empty lines between messages are ignored (RFC 9112 §2.2).
+            let blank = rest
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            if blank > 0 {
+                return Ok(blank);
+            }
+            self.first_byte.get_or_insert(time);
+        }
+        let old = self.buf.len();
+        let take = rest.len().min(self.max_head - old);
+        self.buf.extend_from_slice(&rest[..take]);
+        let parsed = match self.role {
+            Role::Request => head::parse_request(&self.buf)?.map(|(n, h)| (n, Head::Request(h))),
+            Role::Response => head::parse_response(&self.buf)?.map(|(n, h)| (n, Head::Response(h))),
+        };
+        let Some((len, head)) = parsed else {
+            if self.buf.len() >= self.max_head {
+                return Err(HttpError::HeadTooLarge(self.max_head));
+            }
+            return Ok(take);
+        };
+        self.buf.clear();
+        // `old` bytes held no complete head, so the head ends in `rest`.
+        let used = len
+            .checked_sub(old)
+            .ok_or(HttpError::BadHead(httparse::Error::Token))?;
+        let first_byte = self.first_byte.unwrap_or(time);
+        let framing = match &head {
+            Head::Request(req) => {
+                self.out.reset(decoder_for(&req.headers));
+                head::framing(&req.headers, false)?
+            }
+            Head::Response(res) if (100..200).contains(&res.status) && res.status != 101 => {
+                // Interim response: the final one follows and is what counts.
+                self.first_byte = None;
+                return Ok(used);
+            }
+            Head::Response(res) => {
+                self.out.reset(decoder_for(&res.headers));
+                let no_body =
+                    bodyless.pop_front().unwrap_or(false) || matches!(res.status, 101 | 204 | 304);
+                if no_body {
+                    Framing::Empty
+                } else {
+                    head::framing(&res.headers, true)?
+                }
+            }
+        };
+        let switching = matches!(&head, Head::Response(res) if res.status == 101);
+        sink(HttpEvent::Head { head, first_byte });
+        match framing {
+            Framing::Empty => self.end(time, sink),
+            Framing::Length(n) => self.state = State::Length(n),
+            Framing::Chunked => self.state = State::Chunked(Chunked::new()),
+            Framing::UntilClose => self.state = State::UntilClose,
+        }
+        if switching {
+            self.state = State::Opaque;
+        }
+        Ok(used)
+    }
+}
+
+fn decoder_for(headers: &[head::Header]) -> Option<ContentDecoder> {
+    head::find(headers, "content-encoding").and_then(ContentDecoder::for_coding)
+}

@@ -1,0 +1,216 @@
+use std::io::Write;
+
+use super::*;
+
+/// What a connection emitted, flattened for comparison.
+#[derive(Debug, Default, PartialEq)]
+struct Seen {
+    heads: Vec<String>,
+    request_body: Vec<u8>,
+    response_body: Vec<u8>,
+    ends: Vec<(Role, ChunkTime)>,
+    truncated: usize,
+}
+
+fn record(seen: &mut Seen) -> impl FnMut(HttpEvent<'_>) + '_ {
+    |event| match event {
+        HttpEvent::Head { head, .. } => seen.heads.push(match head {
+            Head::Request(r) => format!("{} {}", r.method, r.target),
+            Head::Response(r) => r.status.to_string(),
+        }),
+        HttpEvent::Body {
+            role: Role::Request,
+            bytes,
+        } => seen.request_body.extend_from_slice(bytes),
+        HttpEvent::Body {
+            role: Role::Response,
+            bytes,
+        } => seen.response_body.extend_from_slice(bytes),
+        HttpEvent::BodyTruncated { .. } => seen.truncated += 1,
+        HttpEvent::End { role, last_byte } => seen.ends.push((role, last_byte)),
+    }
+}
+
+fn at(t: u64) -> ChunkTime {
+    ChunkTime {
+        start: t,
+        end: t + 1,
+    }
+}
+
+/// Feeds `(direction, bytes)` pieces, one byte-split `step` at a time.
+fn run(side: Side, pieces: &[(Direction, &[u8])], step: usize) -> (Seen, Result<(), HttpError>) {
+    let mut conn = HttpConnection::new(side, HttpLimits::default());
+    let mut seen = Seen::default();
+    let mut result = Ok(());
+    let mut t = 0;
+    for (direction, bytes) in pieces {
+        for part in bytes.chunks(step.max(1)) {
+            t += 10;
+            result = result.and(conn.feed(*direction, 0, part, at(t), &mut record(&mut seen)));
+        }
+    }
+    conn.close(&mut record(&mut seen));
+    (seen, result)
+}
+
+const REQ: &[u8] =
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn chunked_response_same_at_any_split() {
+    let res = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n";
+    for step in [1, 2, 3, 7, 1000] {
+        let (seen, result) = run(
+            Side::Client,
+            &[(Direction::Egress, REQ), (Direction::Ingress, res)],
+            step,
+        );
+        assert_eq!(result, Ok(()));
+        assert_eq!(seen.heads, ["POST /v1/chat/completions", "200"]);
+        assert_eq!(seen.request_body, b"hello");
+        assert_eq!(seen.response_body, b"hello world");
+        assert_eq!(seen.ends.len(), 2);
+    }
+}
+
+#[test]
+fn content_encodings_decode_incrementally() {
+    let body = b"{\"choices\":[]}".repeat(50);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&body).unwrap();
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&body).unwrap();
+    let mut br = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+        w.write_all(&body).unwrap();
+    }
+    let zstd = zstd::encode_all(&body[..], 3).unwrap();
+    for (coding, packed) in [
+        ("gzip", gz.finish().unwrap()),
+        ("deflate", zlib.finish().unwrap()),
+        ("br", br),
+        ("zstd", zstd),
+    ] {
+        let mut res = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: {coding}\r\nContent-Length: {}\r\n\r\n",
+            packed.len()
+        )
+        .into_bytes();
+        res.extend_from_slice(&packed);
+        for step in [1, 13, 100_000] {
+            let (seen, result) = run(
+                Side::Client,
+                &[(Direction::Egress, REQ), (Direction::Ingress, &res)],
+                step,
+            );
+            assert_eq!(result, Ok(()), "{coding}");
+            assert_eq!(seen.response_body, body, "{coding} step {step}");
+        }
+    }
+}
+
+#[test]
+fn interim_head_and_bodyless_responses() {
+    let head_req = b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\nGET /y HTTP/1.1\r\nHost: x\r\n\r\n";
+    let res = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+    let (seen, result) = run(
+        Side::Client,
+        &[(Direction::Egress, head_req), (Direction::Ingress, res)],
+        1000,
+    );
+    assert_eq!(result, Ok(()));
+    assert_eq!(seen.heads, ["HEAD /x", "GET /y", "200", "204"]);
+    assert_eq!(seen.ends.len(), 4);
+}
+
+#[test]
+fn close_delimited_body_ends_at_last_byte() {
+    let res = b"HTTP/1.1 200 OK\r\n\r\nall of it";
+    let (seen, _) = run(
+        Side::Client,
+        &[(Direction::Egress, REQ), (Direction::Ingress, res)],
+        4,
+    );
+    assert_eq!(seen.response_body, b"all of it");
+    let last = seen.ends.last().unwrap();
+    assert_eq!(last.0, Role::Response);
+    assert_eq!(
+        last.1,
+        at(10 * (REQ.chunks(4).len() + res.chunks(4).len()) as u64)
+    );
+}
+
+#[test]
+fn unknown_side_is_decided_by_first_bytes() {
+    let (seen, result) = run(
+        Side::Unknown,
+        &[
+            (Direction::Ingress, REQ),
+            (
+                Direction::Egress,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            ),
+        ],
+        5,
+    );
+    assert_eq!(result, Ok(()));
+    assert_eq!(seen.heads, ["POST /v1/chat/completions", "200"]);
+    assert_eq!(seen.response_body, b"ok");
+}
+
+#[test]
+fn garbage_fails_the_connection() {
+    let (_, result) = run(
+        Side::Unknown,
+        &[(Direction::Egress, b"\x16\x03\x01\x02\x00")],
+        100,
+    );
+    assert_eq!(result, Err(HttpError::NotHttp));
+    let bad_chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+    let (_, result) = run(
+        Side::Client,
+        &[(Direction::Egress, REQ), (Direction::Ingress, bad_chunk)],
+        100,
+    );
+    assert_eq!(result, Err(HttpError::BadChunk));
+    let (_, result) = run(
+        Side::Client,
+        &[(Direction::Egress, b"POST / HTTP/1.1\r\nA b\r\n\r\n")],
+        100,
+    );
+    assert!(matches!(result, Err(HttpError::BadHead(_))));
+}
+
+#[test]
+fn gap_inside_length_body_is_skipped() {
+    let mut conn = HttpConnection::new(Side::Client, HttpLimits::default());
+    let mut seen = Seen::default();
+    let mut on = record(&mut seen);
+    conn.feed(Direction::Egress, 0, REQ, at(1), &mut on)
+        .unwrap();
+    conn.feed(
+        Direction::Ingress,
+        0,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab",
+        at(2),
+        &mut on,
+    )
+    .unwrap();
+    conn.feed(Direction::Ingress, 2, b"ef", at(3), &mut on)
+        .unwrap();
+    drop(on);
+    assert_eq!(seen.response_body, b"ab");
+    assert_eq!(seen.truncated, 1);
+    assert_eq!(seen.ends.last(), Some(&(Role::Response, at(3))));
+}
+
+#[test]
+fn credentials_are_not_kept() {
+    let req =
+        b"POST /v1/messages HTTP/1.1\r\nx-api-key: sk-1\r\nAuthorization: Bearer sk-2\r\n\r\n";
+    let (_, head) = head::parse_request(req).unwrap().unwrap();
+    assert_eq!(head.header("x-api-key"), Some(""));
+    assert_eq!(head.header("authorization"), Some(""));
+}

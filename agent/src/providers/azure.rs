@@ -1,0 +1,49 @@
+//! Azure OpenAI: the OpenAI wire format under `/openai/...` paths, where
+//! the model is often named by the deployment in the path, not the body.
+
+use serde_json::Value;
+
+use super::{openai, Api, Provider, ProviderError, RequestInfo, ResponseInfo};
+use crate::http::RequestHead;
+use crate::sse::Frame;
+
+/// Azure OpenAI Service (`/openai/deployments/{name}/...`, `/openai/v1/...`).
+pub(super) struct AzureOpenAi;
+
+impl Provider for AzureOpenAi {
+    fn name(&self) -> &'static str {
+        "azure_openai"
+    }
+
+    fn claim(&self, head: &RequestHead) -> Option<Api> {
+        let path = head.path();
+        path.starts_with("/openai/")
+            .then(|| openai::api_for_path(path))
+            .flatten()
+    }
+
+    fn request(&self, api: Api, head: &RequestHead, body: Option<&Value>) -> Option<RequestInfo> {
+        let mut info = openai::request(api, body)?;
+        if info.model.is_none() {
+            info.model = head
+                .path()
+                .strip_prefix("/openai/deployments/")
+                .and_then(|rest| rest.split('/').next())
+                .map(str::to_owned);
+        }
+        Some(info)
+    }
+
+    fn frame(
+        &self,
+        api: Api,
+        frame: Frame<'_>,
+        out: &mut ResponseInfo,
+    ) -> Result<bool, ProviderError> {
+        openai::decode_frame(api, frame, out)
+    }
+
+    fn body(&self, api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
+        openai::decode_body(api, body, out)
+    }
+}
