@@ -43,7 +43,8 @@ pub struct Limits {
     pub max_output_text: usize,
     /// Output chunks listed per call.
     pub max_chunks: usize,
-    /// Requests waiting for responses per connection (pipelining).
+    /// Requests waiting for responses per connection (pipelining); past
+    /// it the connection is given up.
     pub max_pending: usize,
 }
 
@@ -89,7 +90,7 @@ pub struct ReconstructionStats {
     pub calls_lost: u64,
     /// Responses with no request to pair with.
     pub unmatched_responses: u64,
-    /// Requests not read because too many were pipelined.
+    /// Connections given up because too many requests awaited responses.
     pub pending_overflow: u64,
     /// Request bodies cut at `max_request_body`.
     pub request_bodies_truncated: u64,
