@@ -16,6 +16,7 @@ mod record;
 mod tokens;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -106,10 +107,31 @@ pub struct ReconstructionStats {
     pub chunks_dropped: u64,
 }
 
+/// Hashes [`ConnectionId`]s: they are assigned by `reassembly`, never by
+/// the traffic, so a multiply is enough (SipHash costs per read).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Turns every connection's events into [`LlmCall`]s.
 pub struct CallTracker {
     limits: Limits,
-    connections: HashMap<ConnectionId, Connection>,
+    connections: HashMap<ConnectionId, Connection, BuildHasherDefault<IdHasher>>,
     stats: ReconstructionStats,
 }
 
@@ -118,7 +140,7 @@ impl CallTracker {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            connections: HashMap::new(),
+            connections: HashMap::default(),
             stats: ReconstructionStats::default(),
         }
     }
@@ -131,12 +153,14 @@ impl CallTracker {
         match event {
             StreamEvent::Opened(info) => self.open(conn, info.clone()),
             StreamEvent::Data(chunk) => {
-                if !self.connections.contains_key(&conn) {
-                    self.stats.events_without_open += 1;
-                    self.open(conn, unknown(conn));
-                }
                 if let Some(connection) = self.connections.get_mut(&conn) {
                     connection.data(chunk, &self.limits, &mut self.stats, &mut out);
+                } else {
+                    self.stats.events_without_open += 1;
+                    self.open(conn, unknown(conn));
+                    if let Some(connection) = self.connections.get_mut(&conn) {
+                        connection.data(chunk, &self.limits, &mut self.stats, &mut out);
+                    }
                 }
             }
             StreamEvent::Closed { reason, .. } => match self.connections.remove(&conn) {
