@@ -101,6 +101,7 @@ fn non_http_and_orphan_events_are_counted() {
     let stats = tracker.stats();
     assert_eq!(stats.events_without_open, 1);
     assert_eq!(stats.non_http_connections, 1);
+    assert_eq!(stats.open_connections, 1);
     assert_eq!(tracker.open_connections(), 1);
 }
 

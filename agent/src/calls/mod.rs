@@ -71,6 +71,8 @@ pub struct ReconstructionStats {
     pub connections_opened: u64,
     /// Connections seen closing.
     pub connections_closed: u64,
+    /// Connections followed now (a gauge).
+    pub open_connections: u64,
     /// Connections ignored because `max_connections` were open.
     pub connections_rejected: u64,
     /// Data or close events for a connection never opened.
@@ -166,6 +168,7 @@ impl CallTracker {
             StreamEvent::Closed { reason, .. } => match self.connections.remove(&conn) {
                 Some(connection) => {
                     self.stats.connections_closed += 1;
+                    self.stats.open_connections = self.connections.len() as u64;
                     connection.close(*reason, &self.limits, &mut self.stats, &mut out);
                 }
                 None => self.stats.events_without_open += 1,
@@ -194,6 +197,7 @@ impl CallTracker {
         self.stats.connections_opened += 1;
         self.connections
             .insert(id, Connection::new(info, &self.limits));
+        self.stats.open_connections = self.connections.len() as u64;
     }
 }
 
