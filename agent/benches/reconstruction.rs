@@ -47,7 +47,7 @@ const WORDS: &[&str] = &[
     " one",
     " by",
     " one",
-    "\n",
+    "\\n",
 ];
 
 fn sse_chunk(delta: &str, finish: Option<&str>) -> String {

@@ -25,11 +25,20 @@ enum Ending {
 pub(super) struct Connection {
     info: ConnectionInfo,
     http: HttpConnection,
-    exchanges: VecDeque<Exchange>,
-    /// Exchanges finished during the current event, in order.
-    finished: Vec<(Exchange, Ending)>,
+    exchanges: Exchanges,
     /// Framing failed: everything else on this connection is ignored.
     failed: bool,
+}
+
+/// A connection's exchanges in request order: the front one is receiving
+/// its response, the back one may still be sending its request.
+#[derive(Default)]
+struct Exchanges {
+    queue: VecDeque<Exchange>,
+    /// Exchanges finished during the current event, in order.
+    finished: Vec<(Exchange, Ending)>,
+    /// More requests waited for responses than `max_pending`.
+    overflow: bool,
 }
 
 impl Connection {
@@ -37,8 +46,7 @@ impl Connection {
         Self {
             http: HttpConnection::new(info.side, limits.http),
             info,
-            exchanges: VecDeque::new(),
-            finished: Vec::new(),
+            exchanges: Exchanges::default(),
             failed: false,
         }
     }
@@ -61,23 +69,24 @@ impl Connection {
             start: chunk.call_start,
             end: chunk.call_end,
         };
-        let Self {
-            http,
-            exchanges,
-            finished,
-            ..
-        } = self;
-        let mut on =
-            |event: HttpEvent<'_>| on_http(event, time, exchanges, finished, limits, stats);
-        let result = http.feed(
+        let exchanges = &mut self.exchanges;
+        let mut on = |event: HttpEvent<'_>| exchanges.on_http(event, time, limits, stats);
+        let result = self.http.feed(
             chunk.direction,
             chunk.gap_before,
             &chunk.bytes,
             time,
             &mut on,
         );
-        if let Err(err) = result {
-            self.fail(&err, stats);
+        let failure = match result {
+            Err(HttpError::NotHttp) => Some(&mut stats.non_http_connections),
+            Err(_) => Some(&mut stats.parse_failures),
+            Ok(()) if self.exchanges.overflow => Some(&mut stats.pending_overflow),
+            Ok(()) => None,
+        };
+        if let Some(counter) = failure {
+            *counter += 1;
+            self.fail(stats);
         }
         self.flush(stats, out);
     }
@@ -91,41 +100,32 @@ impl Connection {
         out: &mut Vec<LlmCall>,
     ) {
         if !self.failed {
-            let Self {
-                http,
-                exchanges,
-                finished,
-                ..
-            } = &mut self;
+            let exchanges = &mut self.exchanges;
             let time = ChunkTime::default();
-            http.close(&mut |event| on_http(event, time, exchanges, finished, limits, stats));
-            while let Some(mut exchange) = self.exchanges.pop_front() {
+            self.http
+                .close(&mut |event| exchanges.on_http(event, time, limits, stats));
+            while let Some(mut exchange) = exchanges.queue.pop_front() {
                 exchange.resolve(false, stats);
                 let ending = if exchange.response.is_some() {
                     Ending::Cut(reason)
                 } else {
                     Ending::NoResponse
                 };
-                self.finished.push((exchange, ending));
+                exchanges.finished.push((exchange, ending));
             }
         }
         self.flush(stats, out);
     }
 
-    fn fail(&mut self, err: &HttpError, stats: &mut ReconstructionStats) {
+    /// Gives up on the connection; its open LLM exchanges are lost.
+    fn fail(&mut self, stats: &mut ReconstructionStats) {
         self.failed = true;
-        if *err == HttpError::NotHttp {
-            stats.non_http_connections += 1;
-        } else {
-            stats.parse_failures += 1;
-        }
-        let lost = self.exchanges.iter().filter(|e| e.llm.is_some()).count();
-        stats.calls_lost += lost as u64;
-        self.exchanges.clear();
+        let queue = std::mem::take(&mut self.exchanges.queue);
+        stats.calls_lost += queue.iter().filter(|e| e.llm.is_some()).count() as u64;
     }
 
     fn flush(&mut self, stats: &mut ReconstructionStats, out: &mut Vec<LlmCall>) {
-        for (exchange, ending) in self.finished.drain(..) {
+        for (exchange, ending) in self.exchanges.finished.drain(..) {
             if let Some(call) = build(&self.info, self.http.side(), exchange, ending, stats) {
                 stats.llm_calls += 1;
                 out.push(call);
@@ -134,89 +134,99 @@ impl Connection {
     }
 }
 
-/// Routes one HTTP event to its exchange.
-fn on_http(
-    event: HttpEvent<'_>,
-    time: ChunkTime,
-    exchanges: &mut VecDeque<Exchange>,
-    finished: &mut Vec<(Exchange, Ending)>,
-    limits: &Limits,
-    stats: &mut ReconstructionStats,
-) {
-    match event {
-        HttpEvent::Head {
-            head: Head::Request(head),
-            first_byte,
-        } => {
-            stats.requests += 1;
-            // Past the cap, requests are still queued (responses must pair
-            // up in order) but not read.
-            let claim = exchanges.len() < limits.max_pending;
-            if !claim {
-                stats.pending_overflow += 1;
-            }
-            exchanges.push_back(Exchange::new(head, first_byte, claim));
+impl Exchanges {
+    /// Routes one HTTP event (from a chunk with `time`) to its exchange.
+    fn on_http(
+        &mut self,
+        event: HttpEvent<'_>,
+        time: ChunkTime,
+        limits: &Limits,
+        stats: &mut ReconstructionStats,
+    ) {
+        if self.overflow {
+            return;
         }
-        HttpEvent::Head {
-            head: Head::Response(head),
-            first_byte,
-        } => match exchanges.front_mut() {
-            Some(exchange) if exchange.response.is_none() => {
-                // An early response (before the request ended) still pairs.
-                exchange.resolve(exchange.request_sent.is_some(), stats);
-                exchange.respond(&head, first_byte, limits);
+        let exchanges = &mut self.queue;
+        match event {
+            HttpEvent::Head {
+                head: Head::Request(head),
+                first_byte,
+            } => {
+                stats.requests += 1;
+                // Requests pair with responses in order, so none can be
+                // skipped: past the cap the connection is given up.
+                if exchanges.len() >= limits.max_pending {
+                    self.overflow = true;
+                    return;
+                }
+                exchanges.push_back(Exchange::new(head, first_byte));
             }
-            _ => stats.unmatched_responses += 1,
-        },
-        HttpEvent::Body {
-            role: Role::Request,
-            bytes,
-        } => {
-            if let Some(exchange) = exchanges.back_mut() {
-                exchange.request_body(bytes, limits, stats);
-            }
-        }
-        HttpEvent::Body {
-            role: Role::Response,
-            bytes,
-        } => {
-            if let Some(exchange) = exchanges.front_mut() {
-                let llm = exchange.llm;
-                if let Some(response) = &mut exchange.response {
-                    response.body(bytes, time.end, llm, limits);
+            HttpEvent::Head {
+                head: Head::Response(head),
+                first_byte,
+            } => match exchanges.front_mut() {
+                Some(exchange) if exchange.response.is_none() => {
+                    // An early response (before the request ended) still pairs.
+                    exchange.resolve(exchange.request_sent.is_some(), stats);
+                    exchange.respond(&head, first_byte, limits);
+                }
+                _ => stats.unmatched_responses += 1,
+            },
+            HttpEvent::Body {
+                role: Role::Request,
+                bytes,
+            } => {
+                if let Some(exchange) = exchanges.back_mut() {
+                    exchange.request_body(bytes, limits, stats);
                 }
             }
-        }
-        HttpEvent::BodyTruncated {
-            role: Role::Request,
-        } => {
-            if let Some(exchange) = exchanges.back_mut() {
-                exchange.truncate_request(stats);
+            HttpEvent::Body {
+                role: Role::Response,
+                bytes,
+            } => {
+                if let Some(exchange) = exchanges.front_mut() {
+                    let llm = exchange.llm;
+                    if let Some(response) = &mut exchange.response {
+                        response.body(bytes, time.end, llm, limits);
+                    }
+                }
             }
-        }
-        HttpEvent::BodyTruncated {
-            role: Role::Response,
-        } => {
-            if let Some(response) = exchanges.front_mut().and_then(|e| e.response.as_mut()) {
-                response.truncated = true;
+            HttpEvent::BodyTruncated {
+                role: Role::Request,
+            } => {
+                if let Some(exchange) = exchanges.back_mut() {
+                    exchange.truncate_request(stats);
+                }
             }
-        }
-        HttpEvent::End {
-            role: Role::Request,
-            last_byte,
-        } => {
-            if let Some(exchange) = exchanges.back_mut() {
-                exchange.request_sent = Some(last_byte.end);
-                exchange.resolve(true, stats);
+            HttpEvent::BodyTruncated {
+                role: Role::Response,
+            } => {
+                if let Some(response) = exchanges.front_mut().and_then(|e| e.response.as_mut()) {
+                    response.truncated = true;
+                }
             }
-        }
-        HttpEvent::End {
-            role: Role::Response,
-            ..
-        } => {
-            if exchanges.front().is_some_and(|e| e.response.is_some()) {
-                if let Some(exchange) = exchanges.pop_front() {
-                    finished.push((exchange, Ending::Complete));
+            HttpEvent::End {
+                role: Role::Request,
+                last_byte,
+            } => {
+                if let Some(exchange) = exchanges.back_mut() {
+                    exchange.request_sent = Some(last_byte.end);
+                    exchange.resolve(true, stats);
+                }
+            }
+            HttpEvent::End {
+                role: Role::Response,
+                last_byte,
+            } => {
+                if exchanges.front().is_some_and(|e| e.response.is_some()) {
+                    if let Some(mut exchange) = exchanges.pop_front() {
+                        // The end (e.g. the last chunk's terminator) may come
+                        // in a later read than the last body byte.
+                        if let Some(response) = &mut exchange.response {
+                            response.last_byte = last_byte.end;
+                        }
+                        self.finished.push((exchange, Ending::Complete));
+                    }
                 }
             }
         }

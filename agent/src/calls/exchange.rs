@@ -31,8 +31,8 @@ pub(super) struct Exchange {
 
 impl Exchange {
     /// A request whose head just completed.
-    pub(super) fn new(head: RequestHead, first_byte: ChunkTime, claim: bool) -> Self {
-        let llm = if claim { providers::claim(&head) } else { None };
+    pub(super) fn new(head: RequestHead, first_byte: ChunkTime) -> Self {
+        let llm = providers::claim(&head);
         Self {
             t0: first_byte.start,
             request_sent: None,

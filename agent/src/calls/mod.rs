@@ -16,6 +16,7 @@ mod record;
 mod tokens;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -43,7 +44,8 @@ pub struct Limits {
     pub max_output_text: usize,
     /// Output chunks listed per call.
     pub max_chunks: usize,
-    /// Requests waiting for responses per connection (pipelining).
+    /// Requests waiting for responses per connection (pipelining); past
+    /// it the connection is given up.
     pub max_pending: usize,
 }
 
@@ -69,6 +71,8 @@ pub struct ReconstructionStats {
     pub connections_opened: u64,
     /// Connections seen closing.
     pub connections_closed: u64,
+    /// Connections followed now (a gauge).
+    pub open_connections: u64,
     /// Connections ignored because `max_connections` were open.
     pub connections_rejected: u64,
     /// Data or close events for a connection never opened.
@@ -89,7 +93,7 @@ pub struct ReconstructionStats {
     pub calls_lost: u64,
     /// Responses with no request to pair with.
     pub unmatched_responses: u64,
-    /// Requests not read because too many were pipelined.
+    /// Connections given up because too many requests awaited responses.
     pub pending_overflow: u64,
     /// Request bodies cut at `max_request_body`.
     pub request_bodies_truncated: u64,
@@ -105,10 +109,31 @@ pub struct ReconstructionStats {
     pub chunks_dropped: u64,
 }
 
+/// Hashes [`ConnectionId`]s: they are assigned by `reassembly`, never by
+/// the traffic, so a multiply is enough (SipHash costs per read).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Turns every connection's events into [`LlmCall`]s.
 pub struct CallTracker {
     limits: Limits,
-    connections: HashMap<ConnectionId, Connection>,
+    connections: HashMap<ConnectionId, Connection, BuildHasherDefault<IdHasher>>,
     stats: ReconstructionStats,
 }
 
@@ -117,7 +142,7 @@ impl CallTracker {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            connections: HashMap::new(),
+            connections: HashMap::default(),
             stats: ReconstructionStats::default(),
         }
     }
@@ -130,17 +155,20 @@ impl CallTracker {
         match event {
             StreamEvent::Opened(info) => self.open(conn, info.clone()),
             StreamEvent::Data(chunk) => {
-                if !self.connections.contains_key(&conn) {
-                    self.stats.events_without_open += 1;
-                    self.open(conn, unknown(conn));
-                }
                 if let Some(connection) = self.connections.get_mut(&conn) {
                     connection.data(chunk, &self.limits, &mut self.stats, &mut out);
+                } else {
+                    self.stats.events_without_open += 1;
+                    self.open(conn, unknown(conn));
+                    if let Some(connection) = self.connections.get_mut(&conn) {
+                        connection.data(chunk, &self.limits, &mut self.stats, &mut out);
+                    }
                 }
             }
             StreamEvent::Closed { reason, .. } => match self.connections.remove(&conn) {
                 Some(connection) => {
                     self.stats.connections_closed += 1;
+                    self.stats.open_connections = self.connections.len() as u64;
                     connection.close(*reason, &self.limits, &mut self.stats, &mut out);
                 }
                 None => self.stats.events_without_open += 1,
@@ -169,6 +197,7 @@ impl CallTracker {
         self.stats.connections_opened += 1;
         self.connections
             .insert(id, Connection::new(info, &self.limits));
+        self.stats.open_connections = self.connections.len() as u64;
     }
 }
 

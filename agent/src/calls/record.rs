@@ -25,14 +25,16 @@ pub enum ErrorType {
     /// The connection was reset while the response was arriving.
     #[serde(rename = "connection_reset")]
     ConnectionReset,
-    /// The connection closed while the response was arriving (client side).
+    /// The connection closed while the response was arriving, seen from
+    /// the client (or no longer followed: evicted, server process gone).
     #[serde(rename = "connection_closed")]
     ConnectionClosed,
     /// The client went away mid-response: seen closing from the server
     /// side, or the watched client process exited.
     #[serde(rename = "client_aborted")]
     ClientAborted,
-    /// The connection ended before any response arrived.
+    /// The connection ended before any response arrived (also when the
+    /// request itself was cut short).
     #[serde(rename = "no_response")]
     NoResponse,
 }

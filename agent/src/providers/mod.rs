@@ -259,6 +259,12 @@ impl ErrorField<'_> {
     }
 }
 
+/// A JSON string, borrowed from the input unless it has escapes (a bare
+/// `Cow<str>` outside a derived struct field would always copy).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
 /// A tool call in a message or delta: OpenAI streams `arguments` as text,
 /// Ollama sends an object (not generated text we can count, so skipped).
 #[derive(Deserialize)]

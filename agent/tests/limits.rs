@@ -1,0 +1,135 @@
+//! Caps, failures and counters: bad or huge input is bounded, flagged on
+//! the record and counted, and never spills into other connections.
+
+mod common;
+
+use llmtap::calls::{CallTracker, Limits, LlmCall};
+use llmtap::stream::{ConnectionId, DataChunk, Direction, StreamEvent};
+
+fn fixture(name: &str, id: u64) -> Vec<StreamEvent> {
+    common::load(
+        &common::golden_dir().join(format!("{name}.jsonl")),
+        ConnectionId(id),
+    )
+}
+
+fn feed(tracker: &mut CallTracker, id: u64, events: &[StreamEvent]) -> Vec<LlmCall> {
+    events
+        .iter()
+        .flat_map(|e| tracker.on_event(ConnectionId(id), e))
+        .collect()
+}
+
+#[test]
+fn caps_cut_lists_and_text_but_keep_timing() {
+    let full = common::replay(&fixture("openai_chat_stream", 1));
+    let mut tracker = CallTracker::new(Limits {
+        max_chunks: 3,
+        max_output_text: 8,
+        ..Limits::default()
+    });
+    let calls = feed(&mut tracker, 1, &fixture("openai_chat_stream", 1));
+    let (cut, full) = (&calls[0], &full[0]);
+    assert_eq!(cut.chunks.len(), 3);
+    assert_eq!(cut.chunks_dropped, 6);
+    assert_eq!(cut.output_chunks, full.output_chunks);
+    assert_eq!(cut.last_output_ns, full.last_output_ns);
+    assert_eq!(cut.ttft_s, full.ttft_s);
+    assert!(cut.output_tokens.unwrap() < full.output_tokens.unwrap());
+    let stats = tracker.stats();
+    assert_eq!(stats.chunks_dropped, 6);
+    assert_eq!(stats.output_text_truncated, 1);
+}
+
+#[test]
+fn request_body_cap_keeps_the_call() {
+    let mut tracker = CallTracker::new(Limits {
+        max_request_body: 40,
+        ..Limits::default()
+    });
+    let calls = feed(&mut tracker, 1, &fixture("openai_chat_stream_usage", 1));
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].request_truncated);
+    assert_eq!(calls[0].request_model, None);
+    assert_eq!(calls[0].output_tokens, Some(9));
+    assert_eq!(tracker.stats().request_bodies_truncated, 1);
+}
+
+#[test]
+fn garbage_fails_one_connection_only() {
+    let mut tracker = CallTracker::new(Limits::default());
+    let good = fixture("anthropic_messages_stream", 1);
+    let mut bad = fixture("openai_chat_stream", 2);
+    // Corrupt the chunk-size line of the response's first read.
+    if let Some(StreamEvent::Data(chunk)) = bad
+        .iter_mut()
+        .find(|e| matches!(e, StreamEvent::Data(c) if c.direction == Direction::Ingress))
+    {
+        let at = chunk
+            .bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
+        chunk.bytes[at] = b'z';
+    }
+    let mut calls = Vec::new();
+    for pair in good.iter().zip(bad.iter()) {
+        calls.extend(tracker.on_event(ConnectionId(1), pair.0));
+        calls.extend(tracker.on_event(ConnectionId(2), pair.1));
+    }
+    calls.extend(feed(&mut tracker, 1, &good[bad.len().min(good.len())..]));
+    calls.extend(feed(&mut tracker, 2, &bad[good.len().min(bad.len())..]));
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].provider, "anthropic");
+    let stats = tracker.stats();
+    assert_eq!((stats.parse_failures, stats.calls_lost), (1, 1));
+    assert_eq!(tracker.open_connections(), 0);
+}
+
+#[test]
+fn non_http_and_orphan_events_are_counted() {
+    let mut tracker = CallTracker::new(Limits::default());
+    let tls = StreamEvent::Data(DataChunk {
+        direction: Direction::Egress,
+        call_start: 1,
+        call_end: 2,
+        gap_before: 0,
+        bytes: b"\x16\x03\x01\x00\xa5\x01\x00\x00".to_vec(),
+    });
+    assert!(tracker.on_event(ConnectionId(9), &tls).is_empty());
+    let stats = tracker.stats();
+    assert_eq!(stats.events_without_open, 1);
+    assert_eq!(stats.non_http_connections, 1);
+    assert_eq!(stats.open_connections, 1);
+    assert_eq!(tracker.open_connections(), 1);
+}
+
+#[test]
+fn connection_cap_rejects_and_counts() {
+    let mut tracker = CallTracker::new(Limits {
+        max_connections: 1,
+        ..Limits::default()
+    });
+    let a = fixture("openai_chat_nonstream", 1);
+    let b = fixture("openai_chat_nonstream", 2);
+    tracker.on_event(ConnectionId(1), &a[0]);
+    tracker.on_event(ConnectionId(2), &b[0]);
+    assert_eq!(tracker.open_connections(), 1);
+    assert_eq!(tracker.stats().connections_rejected, 1);
+}
+
+#[test]
+fn records_serialize_as_flat_json() {
+    let calls = common::replay(&fixture("openai_chat_stream_usage", 1));
+    let json = serde_json::to_value(&calls[0]).unwrap();
+    assert_eq!(json["provider"], "openai");
+    assert_eq!(json["api"], "chat");
+    assert_eq!(json["side"], "client");
+    assert_eq!(json["error_type"], serde_json::Value::Null);
+    // No prompt or completion text anywhere.
+    let text = json.to_string();
+    assert!(!text.contains("Say hello") && !text.contains("How can I help"));
+    assert!(!text.contains("sk-secret"));
+    assert_eq!(calls[0].inter_chunk_gaps().count(), 8);
+}
