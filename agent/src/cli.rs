@@ -63,6 +63,10 @@ pub struct WatchArgs {
     #[arg(long)]
     pub no_follow_forks: bool,
 
+    /// Metrics and traces (the seed's settings, OTEL_*, the metrics endpoint).
+    #[command(flatten, next_help_heading = "Export")]
+    pub export: crate::config::ExportArgs,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -84,6 +88,13 @@ pub struct DemoArgs {
     /// Calls the demo client makes.
     #[arg(long, default_value_t = 3)]
     pub calls: u32,
+
+    /// Seconds to keep serving /metrics after the last call (0: exit at once).
+    #[arg(long, default_value_t = 0)]
+    pub linger: u64,
+
+    #[command(flatten, next_help_heading = "Export")]
+    pub export: crate::config::ExportArgs,
 }
 
 fn parse_ring_kib(value: &str) -> Result<u32, String> {

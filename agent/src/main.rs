@@ -22,8 +22,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn agent_options(watch: WatchArgs) -> AgentOptions {
-    AgentOptions {
+fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
+    Ok(AgentOptions {
+        export: llmtap::config::ExportSettings::from_args(&watch.export)?,
         pids: watch.pid,
         command: watch.command,
         print: watch.print,
@@ -33,7 +34,7 @@ fn agent_options(watch: WatchArgs) -> AgentOptions {
             ring_buffer_bytes: watch.ring_buffer_kib * 1024,
             follow_forks: !watch.no_follow_forks,
         },
-    }
+    })
 }
 
 #[tokio::main]
@@ -42,17 +43,35 @@ async fn main() -> ExitCode {
     init_logging(cli.watch.log_format);
     let result = match cli.command {
         Some(Command::Demo(args)) => llmtap::demo::run(args).await.map(|()| ExitCode::SUCCESS),
-        None => run::run(agent_options(cli.watch))
-            .await
-            .map(|outcome| match outcome {
-                Outcome::Stopped | Outcome::TargetsExited => ExitCode::SUCCESS,
-                Outcome::CommandExited(status) => {
-                    ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8)
-                }
-            }),
+        None => match agent_options(cli.watch) {
+            Ok(options) => run::run(options).await,
+            Err(e) => Err(e),
+        }
+        .map(|outcome| match outcome {
+            Outcome::Stopped | Outcome::TargetsExited => ExitCode::SUCCESS,
+            Outcome::CommandExited(status) => {
+                ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8)
+            }
+        }),
     };
     result.unwrap_or_else(|err| {
-        eprintln!("llmtap: error: {err:#}");
+        eprintln!("llmtap: error: {}", one_line(&err));
         ExitCode::FAILURE
     })
+}
+
+/// The error and its causes on one line, each cause once: some error
+/// messages already quote their source.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }

@@ -11,15 +11,17 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
+use crate::calls::{CallTracker, Limits, LlmCall};
 use crate::capture::ebpf::{preflight, tls_targets, EbpfCapture, EbpfConfig, KernelCounters};
 use crate::capture::CaptureEvent;
 use crate::export::print::StreamPrinter;
+use crate::export::telemetry::Telemetry;
 use crate::launch::HeldChild;
 use crate::reassembly::{ConnectionEvent, Reassembler, ReassemblyLimits};
 use crate::stream::WallNanos;
 
 /// What to watch and what to output.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AgentOptions {
     pub pids: Vec<u32>,
     /// A command to start watched; the agent ends when it exits.
@@ -27,6 +29,7 @@ pub struct AgentOptions {
     pub print: bool,
     pub print_payload: bool,
     pub ebpf: EbpfConfig,
+    pub export: crate::config::ExportSettings,
 }
 
 /// How the agent ended.
@@ -48,6 +51,18 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     if options.pids.is_empty() && options.command.is_empty() {
         anyhow::bail!("nothing to watch: give --pid PID, or a command after `--` (llmtap --print -- curl ...)");
     }
+    if !options.export.enabled {
+        tracing::info!("ENABLE_TELEMETRY is false: attaching nothing, exporting nothing");
+        if options.command.is_empty() {
+            return Ok(Outcome::Stopped);
+        }
+        let status = tokio::process::Command::new(&options.command[0])
+            .args(&options.command[1..])
+            .status()
+            .await
+            .with_context(|| format!("cannot start {:?}", options.command[0]))?;
+        return Ok(Outcome::CommandExited(status));
+    }
     for &pid in &options.pids {
         preflight::check_process(pid)?;
     }
@@ -55,6 +70,10 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut capture = EbpfCapture::load(&options.ebpf)?;
+    // Off the event loop: the first call must not wait for the tables.
+    std::thread::spawn(crate::calls::prepare_tokenizer);
+    let telemetry = Telemetry::start(&options.export).await?;
+    tracing::info!("metrics on http://{}/metrics", telemetry.metrics_addr());
     for &pid in &options.pids {
         capture.watch(pid)?;
         let candidates = tls_targets::process_candidates(pid);
@@ -69,6 +88,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     // For processes that load libssl after we start (and the command below).
     capture.attach_tls(&tls_targets::system_candidates());
 
+    let command_running = !options.command.is_empty();
     let (exit_tx, mut exit_rx) = oneshot::channel();
     if !options.command.is_empty() {
         let held = HeldChild::spawn(&options.command)
@@ -95,11 +115,15 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     );
 
     let mut reader = capture.event_reader()?;
-    let mut pipeline = Pipeline::new(&options);
+    telemetry.set_ready(true);
+    telemetry
+        .health()
+        .attached_processes
+        .set((options.pids.len() + usize::from(command_running)) as i64);
+    let mut pipeline = Pipeline::new(&options, telemetry);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
     let mut reported = KernelCounters::default();
-    let command_running = !options.command.is_empty();
 
     let outcome = loop {
         tokio::select! {
@@ -126,6 +150,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
             }
             _ = tick.tick() => {
                 pipeline.evict_idle(now())?;
+                pipeline.observe(&capture.counters());
                 reported = report_kernel_losses(capture.counters(), reported);
                 if !command_running && options.pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
                     break Outcome::TargetsExited;
@@ -134,6 +159,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         }
     };
     pipeline.finish(now())?;
+    pipeline.observe(&capture.counters());
     report_kernel_losses(capture.counters(), reported);
     tracing::info!(
         streams = pipeline.reassembler.stats().streams_opened,
@@ -142,6 +168,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     );
     drop(reader);
     drop(capture);
+    pipeline.telemetry.shutdown().await;
     Ok(outcome)
 }
 
@@ -174,26 +201,35 @@ fn now() -> WallNanos {
 /// Everything after capture, fed one batch at a time.
 struct Pipeline {
     reassembler: Reassembler,
+    calls: CallTracker,
     printer: Option<StreamPrinter<std::io::Stdout>>,
+    telemetry: Telemetry,
     connection_events: Vec<ConnectionEvent>,
     malformed_records: u64,
 }
 
 impl Pipeline {
-    fn new(options: &AgentOptions) -> Self {
+    fn new(options: &AgentOptions, telemetry: Telemetry) -> Self {
         Pipeline {
             reassembler: Reassembler::new(ReassemblyLimits::default()),
+            calls: CallTracker::new(Limits::default()),
             printer: options
                 .print
                 .then(|| StreamPrinter::new(std::io::stdout(), options.print_payload)),
+            telemetry,
             connection_events: Vec::new(),
             malformed_records: 0,
         }
     }
 
-    fn feed(&mut self, events: impl Iterator<Item = CaptureEvent>) -> std::io::Result<()> {
+    fn feed(&mut self, events: impl ExactSizeIterator<Item = CaptureEvent>) -> std::io::Result<()> {
+        let health = self.telemetry.health();
+        health.events_read.inc_by(events.len() as u64);
         for event in events {
             tracing::trace!(?event, "captured");
+            if let CaptureEvent::Data { bytes, .. } = &event {
+                health.bytes_captured.inc_by(bytes.len() as u64);
+            }
             self.reassembler.push(event, &mut self.connection_events);
         }
         self.flush()
@@ -210,12 +246,69 @@ impl Pipeline {
         self.flush()
     }
 
+    /// Brings the health metrics up to the stages' running totals.
+    fn observe(&self, kernel: &KernelCounters) {
+        self.telemetry.observe_totals(kernel, self.calls.stats());
+        self.telemetry
+            .health()
+            .open_streams
+            .set(self.reassembler.open_streams() as i64);
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         for (id, event) in self.connection_events.drain(..) {
             if let Some(printer) = &mut self.printer {
                 printer.print(id, &event)?;
             }
+            for call in self.calls.on_event(id, &event) {
+                match &mut self.printer {
+                    Some(printer) => printer.print_call(&call)?,
+                    None => tracing::info!("{}", summary(&call)),
+                }
+                self.telemetry.record(&call);
+            }
         }
         Ok(())
     }
+}
+
+/// One human-readable line about a finished call.
+fn summary(call: &LlmCall) -> String {
+    let model = call
+        .response_model
+        .as_deref()
+        .or(call.request_model.as_deref())
+        .unwrap_or("?");
+    let mut line = format!(
+        "{} {} {} pid={} {}",
+        call.provider,
+        call.api.as_str(),
+        model,
+        call.pid,
+        call.comm.as_deref().unwrap_or("")
+    );
+    if let Some(status) = call.http_status {
+        line += &format!(" status={status}");
+    }
+    if let Some(ttft) = call.ttft_s {
+        line += &format!(" ttft={:.1}ms", ttft * 1e3);
+    }
+    if let Some(duration) = call.duration_s {
+        line += &format!(" duration={:.1}ms", duration * 1e3);
+    }
+    if let (Some(input), Some(output)) = (call.input_tokens, call.output_tokens) {
+        let estimated = if call.output_tokens_estimated {
+            " (estimated)"
+        } else {
+            ""
+        };
+        line += &format!(" tokens={input}in/{output}out{estimated}");
+    }
+    if let Some(rate) = call.tokens_per_second {
+        line += &format!(" rate={rate:.1}tok/s");
+    }
+    if let Some(error) = call.error_type {
+        line += &format!(" error={}", error.as_str());
+    }
+    line
 }

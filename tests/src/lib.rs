@@ -174,7 +174,12 @@ pub struct AgentRun {
 pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>) -> AgentRun {
     let mut agent = Command::new(llmtap_bin());
     agent
-        .args(["--print", "--print-payload"])
+        .args([
+            "--print",
+            "--print-payload",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .args(args)
         .arg("--")
         .args(command);
@@ -237,6 +242,7 @@ pub struct RunningAgent {
 impl RunningAgent {
     pub fn start(args: &[&str]) -> RunningAgent {
         let mut child = Command::new(llmtap_bin())
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -106,7 +106,8 @@ fn an_openai_sdk_stream_becomes_one_exact_call_record() {
         "set-up time {} s",
         client_ttft - agent_ttft
     );
-    // Each chunk's time against the client's receipt of it.
+    // Each chunk's time against the client's receipt of it, looser: the
+    // SDK's parsing between the read and the hand-over varies with load.
     let agent_chunks: Vec<u64> = call["chunks"]
         .as_array()
         .unwrap()

@@ -58,6 +58,9 @@ fn python_client(server: &MockServer, extra: &[&str]) -> Vec<String> {
         server.base_url(),
         "--model".into(),
         "gpt-test".into(),
+        // The report is not needed here, and must not share the agent's stdout.
+        "--output".into(),
+        "/dev/null".into(),
     ];
     command.extend(extra.iter().map(|s| s.to_string()));
     command
@@ -71,6 +74,8 @@ fn node_client(server: &MockServer) -> Vec<String> {
         server.base_url(),
         "--model".into(),
         "gpt-test".into(),
+        "--output".into(),
+        "/dev/null".into(),
     ]
 }
 
@@ -189,7 +194,7 @@ fn a_client_shorter_than_300ms_is_fully_captured_when_launched_by_the_agent() {
             "5",
         ],
     );
-    let mut command = curl_command(&server);
+    let command = curl_command(&server);
     let started = Instant::now();
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let run = run_agent_on_command(&[], &command, server.cert.as_deref());

@@ -15,6 +15,8 @@ mod exchange;
 mod record;
 mod tokens;
 
+pub use tokens::prepare as prepare_tokenizer;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 

@@ -21,6 +21,12 @@ static TOKEN_LEN: LazyLock<Vec<u16>> = LazyLock::new(|| {
         .collect()
 });
 
+/// Builds the tables now (they take a while), so that the first call
+/// without usage does not wait for them.
+pub fn prepare() {
+    LazyLock::force(&TOKEN_LEN);
+}
+
 /// Tokens in `text`.
 pub(super) fn count(text: &str) -> u64 {
     if text.is_empty() {

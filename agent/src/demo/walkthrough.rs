@@ -1,13 +1,16 @@
 //! `llmtap demo`: the agent's main job on a built-in target. Starts the mock
 //! LLM server over TLS on loopback, runs a real client (curl, through the
-//! system libssl) against it under the agent, and shows what the agent saw.
+//! system libssl) against it under the agent with /metrics live, logs one
+//! line per call the agent saw, and shows the resulting LLM metrics.
 
 use std::ffi::OsString;
 
 use anyhow::Context;
 
 use super::server::{self, ServerConfig};
+use crate::capture::ebpf::EbpfConfig;
 use crate::cli::DemoArgs;
+use crate::config::ExportSettings;
 use crate::run::{self, AgentOptions, Outcome};
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -21,24 +24,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let url = format!("{}/v1/chat/completions", server.base_url());
     println!("llmtap demo: a mock LLM server streams chat completions at {url}");
+    let export = ExportSettings::from_args(&args.export)?;
+    let metrics = format!("http://{}/metrics", export.metrics.addr);
     println!(
-        "llmtap demo: curl calls it {} time(s), watched by llmtap from its first instruction\n",
+        "llmtap demo: curl calls it {} time(s), watched by llmtap from its first instruction",
         args.calls
     );
+    println!("llmtap demo: metrics are served at {metrics} while the demo runs\n");
 
     // One shell loop, so every curl is a fresh short-lived process that the
     // agent follows from the shell by fork.
     let body = r#"{"model":"demo-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hello"}]}"#;
+    // Then the shell scrapes the agent's own /metrics and keeps it up for
+    // --linger seconds.
     let script = format!(
         "for i in $(seq {calls}); do curl -sS -N --http1.1 --cacert '{cert}' -H 'content-type: application/json' \
-         -d '{body}' '{url}' > /dev/null || exit 1; sleep 0.3; done",
+         -d '{body}' '{url}' > /dev/null || exit 1; sleep 0.3; done; sleep 1.2; \
+         echo; echo 'llmtap demo: the LLM metrics now ({metrics}):'; \
+         curl -sS '{metrics}' | grep -E '^llm_(request_duration_seconds|time_to_first_token_seconds)_(sum|count)|^llm_total_tokens_total'; \
+         sleep {linger}",
         calls = args.calls,
         cert = cert.display(),
+        linger = args.linger,
     );
     let options = AgentOptions {
+        pids: Vec::new(),
         command: ["/bin/sh", "-c", &script].map(OsString::from).to_vec(),
-        print: true,
-        ..AgentOptions::default()
+        print: false,
+        print_payload: false,
+        ebpf: EbpfConfig::default(),
+        export,
     };
     let outcome = run::run(options).await;
     server.shutdown().await;

@@ -1,4 +1,5 @@
-//! `--print`: one JSON line per connection event, for debugging and tests.
+//! `--print`: one JSON line per connection event and per finished LLM call,
+//! for debugging and tests.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -7,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine;
 use serde::Serialize;
 
+use crate::calls::LlmCall;
 use crate::stream::{CloseReason, ConnectionId, ConnectionInfo, Direction, StreamEvent, WallNanos};
 
 /// Bytes of payload shown in `preview`.
@@ -41,6 +43,10 @@ enum Line<'a> {
         connection: ConnectionId,
         pid: u32,
         reason: CloseReason,
+    },
+    Call {
+        #[serde(flatten)]
+        call: &'a LlmCall,
     },
 }
 
@@ -95,7 +101,15 @@ impl<W: Write> StreamPrinter<W> {
                 reason: *reason,
             },
         };
-        serde_json::to_writer(&mut self.out, &line)?;
+        self.write(&line)
+    }
+
+    pub fn print_call(&mut self, call: &LlmCall) -> std::io::Result<()> {
+        self.write(&Line::Call { call })
+    }
+
+    fn write(&mut self, line: &Line<'_>) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, line)?;
         self.out.write_all(b"\n")?;
         self.out.flush()
     }
