@@ -92,6 +92,7 @@ fn non_http_and_orphan_events_are_counted() {
     let mut tracker = CallTracker::new(Limits::default());
     let tls = StreamEvent::Data(DataChunk {
         direction: Direction::Egress,
+        tid: None,
         call_start: 1,
         call_end: 2,
         gap_before: 0,
