@@ -224,6 +224,19 @@ impl Default for ClientReport {
     }
 }
 
+/// Checks that a run failed with exactly one line on stderr containing
+/// `needle`.
+pub fn assert_one_line_error(output: &std::process::Output, needle: &str) {
+    assert!(!output.status.success(), "expected a failure");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
+    assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+}
+
 pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(bytes)
         .lines()

@@ -264,10 +264,7 @@ fn a_pid_that_does_not_exist_is_one_clear_error() {
         .args(["--pid", "999999999"])
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("no process with PID 999999999"), "{stderr}");
+    assert_one_line_error(&output, "no process with PID 999999999");
 }
 
 #[test]
@@ -291,10 +288,7 @@ fn without_privileges_the_error_says_to_use_root() {
         .args(["--pid", &std::process::id().to_string()])
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("needs root"), "{stderr}");
+    assert_one_line_error(&output, "needs root");
 }
 
 #[test]
