@@ -133,6 +133,10 @@ impl MockServer {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn base_url(&self) -> String {
         let scheme = if self.cert.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)

@@ -159,3 +159,42 @@ fn an_http_error_and_a_cut_stream_are_recorded_with_their_error_types() {
         );
     }
 }
+
+#[test]
+fn a_server_watched_by_pid_records_the_call_from_its_side() {
+    let _serial = serial();
+    // Plain HTTP: the mock server does TLS with rustls, which has no
+    // OpenSSL-compatible functions to hook.
+    let server = MockServer::start(
+        false,
+        &[
+            "--chunks",
+            "4",
+            "--chunk-delay-ms",
+            "10",
+            "--first-token-delay-ms",
+            "20",
+        ],
+    );
+    let mut agent = RunningAgent::start(&["--pid", &server.pid().to_string(), "--print"]);
+    agent.wait_for_log("watching", std::time::Duration::from_secs(20));
+    let status = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-H", "content-type: application/json", "-d"])
+        .arg(r#"{"model":"served-model","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#)
+        .arg(format!("{}/v1/chat/completions", server.base_url()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The server's last write and close reach the agent within its poll.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let run = agent.stop();
+    let calls = calls(&run.lines);
+    assert_eq!(calls.len(), 1, "{calls:#?}\n{}", run.stderr);
+    let call = calls[0];
+    assert_eq!(call["side"], "server");
+    assert_eq!(call["request_model"], "served-model");
+    assert_eq!(call["output_chunks"], 4);
+    assert_eq!(call["http_status"], 200);
+    assert_eq!(call["server_port"], server.addr.port());
+    assert_eq!(call["error_type"], Value::Null);
+}
