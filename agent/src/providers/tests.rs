@@ -1,3 +1,5 @@
+//! Claims, request shapes and frame decoding.
+
 use super::*;
 
 fn head(method: &str, target: &str) -> RequestHead {
