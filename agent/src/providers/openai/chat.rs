@@ -7,7 +7,9 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 
 use super::TokenUsage;
-use crate::providers::{ErrorField, ProviderError, ResponseInfo, Text, ToolCall, Usage};
+use crate::providers::{
+    ErrorField, Member, MemberName, ProviderError, ResponseInfo, Text, ToolCall, Usage,
+};
 
 /// Decodes a Chat Completions or Completions chunk (or a whole
 /// non-streamed body, same shape) straight into `out`; returns whether it
@@ -35,7 +37,7 @@ impl<'de> Visitor<'de> for &mut ChunkVisitor<'_> {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        while let Some(key) = map.next_key::<ChunkKey>()? {
+        while let Some(Member(key)) = map.next_key::<Member<ChunkKey>>()? {
             let out = &mut *self.out;
             match key {
                 ChunkKey::Id => out.set_id(map.next_value::<Option<Text<'de>>>()?.map(|t| t.0)),
@@ -68,9 +70,7 @@ impl<'de> Visitor<'de> for &mut ChunkVisitor<'_> {
     }
 }
 
-/// The chunk members read; matched without allocating.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
+/// The chunk members read.
 enum ChunkKey {
     Id,
     Model,
@@ -78,20 +78,42 @@ enum ChunkKey {
     Usage,
     Timings,
     Error,
-    #[serde(other)]
     Other,
 }
 
+impl MemberName for ChunkKey {
+    fn from_name(name: &[u8]) -> Self {
+        match name {
+            b"id" => Self::Id,
+            b"model" => Self::Model,
+            b"choices" => Self::Choices,
+            b"usage" => Self::Usage,
+            b"timings" => Self::Timings,
+            b"error" => Self::Error,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// The choice members read.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
 enum ChoiceKey {
     Delta,
     Message,
     Text,
     FinishReason,
-    #[serde(other)]
     Other,
+}
+
+impl MemberName for ChoiceKey {
+    fn from_name(name: &[u8]) -> Self {
+        match name {
+            b"delta" => Self::Delta,
+            b"message" => Self::Message,
+            b"text" => Self::Text,
+            b"finish_reason" => Self::FinishReason,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// The `choices` array (or `null`), each element applied as it is read.
@@ -151,7 +173,7 @@ impl<'de> Visitor<'de> for Choice<'_, '_> {
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
         let visitor = self.0;
-        while let Some(key) = map.next_key::<ChoiceKey>()? {
+        while let Some(Member(key)) = map.next_key::<Member<ChoiceKey>>()? {
             match key {
                 ChoiceKey::Delta | ChoiceKey::Message => {
                     if let Some(message) = map.next_value::<Option<Message<'de>>>()? {
