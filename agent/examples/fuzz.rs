@@ -183,7 +183,7 @@ fn mutated_events(rng: &mut Rng, seeds: &Seeds) -> Vec<StreamEvent> {
         match event {
             StreamEvent::Data(chunk) => {
                 let mut bytes = chunk.bytes.clone();
-                if rng.chance(3) {
+                if rng.chance(6) {
                     mutate(rng, &mut bytes, &seeds.corpus);
                 }
                 for piece in cuts(rng, &bytes) {
@@ -238,8 +238,8 @@ fn mutated_events(rng: &mut Rng, seeds: &Seeds) -> Vec<StreamEvent> {
     out
 }
 
-/// HTTP framing alone.
-fn fuzz_http(rng: &mut Rng, seeds: &Seeds) {
+/// HTTP framing alone; yields the decoded body bytes.
+fn fuzz_http(rng: &mut Rng, seeds: &Seeds) -> u64 {
     let events = mutated_events(rng, seeds);
     let limits = HttpLimits {
         max_head_bytes: 64 + rng.below(8192),
@@ -265,10 +265,12 @@ fn fuzz_http(rng: &mut Rng, seeds: &Seeds) {
             StreamEvent::Closed { .. } => conn.close(&mut sink),
         }
     }
+    bytes as u64
 }
 
-/// SSE and NDJSON framing, then every provider on every frame.
-fn fuzz_sse(rng: &mut Rng, seeds: &Seeds) {
+/// SSE and NDJSON framing, then every provider on every frame; yields the
+/// frames.
+fn fuzz_sse(rng: &mut Rng, seeds: &Seeds) -> u64 {
     let mut body = seeds.bodies[rng.below(seeds.bodies.len())].clone();
     mutate(rng, &mut body, &seeds.corpus);
     let max = 1 + rng.below(4096);
@@ -285,29 +287,34 @@ fn fuzz_sse(rng: &mut Rng, seeds: &Seeds) {
     for (event, data) in &frames {
         decode_everywhere(Frame { event, data });
     }
+    frames.len() as u64
 }
 
-fn decode_everywhere(frame: Frame<'_>) {
+/// Every provider and operation on one frame; yields the frames decoded.
+fn decode_everywhere(frame: Frame<'_>) -> u64 {
     let apis = [
         Api::Chat,
         Api::TextCompletion,
         Api::Responses,
         Api::GenerateContent,
     ];
+    let mut decoded = 0;
     for provider in PROVIDERS {
         for api in apis {
             let mut out = llmtap::providers::ResponseInfo::new(64);
-            let _ = provider.frame(api, frame, &mut out);
+            decoded += u64::from(provider.frame(api, frame, &mut out).is_ok());
             let _ = provider.body(api, frame.data, &mut out);
         }
     }
+    decoded
 }
 
-/// Provider decoders on mutated frame payloads, and request reading.
-fn fuzz_providers(rng: &mut Rng, seeds: &Seeds) {
+/// Provider decoders on mutated frame payloads, and request reading;
+/// yields the frames decoded.
+fn fuzz_providers(rng: &mut Rng, seeds: &Seeds) -> u64 {
     let mut data = seeds.frames[rng.below(seeds.frames.len())].clone();
     mutate(rng, &mut data, &seeds.frames);
-    decode_everywhere(Frame {
+    let decoded = decode_everywhere(Frame {
         event: b"",
         data: &data,
     });
@@ -333,10 +340,11 @@ fn fuzz_providers(rng: &mut Rng, seeds: &Seeds) {
             }
         }
     }
+    decoded
 }
 
-/// The whole path, with small random caps.
-fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) {
+/// The whole path, with small random caps; yields the records.
+fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) -> u64 {
     let events = mutated_events(rng, seeds);
     let limits = Limits {
         max_connections: 1 + rng.below(3),
@@ -349,16 +357,21 @@ fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) {
         max_event_bytes: 1 + rng.below(4096),
         max_output_text: rng.below(256),
         max_chunks: rng.below(16),
-        max_pending: rng.below(4),
+        max_pending: 1 + rng.below(4),
     };
     let mut tracker = CallTracker::new(limits);
+    let mut records = 0;
     for event in &events {
-        for call in tracker.on_event(ConnectionId(1 + rng.below(2) as u64), event) {
+        // Now and then an event strays to another connection.
+        let id = if rng.chance(50) { 2 } else { 1 };
+        for call in tracker.on_event(ConnectionId(id), event) {
             // Serializing is part of the path (`--print`).
             let _ = serde_json::to_string(&call);
             let _ = call.inter_chunk_gaps().count();
+            records += 1;
         }
     }
+    records
 }
 
 fn main() {
@@ -366,7 +379,7 @@ fn main() {
     let target = args.get(1).map(String::as_str).unwrap_or("calls");
     let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let seed: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0x5EED);
-    let run: fn(&mut Rng, &Seeds) = match target {
+    let run: fn(&mut Rng, &Seeds) -> u64 = match target {
         "http" => fuzz_http,
         "sse" => fuzz_sse,
         "providers" => fuzz_providers,
@@ -379,29 +392,35 @@ fn main() {
     let seeds = seeds();
     if args.get(2).map(String::as_str) == Some("replay") {
         let exec_seed = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
-        run(&mut Rng(exec_seed), &seeds);
-        println!("replayed {exec_seed} without panicking");
+        let produced = run(&mut Rng(exec_seed), &seeds);
+        println!("replayed {exec_seed} without panicking ({produced} produced)");
         return;
     }
     let crash_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-crashes");
     panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let (mut execs, mut crashes) = (0u64, 0u64);
+    // `produced` (body bytes, frames, records) shows inputs get deep.
+    let (mut execs, mut crashes, mut produced) = (0u64, 0u64, 0u64);
     while Instant::now() < deadline {
         for _ in 0..64 {
             // Each exec gets its own seed, so a crash can be replayed alone.
             let exec_seed = (seed ^ execs.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
             let mut rng = Rng(exec_seed);
-            if panic::catch_unwind(AssertUnwindSafe(|| run(&mut rng, &seeds))).is_err() {
-                crashes += 1;
-                std::fs::create_dir_all(&crash_dir).ok();
-                let note = format!("target {target}, exec seed {exec_seed}\n");
-                std::fs::write(crash_dir.join(format!("{target}-{exec_seed}.txt")), note).ok();
+            match panic::catch_unwind(AssertUnwindSafe(|| run(&mut rng, &seeds))) {
+                Ok(n) => produced += n,
+                Err(_) => {
+                    crashes += 1;
+                    std::fs::create_dir_all(&crash_dir).ok();
+                    let note = format!("target {target}, exec seed {exec_seed}\n");
+                    std::fs::write(crash_dir.join(format!("{target}-{exec_seed}.txt")), note).ok();
+                }
             }
             execs += 1;
         }
     }
-    println!("target={target} seconds={seconds} execs={execs} crashes={crashes}");
+    println!(
+        "target={target} seconds={seconds} execs={execs} crashes={crashes} produced={produced}"
+    );
     if crashes > 0 {
         std::process::exit(1);
     }

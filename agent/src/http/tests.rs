@@ -1,3 +1,5 @@
+//! Framing tests: splits, codings, interim and bodyless responses, failures.
+
 use std::io::Write;
 
 use super::*;

@@ -19,11 +19,12 @@ impl Provider for Anthropic {
         "anthropic"
     }
 
+    /// `/v1/messages` anywhere, or any `.../messages` path carrying the
+    /// `anthropic-version` header (gateways that re-root the API).
     fn claim(&self, head: &RequestHead) -> Option<Api> {
-        head.path()
-            .trim_end_matches('/')
-            .ends_with("/v1/messages")
-            .then_some(Api::Chat)
+        let path = head.path().trim_end_matches('/');
+        let versioned = head.header("anthropic-version").is_some() && path.ends_with("/messages");
+        (path.ends_with("/v1/messages") || versioned).then_some(Api::Chat)
     }
 
     fn request(&self, _api: Api, _head: &RequestHead, body: Option<&Value>) -> Option<RequestInfo> {

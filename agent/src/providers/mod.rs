@@ -265,6 +265,40 @@ impl ErrorField<'_> {
 #[serde(transparent)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
+/// An object member name a hot-path visitor cares about.
+trait MemberName {
+    /// The name as it appears in the JSON (unescaped, not UTF-8 checked).
+    fn from_name(name: &[u8]) -> Self;
+}
+
+/// Reads a member name as raw bytes: no UTF-8 check and no copy, which a
+/// `str` identifier costs on every key of every streamed chunk.
+struct Member<K>(K);
+
+impl<'de, K: MemberName> Deserialize<'de> for Member<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct NameVisitor<K>(std::marker::PhantomData<K>);
+
+        impl<K: MemberName> serde::de::Visitor<'_> for NameVisitor<K> {
+            type Value = Member<K>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, name: &[u8]) -> Result<Member<K>, E> {
+                Ok(Member(K::from_name(name)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member<K>, E> {
+                self.visit_bytes(name.as_bytes())
+            }
+        }
+
+        de.deserialize_bytes(NameVisitor(std::marker::PhantomData))
+    }
+}
+
 /// A tool call in a message or delta: OpenAI streams `arguments` as text,
 /// Ollama sends an object (not generated text we can count, so skipped).
 #[derive(Deserialize)]

@@ -1,3 +1,5 @@
+//! Claims, request shapes and frame decoding.
+
 use super::*;
 
 fn head(method: &str, target: &str) -> RequestHead {
@@ -38,6 +40,13 @@ fn claims_by_path_in_priority_order() {
         assert_eq!(claimed("POST", target), want, "{target}");
     }
     assert_eq!(claimed("GET", "/v1/chat/completions"), None);
+    let mut gateway = head("POST", "/llm/anthropic/messages");
+    assert_eq!(claim(&gateway).map(|(p, _)| p.name()), None);
+    gateway.headers.push(crate::http::Header {
+        name: "anthropic-version".into(),
+        value: "2023-06-01".into(),
+    });
+    assert_eq!(claim(&gateway).map(|(p, _)| p.name()), Some("anthropic"));
 }
 
 #[test]

@@ -1,3 +1,5 @@
+//! Framing tests: WHATWG SSE rules and NDJSON at every split.
+
 use super::*;
 
 fn events(parser: &mut SseParser, input: &[u8], step: usize) -> Vec<(String, String)> {
