@@ -243,6 +243,13 @@ fn a_real_prometheus_scrapes_exact_values_of_openai_sdk_streams() {
         &cert,
     );
     let (agent, addr) = watch(&shell, &["--print"]);
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            http_get(addr, probe).map(|(status, _)| status),
+            Some(200),
+            "{probe}"
+        );
+    }
     let prometheus = Prometheus::start(addr, None);
     shell.run();
     let client = report.calls();
@@ -602,6 +609,8 @@ fn spans_reach_real_otlp_receivers_with_their_parents_and_sampling_holds() {
             &endpoint,
             "--otlp-protocol",
             "http/protobuf",
+            "--service-name",
+            "e2e-service",
         ],
         &[
             "sh",
@@ -628,6 +637,7 @@ fn spans_reach_real_otlp_receivers_with_their_parents_and_sampling_holds() {
         "gen_ai.first_token",
         "gen_ai.usage.output_tokens",
         "gen_ai.response.finish_reasons",
+        "e2e-service",
     ];
     let output = rotel.wait_for_output(&needles, Duration::from_secs(15));
     for needle in needles {
@@ -904,4 +914,36 @@ fn a_client_in_another_process_is_not_counted() {
     );
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
+fn with_telemetry_disabled_nothing_is_attached_and_the_command_still_runs() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("bpf.json");
+    let seen_arg = seen.display().to_string();
+    // While it runs, the command lists the loaded BPF programs.
+    let output = Command::new(llmtap_bin())
+        .env("ENABLE_TELEMETRY", "false")
+        .args(["--metrics-addr", "127.0.0.1:0", "--"])
+        .args([
+            "sh",
+            "-c",
+            "bpftool prog list --json > \"$1\"; exit 3",
+            "sh",
+        ])
+        .arg(&seen_arg)
+        .output()
+        .expect("run llmtap");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("ENABLE_TELEMETRY is false"), "{stderr}");
+    let programs = std::fs::read_to_string(&seen).expect("the command ran");
+    assert!(programs.starts_with('['), "{programs}");
+    for ours in ["ssl_return", "ssl_read_entry", "enter_write", "exit_write"] {
+        assert!(
+            !programs.contains(&format!("\"{ours}\"")),
+            "{ours} was loaded"
+        );
+    }
 }
