@@ -39,7 +39,7 @@ fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| exit_on_bad_arguments(err));
     init_logging(cli.watch.log_format);
     let result = match cli.command {
         Some(Command::Demo(args)) => llmtap::demo::run(args).await.map(|()| ExitCode::SUCCESS),
@@ -58,6 +58,20 @@ async fn main() -> ExitCode {
         eprintln!("llmtap: error: {}", one_line(&err));
         ExitCode::FAILURE
     })
+}
+
+/// Help and version go out as clap writes them; a bad argument is one line
+/// on stderr, like every other startup error (clap's own rendering adds a
+/// blank line and a hint).
+fn exit_on_bad_arguments(err: clap::Error) -> ! {
+    if !err.use_stderr() {
+        err.exit();
+    }
+    let rendered = err.to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("llmtap: error: {first} (see llmtap --help)");
+    std::process::exit(err.exit_code());
 }
 
 /// The error and its causes on one line, each cause once: some error

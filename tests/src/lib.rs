@@ -252,6 +252,8 @@ pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
 /// A long-running agent (for `--pid` runs), stopped with SIGINT.
 pub struct RunningAgent {
     child: Child,
+    /// Read all along, so a chatty `--print` never fills the pipe.
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
     stderr: std::sync::mpsc::Receiver<String>,
     stderr_seen: String,
 }
@@ -265,6 +267,12 @@ impl RunningAgent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start llmtap");
+        let mut stdout = child.stdout.take().expect("piped");
+        let stdout = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = stdout.read_to_end(&mut all);
+            all
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("piped");
         std::thread::spawn(move || {
@@ -276,9 +284,28 @@ impl RunningAgent {
         });
         RunningAgent {
             child,
+            stdout: Some(stdout),
             stderr: rx,
             stderr_seen: String::new(),
         }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Where the agent serves `/metrics` (it logs the bound address at
+    /// startup, which is how a `127.0.0.1:0` port is learnt).
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        const LOGGED: &str = "metrics on http://";
+        self.wait_for_log(LOGGED, Duration::from_secs(20));
+        self.stderr_seen
+            .lines()
+            .find_map(|line| line.split_once(LOGGED))
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in:\n{}", self.stderr_seen))
     }
 
     /// Waits until the agent logs a line containing `needle`.
@@ -304,13 +331,12 @@ impl RunningAgent {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait().expect("wait llmtap");
-        let mut stdout = Vec::new();
-        self.child
+        let stdout = self
             .stdout
             .take()
-            .expect("piped")
-            .read_to_end(&mut stdout)
-            .expect("read stdout");
+            .expect("stopped once")
+            .join()
+            .expect("stdout reader");
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
             self.stderr_seen.push_str(&line);
             self.stderr_seen.push('\n');

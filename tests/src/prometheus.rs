@@ -39,6 +39,32 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
     }
 }
 
+/// The sum of the samples of `name` in a scrape (text format) whose labels
+/// include every `labels` pair; `None` when no series matches.
+pub fn scraped(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(split) => split,
+            None => continue,
+        };
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        // A leading comma so that `model` never matches `…_model`.
+        let series_labels = format!(",{series_labels}");
+        let matches = series_name == name
+            && labels
+                .iter()
+                .all(|(k, v)| series_labels.contains(&format!(",{k}=\"{v}\"")));
+        if matches {
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|e| panic!("bad sample {line:?}: {e}"));
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -39,7 +39,7 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// Binding the listening socket failed (in use, no permission, ...).
-    #[error("cannot listen on {addr} (--metrics-addr): {source}")]
+    #[error("cannot listen on {addr} (LLMTAP_METRICS_ADDR, --metrics-addr): {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
