@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol};
 
 /// The OpenSSL-compatible functions llmtap hooks, with the entry program
 /// each one gets. All four share the `ssl_return` return program.
@@ -34,14 +34,16 @@ const SYSTEM_LIBSSL: &[&str] = &[
     "/lib/libssl.so.3",
 ];
 
-/// One file to attach to, with the hooked functions it defines.
+/// One file to attach to, with the hooked functions it defines and their
+/// file offsets (resolved here once: aya would re-read a 100 MB node
+/// binary for every probe).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsTarget {
     pub path: PathBuf,
-    pub functions: Vec<&'static str>,
+    pub functions: Vec<(&'static str, u64)>,
 }
 
-/// The set of targets found so far, keyed by (device, inode).
+/// The files considered so far, keyed by (device, inode).
 #[derive(Default)]
 pub struct TlsTargets {
     seen: HashSet<(u64, u64)>,
@@ -49,18 +51,17 @@ pub struct TlsTargets {
 
 impl TlsTargets {
     /// Returns `path` as a new target if it defines any hooked function and
-    /// has not been returned before (under any name).
+    /// has not been considered before (under any name). Files without TLS
+    /// functions are remembered too: every exec of `sh` must not re-read it.
     pub fn consider(&mut self, path: &Path) -> Option<TlsTarget> {
         let meta = fs::metadata(path).ok()?;
-        let inode = (meta.dev(), meta.ino());
-        if self.seen.contains(&inode) {
+        if !self.seen.insert((meta.dev(), meta.ino())) {
             return None;
         }
         let functions = ssl_functions_defined(path);
         if functions.is_empty() {
             return None;
         }
-        self.seen.insert(inode);
         Some(TlsTarget {
             path: path.to_owned(),
             functions,
@@ -69,11 +70,21 @@ impl TlsTargets {
 }
 
 /// Candidate files for a running process: its mapped libssl and its
-/// executable. Paths go through /proc/PID/root so that a process in another
-/// mount namespace (a container) resolves to its own files.
+/// executable. A process in another mount namespace (a container) has its
+/// files reached through /proc/PID/root; one in ours by their own path,
+/// which outlives the process (a short-lived one may be gone by attach).
 pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let mut out = vec![PathBuf::from(format!("/proc/{pid}/exe"))];
+    let shared_root = fs::read_link(&root).is_ok_and(|r| r == Path::new("/"));
+    let in_its_root = |path: &Path| {
+        if shared_root {
+            path.to_owned()
+        } else {
+            root.join(path.strip_prefix("/").unwrap_or(path))
+        }
+    };
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let mut out = vec![fs::read_link(&exe).map_or(exe, |p| in_its_root(&p))];
     if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
         for path in maps
             .lines()
@@ -84,7 +95,7 @@ pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libssl.so") || n.starts_with("libssl3.so"));
             if is_libssl {
-                out.push(root.join(path.trim_start_matches('/')));
+                out.push(in_its_root(Path::new(path)));
             }
         }
     }
@@ -96,25 +107,100 @@ pub fn system_candidates() -> Vec<PathBuf> {
     SYSTEM_LIBSSL.iter().map(PathBuf::from).collect()
 }
 
-/// Which hooked functions `path` defines, in its dynamic or static symbols.
-fn ssl_functions_defined(path: &Path) -> Vec<&'static str> {
-    let Ok(data) = fs::read(path) else {
+/// Which hooked functions `path` defines, in its dynamic or static
+/// symbols, with their offsets in the file (what a uprobe attaches at).
+fn ssl_functions_defined(path: &Path) -> Vec<(&'static str, u64)> {
+    let Ok(data) = MappedFile::open(path) else {
         return Vec::new();
     };
     let Ok(file) = object::File::parse(&*data) else {
         return Vec::new();
     };
-    let defined: HashSet<&str> = file
+    let mut found: Vec<(&'static str, u64)> = Vec::new();
+    // The exported symbols first, and the (much longer) full table only if
+    // some function is not exported.
+    let mut symbols = file
         .dynamic_symbols()
-        .chain(file.symbols())
-        .filter(|s| s.is_definition())
-        .filter_map(|s| s.name().ok())
-        .collect();
-    SSL_FUNCTIONS
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| defined.contains(name))
-        .collect()
+        .chain(std::iter::once_with(|| file.symbols()).flatten());
+    while found.len() < SSL_FUNCTIONS.len() {
+        let Some(symbol) = symbols.next() else {
+            break;
+        };
+        let Ok(symbol_name) = symbol.name() else {
+            continue;
+        };
+        let Some((name, _)) = SSL_FUNCTIONS
+            .iter()
+            .find(|(name, _)| *name == symbol_name && symbol.is_definition())
+        else {
+            continue;
+        };
+        if found.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        if let Some(offset) = file_offset(&file, &symbol) {
+            found.push((name, offset));
+        }
+    }
+    // In the order of SSL_FUNCTIONS, whatever the symbol table's.
+    found.sort_by_key(|(name, _)| SSL_FUNCTIONS.iter().position(|(n, _)| n == name));
+    found
+}
+
+/// A file mapped read-only: only the pages the symbol scan touches (ELF
+/// headers, the symbol tables) are read, not all of a 100 MB executable.
+struct MappedFile {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl MappedFile {
+    fn open(path: &Path) -> std::io::Result<MappedFile> {
+        let file = fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+        if len == 0 {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+        // SAFETY: a fresh private read-only mapping of an open fd; the
+        // mapping stays valid after the fd is closed.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(MappedFile { addr, len })
+    }
+}
+
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: addr..addr+len is mapped readable for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.addr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `open` made.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// Where a function's code sits in its file: its address made relative to
+/// its section, plus the section's file offset.
+fn file_offset(file: &object::File<'_>, symbol: &object::Symbol<'_, '_>) -> Option<u64> {
+    let section = file.section_by_index(symbol.section_index()?).ok()?;
+    let (offset, _) = section.file_range()?;
+    Some(symbol.address() - section.address() + offset)
 }
 
 #[cfg(test)]
@@ -138,7 +224,8 @@ mod tests {
         let Some(first) = found.first() else {
             panic!("no libssl in {SYSTEM_LIBSSL:?}: install libssl3");
         };
-        assert!(first.functions.contains(&"SSL_read"), "{first:?}");
+        let read = first.functions.iter().find(|(name, _)| *name == "SSL_read");
+        assert!(read.is_some_and(|(_, offset)| *offset > 0), "{first:?}");
         // The same inode under another name is not a second target.
         if let Ok(alias) = fs::canonicalize(&first.path) {
             assert_eq!(targets.consider(&alias), None);
