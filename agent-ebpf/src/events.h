@@ -42,7 +42,8 @@ enum llmtap_direction {
 enum llmtap_source {
 	/* Plaintext bytes from a socket syscall. */
 	LLMTAP_SOURCE_SOCKET = 0,
-	/* Plaintext bytes from an OpenSSL-compatible SSL_read/SSL_write(_ex). */
+	/* Plaintext bytes from a TLS library: OpenSSL-compatible
+	 * SSL_read/SSL_write(_ex), or GnuTLS gnutls_record_recv/send. */
 	LLMTAP_SOURCE_OPENSSL = 1,
 };
 

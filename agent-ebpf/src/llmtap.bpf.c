@@ -608,7 +608,9 @@ int enter_close(struct syscall_enter_ctx *ctx)
 	return 0;
 }
 
-/* ---- OpenSSL-compatible TLS libraries ---------------------------------- */
+/* ---- TLS libraries: OpenSSL-compatible, and GnuTLS's record calls, which
+ * take (session, buffer, size) and return the byte count like SSL_read/
+ * SSL_write, so they attach the same programs ---------------------------- */
 
 static __always_inline int enter_ssl(void *ssl, const void *buf, __u64 out_len, __u8 direction)
 {

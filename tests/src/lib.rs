@@ -378,6 +378,27 @@ impl CapturedConnection {
 }
 
 /// Groups the agent's `--print --print-payload` lines by connection.
+/// The connections whose request is a chat completion.
+pub fn chat_connections(
+    connections: &BTreeMap<u64, CapturedConnection>,
+) -> Vec<&CapturedConnection> {
+    connections
+        .values()
+        .filter(|c| c.bytes(true).starts_with(b"POST /v1/chat/completions"))
+        .collect()
+}
+
+/// Fails if a connection's bytes start with a TLS record: ciphertext that
+/// leaked through the socket probes.
+pub fn assert_no_tls_ciphertext(connections: &BTreeMap<u64, CapturedConnection>) {
+    for conn in connections.values() {
+        assert!(
+            !conn.bytes(true).starts_with(&[0x16, 0x03]),
+            "TLS ciphertext was captured"
+        );
+    }
+}
+
 pub fn connections(lines: &[Value]) -> BTreeMap<u64, CapturedConnection> {
     let mut out: BTreeMap<u64, CapturedConnection> = BTreeMap::new();
     for line in lines {

@@ -21,7 +21,7 @@ use tokio::io::Interest;
 
 use self::abi::{ConnEvent, DataEvent, Record};
 use self::preflight::PreflightError;
-use self::tls_targets::{TlsTarget, TlsTargets, SSL_FUNCTIONS};
+use self::tls_targets::{TlsTarget, TlsTargets, TLS_FUNCTIONS};
 use super::clock::MonotonicToWall;
 use super::{CaptureEvent, StreamKey};
 use crate::stream::{Direction, Side};
@@ -195,14 +195,16 @@ impl EbpfCapture {
             prog.load(tracepoint, &btf).map_err(program_error(name))?;
             prog.attach().map_err(program_error(name))?;
         }
-        for (_, name) in SSL_FUNCTIONS {
+        let uprobes: std::collections::BTreeSet<&str> = TLS_FUNCTIONS
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(["ssl_return"])
+            .collect();
+        for name in uprobes {
             program::<UProbe>(&mut ebpf, name)?
                 .load()
                 .map_err(program_error(name))?;
         }
-        program::<UProbe>(&mut ebpf, "ssl_return")?
-            .load()
-            .map_err(program_error("ssl_return"))?;
 
         Ok(EbpfCapture {
             ebpf,
@@ -289,7 +291,7 @@ impl EbpfCapture {
     }
 
     fn attach_tls_target(&mut self, target: &TlsTarget) -> Result<(), CaptureError> {
-        for (function, entry) in SSL_FUNCTIONS {
+        for (function, entry) in TLS_FUNCTIONS {
             let Some(&(_, offset)) = target.functions.iter().find(|(f, _)| *f == function) else {
                 continue;
             };

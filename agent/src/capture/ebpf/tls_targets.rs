@@ -12,17 +12,25 @@ use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
-/// The OpenSSL-compatible functions llmtap hooks, with the entry program
-/// each one gets. All four share the `ssl_return` return program.
-pub const SSL_FUNCTIONS: [(&str, &str); 4] = [
+/// The TLS library functions llmtap hooks, with the entry program each one
+/// gets; all share the `ssl_return` return program. GnuTLS's record calls
+/// have the shape of `SSL_write`/`SSL_read` (session, buffer; the byte
+/// count returned), so they use the same programs, the session pointer
+/// keying the stream as an `SSL*` does.
+pub const TLS_FUNCTIONS: [(&str, &str); 6] = [
     ("SSL_write", "ssl_write_entry"),
     ("SSL_write_ex", "ssl_write_ex_entry"),
     ("SSL_read", "ssl_read_entry"),
     ("SSL_read_ex", "ssl_read_ex_entry"),
+    ("gnutls_record_send", "ssl_write_entry"),
+    ("gnutls_record_recv", "ssl_read_entry"),
 ];
 
-/// Where the system's libssl usually lives (Debian/Ubuntu multiarch first,
-/// then Fedora/Arch/Alpine layouts).
+/// File names of the TLS libraries a process may map.
+const TLS_LIBRARIES: [&str; 3] = ["libssl.so", "libssl3.so", "libgnutls.so"];
+
+/// Where the system's libssl and libgnutls usually live (Debian/Ubuntu
+/// multiarch first, then Fedora/Arch/Alpine layouts).
 const SYSTEM_LIBSSL: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/libssl.so.3",
     "/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
@@ -32,6 +40,10 @@ const SYSTEM_LIBSSL: &[&str] = &[
     "/usr/lib64/libssl.so.1.1",
     "/usr/lib/libssl.so.3",
     "/lib/libssl.so.3",
+    "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
+    "/usr/lib/aarch64-linux-gnu/libgnutls.so.30",
+    "/usr/lib64/libgnutls.so.30",
+    "/usr/lib/libgnutls.so.30",
 ];
 
 /// One file to attach to, with the hooked functions it defines and their
@@ -93,7 +105,7 @@ pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
             let is_libssl = Path::new(path)
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libssl.so") || n.starts_with("libssl3.so"));
+                .is_some_and(|n| TLS_LIBRARIES.iter().any(|lib| n.starts_with(lib)));
             if is_libssl {
                 out.push(in_its_root(Path::new(path)));
             }
@@ -116,34 +128,32 @@ fn ssl_functions_defined(path: &Path) -> Vec<(&'static str, u64)> {
     let Ok(file) = object::File::parse(&*data) else {
         return Vec::new();
     };
-    let mut found: Vec<(&'static str, u64)> = Vec::new();
-    // The exported symbols first, and the (much longer) full table only if
-    // some function is not exported.
-    let mut symbols = file
-        .dynamic_symbols()
-        .chain(std::iter::once_with(|| file.symbols()).flatten());
-    while found.len() < SSL_FUNCTIONS.len() {
-        let Some(symbol) = symbols.next() else {
-            break;
-        };
-        let Ok(symbol_name) = symbol.name() else {
-            continue;
-        };
-        let Some((name, _)) = SSL_FUNCTIONS
-            .iter()
-            .find(|(name, _)| *name == symbol_name && symbol.is_definition())
-        else {
-            continue;
-        };
-        if found.iter().any(|(n, _)| n == name) {
-            continue;
+    let scan = |symbols: object::read::SymbolIterator<'_, '_>| {
+        let mut found: Vec<(&'static str, u64)> = Vec::new();
+        for symbol in symbols {
+            let Ok(symbol_name) = symbol.name() else {
+                continue;
+            };
+            let Some((name, _)) = TLS_FUNCTIONS
+                .iter()
+                .find(|(name, _)| *name == symbol_name && symbol.is_definition())
+            else {
+                continue;
+            };
+            if found.iter().all(|(n, _)| n != name) {
+                found.extend(file_offset(&file, &symbol).map(|offset| (*name, offset)));
+            }
         }
-        if let Some(offset) = file_offset(&file, &symbol) {
-            found.push((name, offset));
-        }
+        found
+    };
+    // The exported symbols, and the (much longer) full table only when
+    // nothing is exported.
+    let mut found = scan(file.dynamic_symbols());
+    if found.is_empty() {
+        found = scan(file.symbols());
     }
-    // In the order of SSL_FUNCTIONS, whatever the symbol table's.
-    found.sort_by_key(|(name, _)| SSL_FUNCTIONS.iter().position(|(n, _)| n == name));
+    // In the order of TLS_FUNCTIONS, whatever the symbol table's.
+    found.sort_by_key(|(name, _)| TLS_FUNCTIONS.iter().position(|(n, _)| n == name));
     found
 }
 
@@ -226,6 +236,12 @@ mod tests {
         };
         let read = first.functions.iter().find(|(name, _)| *name == "SSL_read");
         assert!(read.is_some_and(|(_, offset)| *offset > 0), "{first:?}");
+        let gnutls = found
+            .iter()
+            .find(|t| t.path.to_string_lossy().contains("libgnutls"))
+            .expect("libgnutls.so.30 found: install libgnutls30");
+        let names: Vec<_> = gnutls.functions.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["gnutls_record_send", "gnutls_record_recv"]);
         // The same inode under another name is not a second target.
         if let Ok(alias) = fs::canonicalize(&first.path) {
             assert_eq!(targets.consider(&alias), None);
