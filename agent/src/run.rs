@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::calls::{CallTracker, Limits, LlmCall};
 use crate::capture::ebpf::scope::{ExeMatch, ProcessNames, Scopes};
+use crate::capture::ebpf::tls_targets::TlsTarget;
 use crate::capture::ebpf::{
     preflight, tls_targets, EbpfCapture, EbpfConfig, KernelCounters, ProcessExec,
 };
@@ -166,7 +167,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
             _ = tick.tick() => {
                 pipeline.evict_idle(now())?;
                 pipeline.observe(&capture.counters());
-                discovery.observe(&capture, pipeline.telemetry.health());
+                discovery.observe(&mut capture, pipeline.telemetry.health());
                 reported = report_kernel_losses(capture.counters(), reported);
                 if !command_running && options.scopes.is_empty() && options.pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
                     break Outcome::TargetsExited;
@@ -260,9 +261,34 @@ impl Discovery {
         Ok(())
     }
 
-    /// Brings the process and kernel-map gauges up to date.
-    fn observe(&self, capture: &EbpfCapture, health: &Health) {
+    /// Brings the process and kernel-map gauges up to date. Each watched
+    /// process's mapped TLS libraries are looked at again: one loaded
+    /// since its exec (a dlopen of libssl) is hooked now.
+    fn observe(&self, capture: &mut EbpfCapture, health: &Health) {
         health.attached_processes.set(self.watched.len() as i64);
+        health.tls_processes.reset();
+        for &pid in &self.watched {
+            let candidates = tls_targets::process_candidates(pid);
+            capture.attach_tls(&candidates);
+            let mut stacks: Vec<&str> = candidates
+                .iter()
+                .filter_map(|c| capture.hooked_target(c).map(TlsTarget::stack))
+                .collect();
+            stacks.sort_unstable();
+            stacks.dedup();
+            if stacks.is_empty() {
+                health
+                    .tls_processes
+                    .with_label_values(&["none", "unhooked"])
+                    .inc();
+            }
+            for stack in stacks {
+                health
+                    .tls_processes
+                    .with_label_values(&[stack, "hooked"])
+                    .inc();
+            }
+        }
         for (map, entries) in capture.map_entries() {
             health
                 .bpf_map_entries

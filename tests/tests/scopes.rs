@@ -329,3 +329,42 @@ fn two_hundred_short_processes_leave_no_map_entries_or_memory_behind() {
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
 }
+
+#[test]
+fn tls_processes_are_counted_by_stack_hooked_or_not() {
+    let _serial = serial();
+    let (agent, addr) = started_agent(&["--exe", "python3", "--exe", "sleep"]);
+    let gauge = |labels: &str| sample_sum(&metrics(addr), "llmtap_tls_processes", labels);
+    let hooked = r#"stack="openssl",state="hooked""#;
+    let unhooked = r#"stack="none",state="unhooked""#;
+    // Other python3 or sleep processes on the host count too: compare.
+    let before = (gauge(hooked), gauge(unhooked));
+    // libssl is mapped by the import, after the exec: seen on a later look.
+    let python = start(
+        &[
+            "/usr/bin/python3".into(),
+            "-c".into(),
+            "import ssl, time; time.sleep(5)".into(),
+        ],
+        None,
+    );
+    let sleeper = start(&["sleep".into(), "5".into()], None);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut now = before;
+    while (now.0 <= before.0 || now.1 <= before.1) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        now = (gauge(hooked), gauge(unhooked));
+    }
+    assert!(
+        now.0 > before.0,
+        "python with libssl not counted hooked: {now:?} vs {before:?}"
+    );
+    assert!(
+        now.1 > before.1,
+        "sleep not counted unhooked: {now:?} vs {before:?}"
+    );
+    finish(python, "python");
+    finish(sleeper, "sleep");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}

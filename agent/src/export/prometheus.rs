@@ -79,6 +79,9 @@ pub struct Health {
     pub open_streams: IntGauge,
     /// Entries in the kernel's per-process and per-connection maps, by `map`.
     pub bpf_map_entries: IntGaugeVec,
+    /// Watched processes by TLS `stack` (openssl, gnutls; none) and `state`
+    /// (hooked; unhooked when no hooked TLS library is mapped).
+    pub tls_processes: IntGaugeVec,
     /// Parse failures, by `stage` (http, provider).
     pub parse_failures: IntCounterVec,
     /// LLM calls lost with a connection whose framing failed.
@@ -205,6 +208,7 @@ impl MetricsRegistry {
             bytes_captured: f.counter(metric::BYTES_CAPTURED, "Payload bytes captured from watched processes.")?,
             attached_processes: f.gauge(metric::ATTACHED_PROCESSES, "Processes currently watched.")?,
             open_streams: f.gauge(metric::OPEN_STREAMS, "Connections currently being reassembled.")?,
+            tls_processes: f.gauges(metric::TLS_PROCESSES, "Watched processes by TLS library stack and state (hooked, or unhooked: no hooked TLS library mapped, only plaintext seen).", &[label::STACK, label::STATE])?,
             bpf_map_entries: f.gauges(metric::BPF_MAP_ENTRIES, "Entries in the kernel's per-process, per-thread and per-connection maps, by map.", &[label::MAP])?,
             parse_failures: f.counters(metric::PARSE_FAILURES, "Connections or messages that could not be parsed, by stage.", &[label::STAGE])?,
             calls_lost: f.counter(

@@ -310,11 +310,16 @@ impl EbpfCapture {
 
     /// Whether `path` is (another name of) a hooked file.
     pub fn is_tls_hooked(&self, path: &std::path::Path) -> bool {
+        self.hooked_target(path).is_some()
+    }
+
+    /// The hooked target that `path` is (another name of), if any.
+    pub fn hooked_target(&self, path: &std::path::Path) -> Option<&TlsTarget> {
         let inode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-        let Some(wanted) = inode(path) else {
-            return false;
-        };
-        self.attached.iter().any(|t| inode(&t.path) == Some(wanted))
+        let wanted = inode(path)?;
+        self.attached
+            .iter()
+            .find(|t| inode(&t.path) == Some(wanted))
     }
 
     /// Files whose TLS functions are hooked.

@@ -55,6 +55,18 @@ pub struct TlsTarget {
     pub functions: Vec<(&'static str, u64)>,
 }
 
+impl TlsTarget {
+    /// The TLS library family: `gnutls` or `openssl` (which BoringSSL and
+    /// node's static copy also answer to), for `llmtap_tls_processes`.
+    pub fn stack(&self) -> &'static str {
+        if self.functions.iter().any(|(f, _)| f.starts_with("gnutls_")) {
+            "gnutls"
+        } else {
+            "openssl"
+        }
+    }
+}
+
 /// The files considered so far, keyed by (device, inode).
 #[derive(Default)]
 pub struct TlsTargets {
