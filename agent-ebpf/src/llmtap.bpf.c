@@ -667,6 +667,34 @@ int BPF_KPROBE(ssl_read_ex_entry, void *ssl, void *buf, __u64 num, __u64 *readby
 	return enter_ssl(ssl, buf, (__u64)readbytes, LLMTAP_INGRESS);
 }
 
+/* Sends the plaintext a TLS call moved: `len` bytes at `call->buf`, on the
+ * stream of its session. */
+static __always_inline void emit_tls_data(struct ssl_call *call, __u64 len, __u64 pid_tgid)
+{
+	if (len == 0)
+		return;
+	struct data_scratch *s = scratch_slot();
+	if (!s)
+		return;
+	struct ssl_key skey = { .ssl = call->ssl, .pid = pid_tgid >> 32 };
+	__s32 *fd = bpf_map_lookup_elem(&ssl_fds, &skey);
+	if (!fd) {
+		fd = bpf_map_lookup_elem(&thread_tls_fd, &pid_tgid);
+		if (fd)
+			bpf_map_update_elem(&ssl_fds, &skey, fd, BPF_ANY);
+	}
+	fill_header(&s->hdr, LLMTAP_EVENT_DATA, pid_tgid, fd ? *fd : -1);
+	s->hdr.direction = call->direction;
+	s->hdr.source = LLMTAP_SOURCE_OPENSSL;
+	s->hdr.ssl = call->ssl;
+	s->hdr.start_ns = call->start_ns;
+	s->hdr.end_ns = bpf_ktime_get_ns();
+	s->len = len;
+	__u32 limit = capture_limit(len);
+	__u32 captured = bpf_probe_read_user(s->data, limit & LENGTH_MASK, (void *)call->buf) ? 0 : limit;
+	submit_data(s, captured);
+}
+
 /* The return of all four: the plain forms return the byte count, the _ex
  * forms 1 on success with the count behind `out_len`. */
 SEC("uretprobe")
@@ -694,29 +722,81 @@ int BPF_KRETPROBE(ssl_return, long ret)
 			return 0;
 		len = (int)ret;
 	}
-	if (len == 0)
-		return 0;
+	emit_tls_data(&call, len, pid_tgid);
+	return 0;
+}
 
-	struct data_scratch *s = scratch_slot();
-	if (!s)
+/* ---- Go crypto/tls ------------------------------------------------------
+ * (*Conn).Write(b) and (*Conn).Read(b) under Go's register ABI: the
+ * receiver in RAX, b's pointer and length in RBX and RCX; the byte count
+ * returned in RAX. A goroutine may move between threads during a Read, so
+ * reads are keyed by the goroutine (its g, always in R14), and their
+ * return is caught by uprobes on the function's RET instructions: a
+ * uretprobe rewrites the return address on a stack Go may move. */
+
+struct go_key {
+	__u64 g;
+	__u32 pid;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct ssl_call);
+} active_go_calls SEC(".maps");
+
+/* Write(b) is reported at its entry, with all of b (it returns len(b) or an
+ * error): the goroutine may reach its RET only after another one has read
+ * the response, and the request must come first. */
+SEC("uprobe")
+int go_tls_write_entry(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_watched(pid_tgid >> 32))
 		return 0;
-	struct ssl_key skey = { .ssl = call.ssl, .pid = pid_tgid >> 32 };
-	__s32 *fd = bpf_map_lookup_elem(&ssl_fds, &skey);
-	if (!fd) {
-		fd = bpf_map_lookup_elem(&thread_tls_fd, &pid_tgid);
-		if (fd)
-			bpf_map_update_elem(&ssl_fds, &skey, fd, BPF_ANY);
-	}
-	fill_header(&s->hdr, LLMTAP_EVENT_DATA, pid_tgid, fd ? *fd : -1);
-	s->hdr.direction = call.direction;
-	s->hdr.source = LLMTAP_SOURCE_OPENSSL;
-	s->hdr.ssl = call.ssl;
-	s->hdr.start_ns = call.start_ns;
-	s->hdr.end_ns = bpf_ktime_get_ns();
-	s->len = len;
-	__u32 limit = capture_limit(len);
-	__u32 captured = bpf_probe_read_user(s->data, limit & LENGTH_MASK, (void *)call.buf) ? 0 : limit;
-	submit_data(s, captured);
+	struct ssl_call call = {
+		.ssl = ctx->rax,
+		.buf = ctx->rbx,
+		.start_ns = bpf_ktime_get_ns(),
+		.direction = LLMTAP_EGRESS,
+	};
+	emit_tls_data(&call, ctx->rcx, pid_tgid);
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_read_entry(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_watched(pid_tgid >> 32))
+		return 0;
+	struct go_key key = { .g = ctx->r14, .pid = pid_tgid >> 32 };
+	/* A stack-growth restart re-enters: the later entry wins. */
+	struct ssl_call call = {
+		.ssl = ctx->rax,
+		.buf = ctx->rbx,
+		.start_ns = bpf_ktime_get_ns(),
+		.direction = LLMTAP_INGRESS,
+	};
+	bpf_map_update_elem(&active_go_calls, &key, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_return(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct go_key key = { .g = ctx->r14, .pid = pid_tgid >> 32 };
+	struct ssl_call *active = bpf_map_lookup_elem(&active_go_calls, &key);
+	if (!active)
+		return 0;
+	struct ssl_call call = *active;
+	bpf_map_delete_elem(&active_go_calls, &key);
+	__s64 n = ctx->rax;
+	if (n > 0)
+		emit_tls_data(&call, n, pid_tgid);
 	return 0;
 }
 

@@ -56,7 +56,7 @@ const BUILD_PACKAGES: &[&str] = &[
 
 /// Debian packages the tests add: bpftool to check nothing stays loaded,
 /// util-linux's setpriv to drop privileges, node and npm for the node client,
-/// gcc and libgnutls28-dev to build the GnuTLS client.
+/// gcc and libgnutls28-dev to build the GnuTLS client, golang-go the Go one.
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "libpcap-dev",
@@ -67,6 +67,7 @@ const TEST_PACKAGES: &[&str] = &[
     "npm",
     "gcc",
     "libgnutls28-dev",
+    "golang-go",
 ];
 
 fn main() -> Result<()> {

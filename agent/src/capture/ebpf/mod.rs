@@ -106,11 +106,13 @@ const SCHED_TRACEPOINTS: &[(&str, &str)] = &[
 ];
 
 /// Maps keyed by process, with the offset of the tgid in their key:
-/// `sockets` by `tgid << 32 | fd`, `ssl_fds` by `struct ssl_key`.
-const PID_KEYED_MAPS: [(&str, usize); 2] = [("sockets", 4), ("ssl_fds", 8)];
+/// `sockets` by `tgid << 32 | fd`, `ssl_fds` by `struct ssl_key`,
+/// `active_go_calls` by `struct go_key` (a goroutine cut short by its
+/// process's exit never reaches a RET).
+const PID_KEYED_MAPS: [(&str, usize); 3] = [("sockets", 4), ("ssl_fds", 8), ("active_go_calls", 8)];
 
 /// Maps whose entries belong to processes, threads or connections.
-pub const STATE_MAPS: [&str; 7] = [
+pub const STATE_MAPS: [&str; 8] = [
     "watched_pids",
     "sockets",
     "ssl_fds",
@@ -118,6 +120,7 @@ pub const STATE_MAPS: [&str; 7] = [
     "active_socket_calls",
     "active_connects",
     "thread_tls_fd",
+    "active_go_calls",
 ];
 
 /// Kernel-side counters (`enum llmtap_counter`), summed over CPUs.
@@ -198,7 +201,7 @@ impl EbpfCapture {
         let uprobes: std::collections::BTreeSet<&str> = TLS_FUNCTIONS
             .iter()
             .map(|(_, name)| *name)
-            .chain(["ssl_return"])
+            .chain(["ssl_return", "go_tls_return"])
             .collect();
         for name in uprobes {
             program::<UProbe>(&mut ebpf, name)?
@@ -291,19 +294,27 @@ impl EbpfCapture {
     }
 
     fn attach_tls_target(&mut self, target: &TlsTarget) -> Result<(), CaptureError> {
+        let attach = |ebpf: &mut Ebpf, name: &str, offset: u64| {
+            program::<UProbe>(ebpf, name)?
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(offset),
+                    &target.path,
+                    UProbeScope::AllProcesses,
+                )
+                .map(drop)
+                .map_err(program_error(name))
+        };
         for (function, entry) in TLS_FUNCTIONS {
             let Some(&(_, offset)) = target.functions.iter().find(|(f, _)| *f == function) else {
                 continue;
             };
-            for name in [entry, "ssl_return"] {
-                program::<UProbe>(&mut self.ebpf, name)?
-                    .attach(
-                        UProbeAttachLocation::AbsoluteOffset(offset),
-                        &target.path,
-                        UProbeScope::AllProcesses,
-                    )
-                    .map_err(program_error(name))?;
+            attach(&mut self.ebpf, entry, offset)?;
+            if !tls_targets::is_go_function(function) {
+                attach(&mut self.ebpf, "ssl_return", offset)?;
             }
+        }
+        for &offset in &target.go_returns {
+            attach(&mut self.ebpf, "go_tls_return", offset)?;
         }
         Ok(())
     }

@@ -17,14 +17,26 @@ use object::{Object, ObjectSection, ObjectSymbol};
 /// have the shape of `SSL_write`/`SSL_read` (session, buffer; the byte
 /// count returned), so they use the same programs, the session pointer
 /// keying the stream as an `SSL*` does.
-pub const TLS_FUNCTIONS: [(&str, &str); 6] = [
+/// Go's crypto/tls (`(*Conn).Write`/`Read`) take their own entry programs
+/// and no `ssl_return`: see [`TlsTarget::go_returns`].
+pub const TLS_FUNCTIONS: [(&str, &str); 8] = [
     ("SSL_write", "ssl_write_entry"),
     ("SSL_write_ex", "ssl_write_ex_entry"),
     ("SSL_read", "ssl_read_entry"),
     ("SSL_read_ex", "ssl_read_ex_entry"),
     ("gnutls_record_send", "ssl_write_entry"),
     ("gnutls_record_recv", "ssl_read_entry"),
+    (GO_WRITE, "go_tls_write_entry"),
+    (GO_READ, "go_tls_read_entry"),
 ];
+
+const GO_WRITE: &str = "crypto/tls.(*Conn).Write";
+const GO_READ: &str = "crypto/tls.(*Conn).Read";
+
+/// Whether a hooked function is Go's (register ABI, returns found by RET).
+pub fn is_go_function(name: &str) -> bool {
+    name.starts_with("crypto/tls.")
+}
 
 /// File names of the TLS libraries a process may map.
 const TLS_LIBRARIES: [&str; 3] = ["libssl.so", "libssl3.so", "libgnutls.so"];
@@ -53,6 +65,10 @@ const SYSTEM_LIBSSL: &[&str] = &[
 pub struct TlsTarget {
     pub path: PathBuf,
     pub functions: Vec<(&'static str, u64)>,
+    /// File offsets of the RET instructions of Go's `(*Conn).Read`: the
+    /// return probes go there, since a uretprobe breaks Go's movable
+    /// stacks. (`Write` is reported at its entry.)
+    pub go_returns: Vec<u64>,
 }
 
 impl TlsTarget {
@@ -61,6 +77,8 @@ impl TlsTarget {
     pub fn stack(&self) -> &'static str {
         if self.functions.iter().any(|(f, _)| f.starts_with("gnutls_")) {
             "gnutls"
+        } else if !self.go_returns.is_empty() {
+            "go"
         } else {
             "openssl"
         }
@@ -82,13 +100,23 @@ impl TlsTargets {
         if !self.seen.insert((meta.dev(), meta.ino())) {
             return None;
         }
-        let functions = ssl_functions_defined(path);
-        if functions.is_empty() {
-            return None;
-        }
+        let (functions, go_returns) = match scan_file(path) {
+            Scan::Found(functions, go_returns) => (functions, go_returns),
+            Scan::Nothing => return None,
+            Scan::StrippedGo => {
+                // Once per file: the inode is remembered above.
+                tracing::warn!(
+                    path = %path.display(),
+                    "unsupported: a Go executable without symbols; its crypto/tls calls cannot \
+                     be hooked, only its plaintext traffic will be seen"
+                );
+                return None;
+            }
+        };
         Some(TlsTarget {
             path: path.to_owned(),
             functions,
+            go_returns,
         })
     }
 }
@@ -131,17 +159,27 @@ pub fn system_candidates() -> Vec<PathBuf> {
     SYSTEM_LIBSSL.iter().map(PathBuf::from).collect()
 }
 
+/// What a file offers to hook.
+enum Scan {
+    /// Hooked functions with their file offsets, and Go's RET offsets.
+    Found(Vec<(&'static str, u64)>, Vec<u64>),
+    Nothing,
+    /// A Go program whose symbols were stripped: nothing to find Go's
+    /// crypto/tls by.
+    StrippedGo,
+}
+
 /// Which hooked functions `path` defines, in its dynamic or static
 /// symbols, with their offsets in the file (what a uprobe attaches at).
-fn ssl_functions_defined(path: &Path) -> Vec<(&'static str, u64)> {
+fn scan_file(path: &Path) -> Scan {
     let Ok(data) = MappedFile::open(path) else {
-        return Vec::new();
+        return Scan::Nothing;
     };
     let Ok(file) = object::File::parse(&*data) else {
-        return Vec::new();
+        return Scan::Nothing;
     };
     let scan = |symbols: object::read::SymbolIterator<'_, '_>| {
-        let mut found: Vec<(&'static str, u64)> = Vec::new();
+        let mut found: Vec<(&'static str, u64, u64)> = Vec::new();
         for symbol in symbols {
             let Ok(symbol_name) = symbol.name() else {
                 continue;
@@ -152,8 +190,10 @@ fn ssl_functions_defined(path: &Path) -> Vec<(&'static str, u64)> {
             else {
                 continue;
             };
-            if found.iter().all(|(n, _)| n != name) {
-                found.extend(file_offset(&file, &symbol).map(|offset| (*name, offset)));
+            if found.iter().all(|(n, _, _)| n != name) {
+                found.extend(
+                    file_offset(&file, &symbol).map(|offset| (*name, offset, symbol.size())),
+                );
             }
         }
         found
@@ -164,9 +204,50 @@ fn ssl_functions_defined(path: &Path) -> Vec<(&'static str, u64)> {
     if found.is_empty() {
         found = scan(file.symbols());
     }
+    let is_go = file.section_by_name(".go.buildinfo").is_some()
+        || file.section_by_name(".note.go.buildid").is_some();
+    if found.is_empty() {
+        return if is_go && file.symbols().next().is_none() {
+            Scan::StrippedGo
+        } else {
+            Scan::Nothing
+        };
+    }
     // In the order of TLS_FUNCTIONS, whatever the symbol table's.
-    found.sort_by_key(|(name, _)| TLS_FUNCTIONS.iter().position(|(n, _)| n == name));
-    found
+    found.sort_by_key(|(name, _, _)| TLS_FUNCTIONS.iter().position(|(n, _)| n == name));
+    let go_returns = found
+        .iter()
+        .filter(|(name, _, _)| *name == GO_READ)
+        .flat_map(|&(_, offset, size)| ret_offsets(&data, offset, size))
+        .collect();
+    Scan::Found(
+        found
+            .into_iter()
+            .map(|(name, offset, _)| (name, offset))
+            .collect(),
+        go_returns,
+    )
+}
+
+/// File offsets of the RET instructions in the function at `offset` of
+/// `size` bytes (x86-64 only: elsewhere none, and Go is not hooked).
+fn ret_offsets(data: &[u8], offset: u64, size: u64) -> Vec<u64> {
+    if !cfg!(target_arch = "x86_64") {
+        return Vec::new();
+    }
+    let Some(code) = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(offset + size).ok())
+        .and_then(|(start, end)| data.get(start..end))
+    else {
+        return Vec::new();
+    };
+    let decoder = iced_x86::Decoder::with_ip(64, code, offset, iced_x86::DecoderOptions::NONE);
+    decoder
+        .into_iter()
+        .filter(|insn| insn.mnemonic() == iced_x86::Mnemonic::Ret)
+        .map(|insn| insn.ip())
+        .collect()
 }
 
 /// A file mapped read-only: only the pages the symbol scan touches (ELF
@@ -228,6 +309,17 @@ fn file_offset(file: &object::File<'_>, symbol: &object::Symbol<'_, '_>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_real_ret_instructions_are_return_points() {
+        // mov rbx, rax (48 89 c3: a 0xc3 byte that is no RET); ret; nop.
+        let code = [0x48, 0x89, 0xc3, 0xc3, 0x90];
+        let mut file = vec![0u8; 0x100];
+        file.extend_from_slice(&code);
+        assert_eq!(ret_offsets(&file, 0x100, code.len() as u64), [0x103]);
+        // A function running past the end of the file finds nothing.
+        assert!(ret_offsets(&file, 0x100, 0x1000).is_empty());
+    }
 
     #[test]
     fn a_file_without_ssl_functions_is_no_target() {
