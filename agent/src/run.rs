@@ -246,6 +246,9 @@ impl Discovery {
                 capture.attach_tls(&tls_targets::process_candidates(exec.pid));
             } else if self.scopes.exe_matches(&ProcessNames::of(exec.pid)) {
                 self.watch(capture, exec.pid)?;
+            } else {
+                tracing::trace!(pid = exec.pid, names = ?ProcessNames::of(exec.pid), "exec outside the scopes");
+                continue;
             }
             tracing::debug!(pid = exec.pid, comm = %exec.comm, "exec in scope");
         }

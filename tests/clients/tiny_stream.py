@@ -14,7 +14,12 @@ import urllib.parse
 
 url = urllib.parse.urlsplit(sys.argv[1])
 body = json.dumps(
-    {"model": sys.argv[2], "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    {
+        "model": sys.argv[2],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
 )
 conn = http.client.HTTPSConnection(url.hostname, url.port, context=ssl.create_default_context())
 conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})

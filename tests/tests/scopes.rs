@@ -239,6 +239,40 @@ fn an_exe_scope_captures_ten_short_python_clients_started_one_after_another() {
 }
 
 #[test]
+fn an_exe_regex_is_matched_in_user_space_on_every_exec() {
+    let _serial = serial();
+    let server = fast_server();
+    // Not a plain name: the kernel reports every exec and the agent
+    // matches the executable's file name (python3.11) itself.
+    let (agent, addr) = started_agent(&["--exe", r"python3\.[0-9]+"]);
+    // A fresh agent's first call waits for the tokenizer tables (most of a
+    // second in a debug build), and the execs queued meanwhile are matched
+    // too late: warm it up first, as a long-running agent is.
+    let warm = unique("exe-regex-warm-up");
+    for _ in 0..10 {
+        finish(
+            start(&tiny_python(&server, &warm), server.cert.as_deref()),
+            "warm-up",
+        );
+        if calls_of(addr, &warm) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let model = unique("exe-regex");
+    for _ in 0..3 {
+        finish(
+            start(&tiny_python(&server, &model), server.cert.as_deref()),
+            "tiny client",
+        );
+    }
+    let calls = wait_for_calls(addr, &model, 3);
+    let run = agent.stop();
+    assert_eq!(calls, 3, "{}", run.stderr);
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
 fn an_exe_scope_hooks_nodes_static_openssl_and_pythons_libssl_at_exec() {
     let _serial = serial();
     let server = fast_server();
