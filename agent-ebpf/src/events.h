@@ -28,6 +28,10 @@ enum llmtap_event_kind {
 	LLMTAP_EVENT_CLOSE = 4,
 	/* A watched process exited: its connections ended without close(). */
 	LLMTAP_EVENT_EXIT = 5,
+	/* A watched process, or one that just entered a watched scope by
+	 * exec, ran a new program (a conn_event with fd -1 and its comm). With
+	 * `report_all_execs`, every exec on the host, for user-space matching. */
+	LLMTAP_EVENT_EXEC = 6,
 };
 
 enum llmtap_direction {
@@ -38,12 +42,16 @@ enum llmtap_direction {
 enum llmtap_source {
 	/* Plaintext bytes from a socket syscall. */
 	LLMTAP_SOURCE_SOCKET = 0,
-	/* Plaintext bytes from an OpenSSL-compatible SSL_read/SSL_write(_ex). */
+	/* Plaintext bytes from a TLS library: OpenSSL-compatible
+	 * SSL_read/SSL_write(_ex), or GnuTLS gnutls_record_recv/send. */
 	LLMTAP_SOURCE_OPENSSL = 1,
 };
 
-/* `flags` bits of a data record. */
+/* `flags` bit of a data record: the payload was cut at the capture size. */
 #define LLMTAP_FLAG_TRUNCATED 1
+/* `flags` bit of an exec record: the process is watched (it was, or it
+ * entered a watched scope). */
+#define LLMTAP_FLAG_WATCHED 2
 
 struct llmtap_header {
 	__u8 kind;      /* enum llmtap_event_kind */

@@ -22,9 +22,26 @@ struct inode {
 	unsigned short i_mode;
 } CORE;
 
+struct qstr {
+	const unsigned char *name;
+} CORE;
+
+struct dentry {
+	struct qstr d_name;
+} CORE;
+
+struct path {
+	struct dentry *dentry;
+} CORE;
+
 struct file {
 	struct inode *f_inode;
 	void *private_data;
+	struct path f_path;
+} CORE;
+
+struct linux_binprm {
+	struct file *file;
 } CORE;
 
 struct fdtable {

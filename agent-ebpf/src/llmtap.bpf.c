@@ -27,6 +27,9 @@ const volatile __u8 follow_forks = 1;
  * the traced process a context switch per call. The reader also polls on a
  * short timer, so a quiet stream is never left behind. */
 const volatile __u32 wakeup_bytes = 256 * 1024;
+/* Report every exec, not only the watched ones: set when a scope (an --exe
+ * regex) can only be decided in user space. */
+const volatile __u8 report_all_execs = 0;
 
 /* The record layout as compiled, read back by the ABI test in
  * agent/src/capture/ebpf/abi.rs: llmtap_abi_<struct>__<field> is the field's
@@ -70,6 +73,29 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } watched_pids SEC(".maps");
+
+/* Scopes decided here at exec, so a process is watched before its first
+ * instruction: cgroup v2 ids (the cgroup directory's inode) whose processes
+ * and descendant cgroups' processes are watched ... */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} watched_cgroups SEC(".maps");
+
+/* ... and program names (the comm an exec sets: the file's basename, cut
+ * to 15 bytes, zero-padded). */
+struct comm_key {
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct comm_key);
+	__type(value, __u8);
+} watched_comms SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -277,7 +303,7 @@ static __always_inline void fill_header(struct llmtap_header *hdr, __u8 kind, __
 	hdr->ssl = 0;
 }
 
-static __always_inline void emit_conn_event(__u8 kind, __s32 fd, struct sock *sk, __u64 start_ns)
+static __always_inline void emit_conn_event(__u8 kind, __u8 flags, __s32 fd, struct sock *sk, __u64 start_ns)
 {
 	struct llmtap_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
@@ -285,6 +311,7 @@ static __always_inline void emit_conn_event(__u8 kind, __s32 fd, struct sock *sk
 		return;
 	}
 	fill_header(&ev->hdr, kind, bpf_get_current_pid_tgid(), fd);
+	ev->hdr.flags = flags;
 	ev->hdr.start_ns = start_ns;
 	ev->hdr.end_ns = bpf_ktime_get_ns();
 	ev->family = 0;
@@ -521,7 +548,7 @@ static __always_inline void connection_opened(__u8 kind, __s32 fd, __u8 side)
 	struct socket_state fresh = { .side = side };
 	__u64 key = socket_key(pid_tgid >> 32, fd);
 	bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
-	emit_conn_event(kind, fd, sk, bpf_ktime_get_ns());
+	emit_conn_event(kind, 0, fd, sk, bpf_ktime_get_ns());
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
@@ -577,11 +604,13 @@ int enter_close(struct syscall_enter_ctx *ctx)
 	if (!bpf_map_lookup_elem(&sockets, &key))
 		return 0;
 	bpf_map_delete_elem(&sockets, &key);
-	emit_conn_event(LLMTAP_EVENT_CLOSE, fd, NULL, bpf_ktime_get_ns());
+	emit_conn_event(LLMTAP_EVENT_CLOSE, 0, fd, NULL, bpf_ktime_get_ns());
 	return 0;
 }
 
-/* ---- OpenSSL-compatible TLS libraries ---------------------------------- */
+/* ---- TLS libraries: OpenSSL-compatible, and GnuTLS's record calls, which
+ * take (session, buffer, size) and return the byte count like SSL_read/
+ * SSL_write, so they attach the same programs ---------------------------- */
 
 static __always_inline int enter_ssl(void *ssl, const void *buf, __u64 out_len, __u8 direction)
 {
@@ -638,6 +667,34 @@ int BPF_KPROBE(ssl_read_ex_entry, void *ssl, void *buf, __u64 num, __u64 *readby
 	return enter_ssl(ssl, buf, (__u64)readbytes, LLMTAP_INGRESS);
 }
 
+/* Sends the plaintext a TLS call moved: `len` bytes at `call->buf`, on the
+ * stream of its session. */
+static __always_inline void emit_tls_data(struct ssl_call *call, __u64 len, __u64 pid_tgid)
+{
+	if (len == 0)
+		return;
+	struct data_scratch *s = scratch_slot();
+	if (!s)
+		return;
+	struct ssl_key skey = { .ssl = call->ssl, .pid = pid_tgid >> 32 };
+	__s32 *fd = bpf_map_lookup_elem(&ssl_fds, &skey);
+	if (!fd) {
+		fd = bpf_map_lookup_elem(&thread_tls_fd, &pid_tgid);
+		if (fd)
+			bpf_map_update_elem(&ssl_fds, &skey, fd, BPF_ANY);
+	}
+	fill_header(&s->hdr, LLMTAP_EVENT_DATA, pid_tgid, fd ? *fd : -1);
+	s->hdr.direction = call->direction;
+	s->hdr.source = LLMTAP_SOURCE_OPENSSL;
+	s->hdr.ssl = call->ssl;
+	s->hdr.start_ns = call->start_ns;
+	s->hdr.end_ns = bpf_ktime_get_ns();
+	s->len = len;
+	__u32 limit = capture_limit(len);
+	__u32 captured = bpf_probe_read_user(s->data, limit & LENGTH_MASK, (void *)call->buf) ? 0 : limit;
+	submit_data(s, captured);
+}
+
 /* The return of all four: the plain forms return the byte count, the _ex
  * forms 1 on success with the count behind `out_len`. */
 SEC("uretprobe")
@@ -665,29 +722,81 @@ int BPF_KRETPROBE(ssl_return, long ret)
 			return 0;
 		len = (int)ret;
 	}
-	if (len == 0)
-		return 0;
+	emit_tls_data(&call, len, pid_tgid);
+	return 0;
+}
 
-	struct data_scratch *s = scratch_slot();
-	if (!s)
+/* ---- Go crypto/tls ------------------------------------------------------
+ * (*Conn).Write(b) and (*Conn).Read(b) under Go's register ABI: the
+ * receiver in RAX, b's pointer and length in RBX and RCX; the byte count
+ * returned in RAX. A goroutine may move between threads during a Read, so
+ * reads are keyed by the goroutine (its g, always in R14), and their
+ * return is caught by uprobes on the function's RET instructions: a
+ * uretprobe rewrites the return address on a stack Go may move. */
+
+struct go_key {
+	__u64 g;
+	__u32 pid;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct ssl_call);
+} active_go_calls SEC(".maps");
+
+/* Write(b) is reported at its entry, with all of b (it returns len(b) or an
+ * error): the goroutine may reach its RET only after another one has read
+ * the response, and the request must come first. */
+SEC("uprobe")
+int go_tls_write_entry(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_watched(pid_tgid >> 32))
 		return 0;
-	struct ssl_key skey = { .ssl = call.ssl, .pid = pid_tgid >> 32 };
-	__s32 *fd = bpf_map_lookup_elem(&ssl_fds, &skey);
-	if (!fd) {
-		fd = bpf_map_lookup_elem(&thread_tls_fd, &pid_tgid);
-		if (fd)
-			bpf_map_update_elem(&ssl_fds, &skey, fd, BPF_ANY);
-	}
-	fill_header(&s->hdr, LLMTAP_EVENT_DATA, pid_tgid, fd ? *fd : -1);
-	s->hdr.direction = call.direction;
-	s->hdr.source = LLMTAP_SOURCE_OPENSSL;
-	s->hdr.ssl = call.ssl;
-	s->hdr.start_ns = call.start_ns;
-	s->hdr.end_ns = bpf_ktime_get_ns();
-	s->len = len;
-	__u32 limit = capture_limit(len);
-	__u32 captured = bpf_probe_read_user(s->data, limit & LENGTH_MASK, (void *)call.buf) ? 0 : limit;
-	submit_data(s, captured);
+	struct ssl_call call = {
+		.ssl = ctx->rax,
+		.buf = ctx->rbx,
+		.start_ns = bpf_ktime_get_ns(),
+		.direction = LLMTAP_EGRESS,
+	};
+	emit_tls_data(&call, ctx->rcx, pid_tgid);
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_read_entry(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_watched(pid_tgid >> 32))
+		return 0;
+	struct go_key key = { .g = ctx->r14, .pid = pid_tgid >> 32 };
+	/* A stack-growth restart re-enters: the later entry wins. */
+	struct ssl_call call = {
+		.ssl = ctx->rax,
+		.buf = ctx->rbx,
+		.start_ns = bpf_ktime_get_ns(),
+		.direction = LLMTAP_INGRESS,
+	};
+	bpf_map_update_elem(&active_go_calls, &key, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_return(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct go_key key = { .g = ctx->r14, .pid = pid_tgid >> 32 };
+	struct ssl_call *active = bpf_map_lookup_elem(&active_go_calls, &key);
+	if (!active)
+		return 0;
+	struct ssl_call call = *active;
+	bpf_map_delete_elem(&active_go_calls, &key);
+	__s64 n = ctx->rax;
+	if (n > 0)
+		emit_tls_data(&call, n, pid_tgid);
 	return 0;
 }
 
@@ -707,13 +816,66 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+/* How deep a watched cgroup's descendants are looked for. */
+#define MAX_CGROUP_DEPTH 16
+
+static __always_inline bool in_watched_cgroup(void)
+{
+	for (int level = 0; level < MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		if (id == 0)
+			break;
+		if (bpf_map_lookup_elem(&watched_cgroups, &id))
+			return true;
+	}
+	return false;
+}
+
+/* Runs in the process that exec'd, after its comm became the new
+ * program's name: scopes are matched here so the new program is watched
+ * from its first instruction, and user space is told so it can hook the
+ * new executable's TLS functions. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm *bprm)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 pid = pid_tgid >> 32;
+	bool watched = is_watched(pid);
+	if (!watched) {
+		/* The comm is the name it was started by (python3), the file's
+		 * own name may differ (python3.11, behind a symlink). */
+		struct comm_key comm = {};
+		bpf_get_current_comm(comm.comm, sizeof(comm.comm));
+		struct comm_key file = {};
+		const unsigned char *name = BPF_CORE_READ(bprm, file, f_path.dentry, d_name.name);
+		bpf_probe_read_kernel_str(file.comm, sizeof(file.comm), name);
+		watched = bpf_map_lookup_elem(&watched_comms, &comm) ||
+			  bpf_map_lookup_elem(&watched_comms, &file) || in_watched_cgroup();
+		if (watched) {
+			__u8 yes = 1;
+			bpf_map_update_elem(&watched_pids, &pid, &yes, BPF_ANY);
+		}
+	}
+	if (watched || report_all_execs)
+		emit_conn_event(LLMTAP_EVENT_EXEC, watched ? LLMTAP_FLAG_WATCHED : 0, -1, NULL,
+				bpf_ktime_get_ns());
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *task)
 {
+	/* Every exiting thread drops its per-thread state, wherever its call
+	 * was cut short. */
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&active_ssl_calls, &pid_tgid);
+	bpf_map_delete_elem(&active_socket_calls, &pid_tgid);
+	bpf_map_delete_elem(&active_connects, &pid_tgid);
+	bpf_map_delete_elem(&thread_tls_fd, &pid_tgid);
 	__u32 pid = BPF_CORE_READ(task, tgid);
 	if (BPF_CORE_READ(task, pid) != pid || !is_watched(pid))
 		return 0;
 	bpf_map_delete_elem(&watched_pids, &pid);
-	emit_conn_event(LLMTAP_EVENT_EXIT, -1, NULL, bpf_ktime_get_ns());
+	emit_conn_event(LLMTAP_EVENT_EXIT, 0, -1, NULL, bpf_ktime_get_ns());
 	return 0;
 }

@@ -37,6 +37,20 @@ pub struct WatchArgs {
     #[arg(long, short = 'p', value_name = "PID", value_delimiter = ',')]
     pub pid: Vec<u32>,
 
+    /// Watch every process running this program, now and when started
+    /// later: a name (matched on the comm and the executable's file name)
+    /// or a regular expression over the whole name. Names are matched in
+    /// the kernel at exec, before the program's first instruction; a
+    /// regular expression in user space just after it. May be repeated.
+    #[arg(long, value_name = "NAME|REGEX")]
+    pub exe: Vec<String>,
+
+    /// Watch every process in this cgroup v2 or its descendants, now and
+    /// when started later (a path under /sys/fs/cgroup, in full or relative
+    /// to it). Processes are matched at exec in the kernel. May be repeated.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<std::path::PathBuf>,
+
     /// Print one JSON line per connection event and per read/write (time,
     /// pid, tid, connection, direction, length, a printable preview), for
     /// debugging. The preview shows traffic content.
@@ -118,6 +132,16 @@ mod tests {
         assert_eq!(cli.watch.pid, [1, 2, 3]);
         assert!(cli.watch.print);
         assert_eq!(cli.watch.command, ["curl", "-N"]);
+    }
+
+    #[test]
+    fn parses_repeated_scopes() {
+        let cli = Cli::try_parse_from([
+            "llmtap", "--exe", "python3", "--exe", "node", "--cgroup", "/a/b",
+        ])
+        .unwrap();
+        assert_eq!(cli.watch.exe, ["python3", "node"]);
+        assert_eq!(cli.watch.cgroup, [std::path::PathBuf::from("/a/b")]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use llmtap::capture::ebpf::scope::Scopes;
 use llmtap::capture::ebpf::EbpfConfig;
 use llmtap::cli::{Cli, Command, LogFormat, WatchArgs};
 use llmtap::run::{self, AgentOptions, Outcome};
@@ -23,6 +24,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
+    let scopes = Scopes::parse(&watch.exe, &watch.cgroup)?;
     Ok(AgentOptions {
         export: llmtap::config::ExportSettings::from_args(&watch.export)?,
         pids: watch.pid,
@@ -33,7 +35,9 @@ fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
             capture_bytes: watch.capture_bytes,
             ring_buffer_bytes: watch.ring_buffer_kib * 1024,
             follow_forks: !watch.no_follow_forks,
+            report_all_execs: scopes.needs_all_execs(),
         },
+        scopes,
     })
 }
 

@@ -2,6 +2,7 @@
 //! then drives every event through reassembly to the outputs until it is
 //! stopped, the command it started exits, or every watched process is gone.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -12,9 +13,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::calls::{CallTracker, Limits, LlmCall};
-use crate::capture::ebpf::{preflight, tls_targets, EbpfCapture, EbpfConfig, KernelCounters};
+use crate::capture::ebpf::scope::{ExeMatch, ProcessNames, Scopes};
+use crate::capture::ebpf::tls_targets::TlsTarget;
+use crate::capture::ebpf::{
+    preflight, tls_targets, EbpfCapture, EbpfConfig, KernelCounters, ProcessExec,
+};
 use crate::capture::CaptureEvent;
 use crate::export::print::StreamPrinter;
+use crate::export::prometheus::Health;
 use crate::export::telemetry::Telemetry;
 use crate::launch::HeldChild;
 use crate::reassembly::{ConnectionEvent, Reassembler, ReassemblyLimits};
@@ -24,6 +30,8 @@ use crate::stream::WallNanos;
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
     pub pids: Vec<u32>,
+    /// `--exe` and `--cgroup`: processes watched as they start.
+    pub scopes: Scopes,
     /// A command to start watched; the agent ends when it exits.
     pub command: Vec<OsString>,
     pub print: bool,
@@ -37,7 +45,7 @@ pub struct AgentOptions {
 pub enum Outcome {
     /// SIGINT or SIGTERM.
     Stopped,
-    /// Every process given by --pid exited.
+    /// Every process given by --pid exited (and no scope was given).
     TargetsExited,
     /// The command the agent started exited with this status.
     CommandExited(ExitStatus),
@@ -48,8 +56,8 @@ pub enum Outcome {
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
-    if options.pids.is_empty() && options.command.is_empty() {
-        anyhow::bail!("nothing to watch: give --pid PID, or a command after `--` (llmtap --print -- curl ...)");
+    if options.pids.is_empty() && options.command.is_empty() && options.scopes.is_empty() {
+        anyhow::bail!("nothing to watch: give --pid PID, --exe NAME, --cgroup PATH, or a command after `--` (llmtap --print -- curl ...)");
     }
     if !options.export.enabled {
         tracing::info!("ENABLE_TELEMETRY is false: attaching nothing, exporting nothing");
@@ -74,17 +82,22 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     std::thread::spawn(crate::calls::prepare_tokenizer);
     let telemetry = Telemetry::start(&options.export).await?;
     tracing::info!("metrics on http://{}/metrics", telemetry.metrics_addr());
+    let mut discovery = Discovery::new(options.scopes.clone());
     for &pid in &options.pids {
-        capture.watch(pid)?;
-        let candidates = tls_targets::process_candidates(pid);
-        capture.attach_tls(&candidates);
-        if !candidates.iter().any(|c| capture.is_tls_hooked(c)) {
+        discovery.watch(&mut capture, pid)?;
+        if !tls_targets::process_candidates(pid)
+            .iter()
+            .any(|c| capture.is_tls_hooked(c))
+        {
             tracing::warn!(
                 "process {pid} has no TLS library loaded (no libssl, no SSL_* functions in its \
                  executable): only its plaintext traffic will be seen"
             );
         }
     }
+    // Scopes first in the kernel, then what is already running in them:
+    // a process starting in between is caught by one or the other.
+    discovery.arm(&mut capture)?;
     // For processes that load libssl after we start (and the command below).
     capture.attach_tls(&tls_targets::system_candidates());
 
@@ -93,7 +106,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     if !options.command.is_empty() {
         let held = HeldChild::spawn(&options.command)
             .with_context(|| format!("cannot start {:?}", options.command[0]))?;
-        capture.watch(held.pid())?;
+        discovery.watch(&mut capture, held.pid())?;
         if let Some(exe) = HeldChild::resolve_program(&options.command[0]) {
             capture.attach_tls(&[exe]);
         }
@@ -110,16 +123,17 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         tracing::info!(path = %target.path.display(), functions = ?target.functions, "TLS hooks attached");
     }
     tracing::info!(
-        "watching {} process(es) and their children; stop with Ctrl-C",
-        options.pids.len() + usize::from(!options.command.is_empty())
+        "watching {} process(es) and their children{}; stop with Ctrl-C",
+        discovery.watched.len(),
+        if options.scopes.is_empty() {
+            ""
+        } else {
+            ", and those that start in the --exe/--cgroup scopes"
+        }
     );
 
     let mut reader = capture.event_reader()?;
     telemetry.set_ready(true);
-    telemetry
-        .health()
-        .attached_processes
-        .set((options.pids.len() + usize::from(command_running)) as i64);
     let mut pipeline = Pipeline::new(&options, telemetry);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
@@ -129,6 +143,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         tokio::select! {
             read = reader.read_batch(&mut batch) => {
                 pipeline.malformed_records += read?;
+                discovery.after_batch(&mut capture, reader.take_execs(), &batch)?;
                 pipeline.feed(batch.drain(..))?;
             }
             _ = sigint.recv() => break Outcome::Stopped,
@@ -141,6 +156,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
                     tokio::select! {
                         read = reader.read_batch(&mut batch) => {
                             pipeline.malformed_records += read?;
+                            discovery.after_batch(&mut capture, reader.take_execs(), &batch)?;
                             pipeline.feed(batch.drain(..))?;
                         }
                         _ = &mut deadline => break,
@@ -151,8 +167,9 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
             _ = tick.tick() => {
                 pipeline.evict_idle(now())?;
                 pipeline.observe(&capture.counters());
+                discovery.observe(&mut capture, pipeline.telemetry.health());
                 reported = report_kernel_losses(capture.counters(), reported);
-                if !command_running && options.pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                if !command_running && options.scopes.is_empty() && options.pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
                     break Outcome::TargetsExited;
                 }
             }
@@ -170,6 +187,118 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     drop(capture);
     pipeline.telemetry.shutdown().await;
     Ok(outcome)
+}
+
+/// Which processes are watched, and the discovery of new ones: those that
+/// exec inside a scope (reported by the kernel) get their executable's and
+/// libraries' TLS functions hooked; those that exit are forgotten, in the
+/// kernel's maps too.
+struct Discovery {
+    scopes: Scopes,
+    /// Processes known to be watched: given, started, or found by exec.
+    watched: HashSet<u32>,
+}
+
+impl Discovery {
+    fn new(scopes: Scopes) -> Self {
+        Discovery {
+            scopes,
+            watched: HashSet::new(),
+        }
+    }
+
+    /// Watches `pid` and hooks the TLS files it uses now.
+    fn watch(&mut self, capture: &mut EbpfCapture, pid: u32) -> anyhow::Result<()> {
+        capture.watch(pid)?;
+        self.watched.insert(pid);
+        capture.attach_tls(&tls_targets::process_candidates(pid));
+        Ok(())
+    }
+
+    /// Puts the scopes in the kernel, then watches what already runs in them.
+    fn arm(&mut self, capture: &mut EbpfCapture) -> anyhow::Result<()> {
+        for cgroup in &self.scopes.cgroups {
+            capture.watch_cgroup(cgroup.id)?;
+            tracing::info!(path = %cgroup.path.display(), id = cgroup.id, "watching cgroup");
+        }
+        for comm in self.scopes.exes.iter().filter_map(ExeMatch::comm_key) {
+            capture.watch_comm(comm)?;
+        }
+        for pid in self.scopes.running_pids() {
+            // Gone already, or not ours to trace: skip it, the scope stays.
+            if preflight::check_process(pid).is_ok() {
+                self.watch(capture, pid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the execs and exits of one batch of records.
+    fn after_batch(
+        &mut self,
+        capture: &mut EbpfCapture,
+        execs: Vec<ProcessExec>,
+        events: &[CaptureEvent],
+    ) -> anyhow::Result<()> {
+        for exec in execs {
+            if exec.watched {
+                self.watched.insert(exec.pid);
+                capture.attach_tls(&tls_targets::process_candidates(exec.pid));
+            } else if self.scopes.exe_matches(&ProcessNames::of(exec.pid)) {
+                self.watch(capture, exec.pid)?;
+            } else {
+                tracing::trace!(pid = exec.pid, names = ?ProcessNames::of(exec.pid), "exec outside the scopes");
+                continue;
+            }
+            tracing::debug!(pid = exec.pid, comm = %exec.comm, "exec in scope");
+        }
+        let exited: HashSet<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                CaptureEvent::ProcessExited { pid, .. } => Some(*pid),
+                _ => None,
+            })
+            .collect();
+        self.watched.retain(|pid| !exited.contains(pid));
+        capture.forget_processes(&exited);
+        Ok(())
+    }
+
+    /// Brings the process and kernel-map gauges up to date. Each watched
+    /// process's mapped TLS libraries are looked at again: one loaded
+    /// since its exec (a dlopen of libssl) is hooked now.
+    fn observe(&self, capture: &mut EbpfCapture, health: &Health) {
+        health.attached_processes.set(self.watched.len() as i64);
+        health.tls_processes.reset();
+        for &pid in &self.watched {
+            let candidates = tls_targets::process_candidates(pid);
+            capture.attach_tls(&candidates);
+            let mut stacks: Vec<&str> = candidates
+                .iter()
+                .filter_map(|c| capture.hooked_target(c).map(TlsTarget::stack))
+                .collect();
+            stacks.sort_unstable();
+            stacks.dedup();
+            if stacks.is_empty() {
+                health
+                    .tls_processes
+                    .with_label_values(&["none", "unhooked"])
+                    .inc();
+            }
+            for stack in stacks {
+                health
+                    .tls_processes
+                    .with_label_values(&[stack, "hooked"])
+                    .inc();
+            }
+        }
+        for (map, entries) in capture.map_entries() {
+            health
+                .bpf_map_entries
+                .with_label_values(&[map])
+                .set(entries as i64);
+        }
+    }
 }
 
 /// Logs what the kernel side dropped since the last report.

@@ -326,6 +326,21 @@ impl RunningAgent {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Where the agent serves /metrics (it logs the address it bound).
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        const NEEDLE: &str = "metrics on http://";
+        self.wait_for_log(NEEDLE, Duration::from_secs(30));
+        let at = self.stderr_seen.find(NEEDLE).expect("logged") + NEEDLE.len();
+        let addr = &self.stderr_seen[at..];
+        let addr = &addr[..addr.find('/').expect("a /metrics path")];
+        addr.parse()
+            .unwrap_or_else(|e| panic!("metrics address {addr:?}: {e}"))
+    }
+
     /// Sends SIGINT and collects the output.
     pub fn stop(mut self) -> AgentRun {
         // SAFETY: kill(2) on our own child's pid.
@@ -389,6 +404,27 @@ impl CapturedConnection {
 }
 
 /// Groups the agent's `--print --print-payload` lines by connection.
+/// The connections whose request is a chat completion.
+pub fn chat_connections(
+    connections: &BTreeMap<u64, CapturedConnection>,
+) -> Vec<&CapturedConnection> {
+    connections
+        .values()
+        .filter(|c| c.bytes(true).starts_with(b"POST /v1/chat/completions"))
+        .collect()
+}
+
+/// Fails if a connection's bytes start with a TLS record: ciphertext that
+/// leaked through the socket probes.
+pub fn assert_no_tls_ciphertext(connections: &BTreeMap<u64, CapturedConnection>) {
+    for conn in connections.values() {
+        assert!(
+            !conn.bytes(true).starts_with(&[0x16, 0x03]),
+            "TLS ciphertext was captured"
+        );
+    }
+}
+
 pub fn connections(lines: &[Value]) -> BTreeMap<u64, CapturedConnection> {
     let mut out: BTreeMap<u64, CapturedConnection> = BTreeMap::new();
     for line in lines {

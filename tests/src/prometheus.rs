@@ -213,3 +213,17 @@ fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// The sum of every sample of `metric` (exact name, any labels) whose
+/// labels contain `labels` (e.g. `model="x"`; empty for all), in a
+/// /metrics text.
+pub fn sample_sum(text: &str, metric: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -106,10 +106,7 @@ fn check_captured_stream(tls: bool, client: fn(&MockServer) -> Vec<String>) {
     assert!(run.status.success(), "agent/client failed: {}", run.stderr);
 
     let connections = connections(&run.lines);
-    let chat: Vec<&CapturedConnection> = connections
-        .values()
-        .filter(|c| c.bytes(true).starts_with(b"POST /v1/chat/completions"))
-        .collect();
+    let chat = chat_connections(&connections);
     assert_eq!(
         chat.len(),
         2,
@@ -128,13 +125,7 @@ fn check_captured_stream(tls: bool, client: fn(&MockServer) -> Vec<String>) {
         );
     }
     if tls {
-        // No TLS record bytes leaked through the socket probes.
-        for other in connections.values() {
-            assert!(
-                !other.bytes(true).starts_with(&[0x16, 0x03]),
-                "TLS ciphertext was captured"
-            );
-        }
+        assert_no_tls_ciphertext(&connections);
     }
     let sent = server.sent();
     assert_matches_server(chat[0], &sent, None);
@@ -180,10 +171,7 @@ fn two_concurrent_streams_in_one_process_stay_separate() {
     let run = run_agent_on_command(&[], &command, server.cert.as_deref());
     assert!(run.status.success(), "agent/client failed: {}", run.stderr);
     let connections = connections(&run.lines);
-    let chat: Vec<&CapturedConnection> = connections
-        .values()
-        .filter(|c| c.bytes(true).starts_with(b"POST /v1/chat/completions"))
-        .collect();
+    let chat = chat_connections(&connections);
     assert_eq!(chat.len(), 2, "two chat connections expected");
     // Both streams overlapped in time, and each is byte-exact to its own
     // server connection.

@@ -55,7 +55,8 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages the tests add: bpftool to check nothing stays loaded,
-/// util-linux's setpriv to drop privileges, node and npm for the node client.
+/// util-linux's setpriv to drop privileges, node and npm for the node client,
+/// gcc and libgnutls28-dev to build the GnuTLS client, golang-go the Go one.
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "libpcap-dev",
@@ -64,6 +65,9 @@ const TEST_PACKAGES: &[&str] = &[
     "util-linux",
     "nodejs",
     "npm",
+    "gcc",
+    "libgnutls28-dev",
+    "golang-go",
 ];
 
 fn main() -> Result<()> {

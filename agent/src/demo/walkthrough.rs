@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use anyhow::Context;
 
 use super::server::{self, ServerConfig};
+use crate::capture::ebpf::scope::Scopes;
 use crate::capture::ebpf::EbpfConfig;
 use crate::cli::DemoArgs;
 use crate::config::ExportSettings;
@@ -49,6 +50,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let options = AgentOptions {
         pids: Vec::new(),
+        scopes: Scopes::default(),
         command: ["/bin/sh", "-c", &script].map(OsString::from).to_vec(),
         print: false,
         print_payload: false,

@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use super::derived::{self, SlowReasons};
@@ -77,6 +77,11 @@ pub struct Health {
     pub bytes_captured: IntCounter,
     pub attached_processes: IntGauge,
     pub open_streams: IntGauge,
+    /// Entries in the kernel's per-process and per-connection maps, by `map`.
+    pub bpf_map_entries: IntGaugeVec,
+    /// Watched processes by TLS `stack` (openssl, gnutls; none) and `state`
+    /// (hooked; unhooked when no hooked TLS library is mapped).
+    pub tls_processes: IntGaugeVec,
     /// Parse failures, by `stage` (http, provider).
     pub parse_failures: IntCounterVec,
     /// LLM calls lost with a connection whose framing failed.
@@ -171,6 +176,12 @@ impl Families<'_> {
         Ok(c)
     }
 
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, MetricsError> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        self.0.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+
     fn gauge(&self, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
         let g = IntGauge::new(name, help)?;
         self.0.register(Box::new(g.clone()))?;
@@ -197,6 +208,8 @@ impl MetricsRegistry {
             bytes_captured: f.counter(metric::BYTES_CAPTURED, "Payload bytes captured from watched processes.")?,
             attached_processes: f.gauge(metric::ATTACHED_PROCESSES, "Processes currently watched.")?,
             open_streams: f.gauge(metric::OPEN_STREAMS, "Connections currently being reassembled.")?,
+            tls_processes: f.gauges(metric::TLS_PROCESSES, "Watched processes by TLS library stack and state (hooked, or unhooked: no hooked TLS library mapped, only plaintext seen).", &[label::STACK, label::STATE])?,
+            bpf_map_entries: f.gauges(metric::BPF_MAP_ENTRIES, "Entries in the kernel's per-process, per-thread and per-connection maps, by map.", &[label::MAP])?,
             parse_failures: f.counters(metric::PARSE_FAILURES, "Connections or messages that could not be parsed, by stage.", &[label::STAGE])?,
             calls_lost: f.counter(
                 metric::CALLS_LOST,

@@ -22,6 +22,8 @@ pub mod metric {
     pub const BYTES_CAPTURED: &str = "llmtap_bytes_captured_total";
     pub const ATTACHED_PROCESSES: &str = "llmtap_attached_processes";
     pub const OPEN_STREAMS: &str = "llmtap_open_streams";
+    pub const BPF_MAP_ENTRIES: &str = "llmtap_bpf_map_entries";
+    pub const TLS_PROCESSES: &str = "llmtap_tls_processes";
     pub const PARSE_FAILURES: &str = "llmtap_parse_failures_total";
     pub const CALLS_LOST: &str = "llmtap_calls_lost_total";
     pub const CALLS_SAMPLED_OUT: &str = "llmtap_calls_sampled_out_total";
@@ -54,6 +56,9 @@ pub mod label {
     pub const EXPORTER: &str = "exporter";
     pub const STAGE: &str = "stage";
     pub const METRIC: &str = "metric";
+    pub const MAP: &str = "map";
+    pub const STACK: &str = "stack";
+    pub const STATE: &str = "state";
 }
 
 /// Label values with a fixed meaning.

@@ -13,6 +13,7 @@ pub const EVENT_CONNECT: u8 = 2;
 pub const EVENT_ACCEPT: u8 = 3;
 pub const EVENT_CLOSE: u8 = 4;
 pub const EVENT_EXIT: u8 = 5;
+pub const EVENT_EXEC: u8 = 6;
 
 /// `enum llmtap_direction`
 pub const EGRESS: u8 = 0;
@@ -20,6 +21,8 @@ pub const EGRESS: u8 = 0;
 pub const SOURCE_OPENSSL: u8 = 1;
 /// `LLMTAP_FLAG_TRUNCATED`
 pub const FLAG_TRUNCATED: u8 = 1;
+/// `LLMTAP_FLAG_WATCHED`
+pub const FLAG_WATCHED: u8 = 2;
 /// `LLMTAP_MAX_DATA`: the most payload one record carries.
 pub const MAX_DATA: u32 = 16384;
 
@@ -115,7 +118,9 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, AbiError> {
                 payload: &payload[..claimed],
             })
         }
-        EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE | EVENT_EXIT => Ok(Record::Conn(read(record)?)),
+        EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE | EVENT_EXIT | EVENT_EXEC => {
+            Ok(Record::Conn(read(record)?))
+        }
         other => Err(AbiError::UnknownKind(other)),
     }
 }

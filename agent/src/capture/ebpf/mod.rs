@@ -3,14 +3,17 @@
 //! watched processes, and turns ring-buffer records into [`CaptureEvent`]s.
 
 pub mod abi;
+mod map_keys;
 pub mod preflight;
+pub mod scope;
 pub mod tls_targets;
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::uprobe::UProbeScope;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::programs::{BtfTracePoint, TracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
@@ -18,7 +21,7 @@ use tokio::io::Interest;
 
 use self::abi::{ConnEvent, DataEvent, Record};
 use self::preflight::PreflightError;
-use self::tls_targets::{TlsTarget, TlsTargets, SSL_FUNCTIONS};
+use self::tls_targets::{TlsTarget, TlsTargets, TLS_FUNCTIONS};
 use super::clock::MonotonicToWall;
 use super::{CaptureEvent, StreamKey};
 use crate::stream::{Direction, Side};
@@ -55,6 +58,8 @@ pub struct EbpfConfig {
     pub ring_buffer_bytes: u32,
     /// Watch children forked by watched processes.
     pub follow_forks: bool,
+    /// Report every exec on the host (for scopes matched in user space).
+    pub report_all_execs: bool,
 }
 
 impl Default for EbpfConfig {
@@ -63,6 +68,7 @@ impl Default for EbpfConfig {
             capture_bytes: abi::MAX_DATA,
             ring_buffer_bytes: 8 << 20,
             follow_forks: true,
+            report_all_execs: false,
         }
     }
 }
@@ -92,10 +98,29 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("sys_enter_close", "enter_close"),
 ];
 
-/// Scheduler tracepoints (BTF-typed) that follow forks and exits.
+/// Scheduler tracepoints (BTF-typed) that follow forks, execs and exits.
 const SCHED_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_fork", "on_fork"),
+    ("sched_process_exec", "on_exec"),
     ("sched_process_exit", "on_exit"),
+];
+
+/// Maps keyed by process, with the offset of the tgid in their key:
+/// `sockets` by `tgid << 32 | fd`, `ssl_fds` by `struct ssl_key`,
+/// `active_go_calls` by `struct go_key` (a goroutine cut short by its
+/// process's exit never reaches a RET).
+const PID_KEYED_MAPS: [(&str, usize); 3] = [("sockets", 4), ("ssl_fds", 8), ("active_go_calls", 8)];
+
+/// Maps whose entries belong to processes, threads or connections.
+pub const STATE_MAPS: [&str; 8] = [
+    "watched_pids",
+    "sockets",
+    "ssl_fds",
+    "active_ssl_calls",
+    "active_socket_calls",
+    "active_connects",
+    "thread_tls_fd",
+    "active_go_calls",
 ];
 
 /// Kernel-side counters (`enum llmtap_counter`), summed over CPUs.
@@ -150,11 +175,13 @@ impl EbpfCapture {
         let cpus = aya::util::nr_cpus().map_or(256, |n| n as u32);
         let capture_bytes = config.capture_bytes.clamp(1, abi::MAX_DATA);
         let follow_forks = u8::from(config.follow_forks);
+        let report_all_execs = u8::from(config.report_all_execs);
         let wakeup_bytes = (config.ring_buffer_bytes / 4).min(256 * 1024);
         let mut ebpf = EbpfLoader::new()
             .override_global("capture_bytes", &capture_bytes, true)
             .override_global("follow_forks", &follow_forks, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("report_all_execs", &report_all_execs, true)
             .map_max_entries("events", config.ring_buffer_bytes)
             .map_max_entries("scratch", cpus)
             .load(llmtap_ebpf::object())?;
@@ -171,14 +198,16 @@ impl EbpfCapture {
             prog.load(tracepoint, &btf).map_err(program_error(name))?;
             prog.attach().map_err(program_error(name))?;
         }
-        for (_, name) in SSL_FUNCTIONS {
+        let uprobes: std::collections::BTreeSet<&str> = TLS_FUNCTIONS
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(["ssl_return", "go_tls_return"])
+            .collect();
+        for name in uprobes {
             program::<UProbe>(&mut ebpf, name)?
                 .load()
                 .map_err(program_error(name))?;
         }
-        program::<UProbe>(&mut ebpf, "ssl_return")?
-            .load()
-            .map_err(program_error("ssl_return"))?;
 
         Ok(EbpfCapture {
             ebpf,
@@ -189,18 +218,56 @@ impl EbpfCapture {
 
     /// Adds a process to the in-kernel watch list.
     pub fn watch(&mut self, pid: u32) -> Result<(), CaptureError> {
-        let map = self.ebpf.map_mut("watched_pids").expect("in the object");
-        let mut watched: BpfHashMap<_, u32, u8> =
-            BpfHashMap::try_from(map).map_err(|source| CaptureError::Map {
-                name: "watched_pids",
-                source,
-            })?;
-        watched
-            .insert(pid, 1, 0)
-            .map_err(|source| CaptureError::Map {
-                name: "watched_pids",
-                source,
+        self.insert("watched_pids", pid)
+    }
+
+    /// Watches every process that execs inside this cgroup v2 (by id) or
+    /// one of its descendants.
+    pub fn watch_cgroup(&mut self, id: u64) -> Result<(), CaptureError> {
+        self.insert("watched_cgroups", id)
+    }
+
+    /// Watches every process that execs a program of this name (a
+    /// `watched_comms` key: the name cut to 15 bytes, zero-padded).
+    pub fn watch_comm(&mut self, comm: [u8; scope::COMM_LEN]) -> Result<(), CaptureError> {
+        self.insert("watched_comms", comm)
+    }
+
+    fn insert<K: aya::Pod>(&mut self, name: &'static str, key: K) -> Result<(), CaptureError> {
+        let map_error = |source| CaptureError::Map { name, source };
+        let map = self.ebpf.map_mut(name).expect("in the object");
+        let mut set: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(map_error)?;
+        set.insert(key, 1, 0).map_err(map_error)
+    }
+
+    /// Drops what the kernel still keeps for processes that exited: their
+    /// sockets and TLS sessions (an exit closes the fds without a close(2)
+    /// for the probes to see). Per-thread state the exit program drops.
+    pub fn forget_processes(&mut self, pids: &HashSet<u32>) {
+        if pids.is_empty() {
+            return;
+        }
+        for (name, pid_at) in PID_KEYED_MAPS {
+            if let Some(map) = self.ebpf.map(name) {
+                map_keys::remove_where(map, |key| {
+                    map_keys::u32_at(key, pid_at).is_some_and(|pid| pids.contains(&pid))
+                });
+            }
+        }
+    }
+
+    /// Entries in each kernel map that holds per-process, per-thread or
+    /// per-connection state: what an exited process must not leave behind.
+    pub fn map_entries(&self) -> Vec<(&'static str, usize)> {
+        STATE_MAPS
+            .iter()
+            .map(|name| {
+                (
+                    *name,
+                    self.ebpf.map(name).map_or(0, |m| map_keys::keys(m).len()),
+                )
             })
+            .collect()
     }
 
     /// Attaches the TLS uprobes to those of `candidates` not hooked yet, and
@@ -227,26 +294,43 @@ impl EbpfCapture {
     }
 
     fn attach_tls_target(&mut self, target: &TlsTarget) -> Result<(), CaptureError> {
-        for (function, entry) in SSL_FUNCTIONS {
-            if !target.functions.contains(&function) {
+        let attach = |ebpf: &mut Ebpf, name: &str, offset: u64| {
+            program::<UProbe>(ebpf, name)?
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(offset),
+                    &target.path,
+                    UProbeScope::AllProcesses,
+                )
+                .map(drop)
+                .map_err(program_error(name))
+        };
+        for (function, entry) in TLS_FUNCTIONS {
+            let Some(&(_, offset)) = target.functions.iter().find(|(f, _)| *f == function) else {
                 continue;
+            };
+            attach(&mut self.ebpf, entry, offset)?;
+            if !tls_targets::is_go_function(function) {
+                attach(&mut self.ebpf, "ssl_return", offset)?;
             }
-            for name in [entry, "ssl_return"] {
-                program::<UProbe>(&mut self.ebpf, name)?
-                    .attach(function, &target.path, UProbeScope::AllProcesses)
-                    .map_err(program_error(name))?;
-            }
+        }
+        for &offset in &target.go_returns {
+            attach(&mut self.ebpf, "go_tls_return", offset)?;
         }
         Ok(())
     }
 
     /// Whether `path` is (another name of) a hooked file.
     pub fn is_tls_hooked(&self, path: &std::path::Path) -> bool {
+        self.hooked_target(path).is_some()
+    }
+
+    /// The hooked target that `path` is (another name of), if any.
+    pub fn hooked_target(&self, path: &std::path::Path) -> Option<&TlsTarget> {
         let inode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-        let Some(wanted) = inode(path) else {
-            return false;
-        };
-        self.attached.iter().any(|t| inode(&t.path) == Some(wanted))
+        let wanted = inode(path)?;
+        self.attached
+            .iter()
+            .find(|t| inode(&t.path) == Some(wanted))
     }
 
     /// Files whose TLS functions are hooked.
@@ -268,6 +352,7 @@ impl EbpfCapture {
         Ok(EventReader {
             ring,
             clock: MonotonicToWall::sample(),
+            execs: Vec::new(),
         })
     }
 
@@ -292,37 +377,66 @@ impl EbpfCapture {
     }
 }
 
+/// A process ran a new program: a watched one, one that entered a watched
+/// scope by this exec, or (when every exec is reported) any other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessExec {
+    pub pid: u32,
+    pub comm: String,
+    /// The kernel watches it now.
+    pub watched: bool,
+}
+
 /// Reads ring-buffer records as they arrive.
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
     clock: MonotonicToWall,
+    execs: Vec<ProcessExec>,
 }
 
 impl EventReader {
     /// Waits for records (or at most [`POLL_INTERVAL`]), then decodes all
     /// that are ready into `out`. Returns how many could not be decoded.
+    /// Exec records are kept aside for [`EventReader::take_execs`].
     pub async fn read_batch(&mut self, out: &mut Vec<CaptureEvent>) -> std::io::Result<u64> {
         let clock = self.clock;
         match tokio::time::timeout(POLL_INTERVAL, self.ring.readable_mut()).await {
             Ok(guard) => {
                 let mut guard = guard?;
-                let malformed = drain(guard.get_inner_mut(), &clock, out);
+                let malformed = drain(guard.get_inner_mut(), &clock, out, &mut self.execs);
                 guard.clear_ready();
                 Ok(malformed)
             }
             // The kernel side wakes us only when records pile up.
-            Err(_elapsed) => Ok(drain(self.ring.get_mut(), &clock, out)),
+            Err(_elapsed) => Ok(drain(self.ring.get_mut(), &clock, out, &mut self.execs)),
         }
+    }
+
+    /// The execs read since the last call.
+    pub fn take_execs(&mut self) -> Vec<ProcessExec> {
+        std::mem::take(&mut self.execs)
     }
 }
 
 /// How often the reader looks for records the kernel did not wake it for.
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn drain(ring: &mut RingBuf<MapData>, clock: &MonotonicToWall, out: &mut Vec<CaptureEvent>) -> u64 {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    clock: &MonotonicToWall,
+    out: &mut Vec<CaptureEvent>,
+    execs: &mut Vec<ProcessExec>,
+) -> u64 {
     let mut malformed = 0;
     while let Some(item) = ring.next() {
         match abi::decode(&item) {
+            Ok(Record::Conn(event)) if event.hdr.kind == abi::EVENT_EXEC => {
+                execs.push(ProcessExec {
+                    pid: event.hdr.pid,
+                    comm: comm_string(&event.comm),
+                    watched: event.hdr.flags & abi::FLAG_WATCHED != 0,
+                });
+            }
             Ok(record) => out.push(to_capture_event(record, clock)),
             Err(err) => {
                 malformed += 1;

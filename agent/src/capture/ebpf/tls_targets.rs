@@ -10,19 +10,39 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol};
 
-/// The OpenSSL-compatible functions llmtap hooks, with the entry program
-/// each one gets. All four share the `ssl_return` return program.
-pub const SSL_FUNCTIONS: [(&str, &str); 4] = [
+/// The TLS library functions llmtap hooks, with the entry program each one
+/// gets; all share the `ssl_return` return program. GnuTLS's record calls
+/// have the shape of `SSL_write`/`SSL_read` (session, buffer; the byte
+/// count returned), so they use the same programs, the session pointer
+/// keying the stream as an `SSL*` does.
+/// Go's crypto/tls (`(*Conn).Write`/`Read`) take their own entry programs
+/// and no `ssl_return`: see [`TlsTarget::go_returns`].
+pub const TLS_FUNCTIONS: [(&str, &str); 8] = [
     ("SSL_write", "ssl_write_entry"),
     ("SSL_write_ex", "ssl_write_ex_entry"),
     ("SSL_read", "ssl_read_entry"),
     ("SSL_read_ex", "ssl_read_ex_entry"),
+    ("gnutls_record_send", "ssl_write_entry"),
+    ("gnutls_record_recv", "ssl_read_entry"),
+    (GO_WRITE, "go_tls_write_entry"),
+    (GO_READ, "go_tls_read_entry"),
 ];
 
-/// Where the system's libssl usually lives (Debian/Ubuntu multiarch first,
-/// then Fedora/Arch/Alpine layouts).
+const GO_WRITE: &str = "crypto/tls.(*Conn).Write";
+const GO_READ: &str = "crypto/tls.(*Conn).Read";
+
+/// Whether a hooked function is Go's (register ABI, returns found by RET).
+pub fn is_go_function(name: &str) -> bool {
+    name.starts_with("crypto/tls.")
+}
+
+/// File names of the TLS libraries a process may map.
+const TLS_LIBRARIES: [&str; 3] = ["libssl.so", "libssl3.so", "libgnutls.so"];
+
+/// Where the system's libssl and libgnutls usually live (Debian/Ubuntu
+/// multiarch first, then Fedora/Arch/Alpine layouts).
 const SYSTEM_LIBSSL: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/libssl.so.3",
     "/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
@@ -32,16 +52,40 @@ const SYSTEM_LIBSSL: &[&str] = &[
     "/usr/lib64/libssl.so.1.1",
     "/usr/lib/libssl.so.3",
     "/lib/libssl.so.3",
+    "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
+    "/usr/lib/aarch64-linux-gnu/libgnutls.so.30",
+    "/usr/lib64/libgnutls.so.30",
+    "/usr/lib/libgnutls.so.30",
 ];
 
-/// One file to attach to, with the hooked functions it defines.
+/// One file to attach to, with the hooked functions it defines and their
+/// file offsets (resolved here once: aya would re-read a 100 MB node
+/// binary for every probe).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsTarget {
     pub path: PathBuf,
-    pub functions: Vec<&'static str>,
+    pub functions: Vec<(&'static str, u64)>,
+    /// File offsets of the RET instructions of Go's `(*Conn).Read`: the
+    /// return probes go there, since a uretprobe breaks Go's movable
+    /// stacks. (`Write` is reported at its entry.)
+    pub go_returns: Vec<u64>,
 }
 
-/// The set of targets found so far, keyed by (device, inode).
+impl TlsTarget {
+    /// The TLS library family: `gnutls` or `openssl` (which BoringSSL and
+    /// node's static copy also answer to), for `llmtap_tls_processes`.
+    pub fn stack(&self) -> &'static str {
+        if self.functions.iter().any(|(f, _)| f.starts_with("gnutls_")) {
+            "gnutls"
+        } else if !self.go_returns.is_empty() {
+            "go"
+        } else {
+            "openssl"
+        }
+    }
+}
+
+/// The files considered so far, keyed by (device, inode).
 #[derive(Default)]
 pub struct TlsTargets {
     seen: HashSet<(u64, u64)>,
@@ -49,31 +93,50 @@ pub struct TlsTargets {
 
 impl TlsTargets {
     /// Returns `path` as a new target if it defines any hooked function and
-    /// has not been returned before (under any name).
+    /// has not been considered before (under any name). Files without TLS
+    /// functions are remembered too: every exec of `sh` must not re-read it.
     pub fn consider(&mut self, path: &Path) -> Option<TlsTarget> {
         let meta = fs::metadata(path).ok()?;
-        let inode = (meta.dev(), meta.ino());
-        if self.seen.contains(&inode) {
+        if !self.seen.insert((meta.dev(), meta.ino())) {
             return None;
         }
-        let functions = ssl_functions_defined(path);
-        if functions.is_empty() {
-            return None;
-        }
-        self.seen.insert(inode);
+        let (functions, go_returns) = match scan_file(path) {
+            Scan::Found(functions, go_returns) => (functions, go_returns),
+            Scan::Nothing => return None,
+            Scan::StrippedGo => {
+                // Once per file: the inode is remembered above.
+                tracing::warn!(
+                    path = %path.display(),
+                    "unsupported: a Go executable without symbols; its crypto/tls calls cannot \
+                     be hooked, only its plaintext traffic will be seen"
+                );
+                return None;
+            }
+        };
         Some(TlsTarget {
             path: path.to_owned(),
             functions,
+            go_returns,
         })
     }
 }
 
 /// Candidate files for a running process: its mapped libssl and its
-/// executable. Paths go through /proc/PID/root so that a process in another
-/// mount namespace (a container) resolves to its own files.
+/// executable. A process in another mount namespace (a container) has its
+/// files reached through /proc/PID/root; one in ours by their own path,
+/// which outlives the process (a short-lived one may be gone by attach).
 pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let mut out = vec![PathBuf::from(format!("/proc/{pid}/exe"))];
+    let shared_root = fs::read_link(&root).is_ok_and(|r| r == Path::new("/"));
+    let in_its_root = |path: &Path| {
+        if shared_root {
+            path.to_owned()
+        } else {
+            root.join(path.strip_prefix("/").unwrap_or(path))
+        }
+    };
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let mut out = vec![fs::read_link(&exe).map_or(exe, |p| in_its_root(&p))];
     if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
         for path in maps
             .lines()
@@ -82,9 +145,9 @@ pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
             let is_libssl = Path::new(path)
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libssl.so") || n.starts_with("libssl3.so"));
+                .is_some_and(|n| TLS_LIBRARIES.iter().any(|lib| n.starts_with(lib)));
             if is_libssl {
-                out.push(root.join(path.trim_start_matches('/')));
+                out.push(in_its_root(Path::new(path)));
             }
         }
     }
@@ -96,30 +159,167 @@ pub fn system_candidates() -> Vec<PathBuf> {
     SYSTEM_LIBSSL.iter().map(PathBuf::from).collect()
 }
 
-/// Which hooked functions `path` defines, in its dynamic or static symbols.
-fn ssl_functions_defined(path: &Path) -> Vec<&'static str> {
-    let Ok(data) = fs::read(path) else {
-        return Vec::new();
+/// What a file offers to hook.
+enum Scan {
+    /// Hooked functions with their file offsets, and Go's RET offsets.
+    Found(Vec<(&'static str, u64)>, Vec<u64>),
+    Nothing,
+    /// A Go program whose symbols were stripped: nothing to find Go's
+    /// crypto/tls by.
+    StrippedGo,
+}
+
+/// Which hooked functions `path` defines, in its dynamic or static
+/// symbols, with their offsets in the file (what a uprobe attaches at).
+fn scan_file(path: &Path) -> Scan {
+    let Ok(data) = MappedFile::open(path) else {
+        return Scan::Nothing;
     };
     let Ok(file) = object::File::parse(&*data) else {
+        return Scan::Nothing;
+    };
+    let scan = |symbols: object::read::SymbolIterator<'_, '_>| {
+        let mut found: Vec<(&'static str, u64, u64)> = Vec::new();
+        for symbol in symbols {
+            let Ok(symbol_name) = symbol.name() else {
+                continue;
+            };
+            let Some((name, _)) = TLS_FUNCTIONS
+                .iter()
+                .find(|(name, _)| *name == symbol_name && symbol.is_definition())
+            else {
+                continue;
+            };
+            if found.iter().all(|(n, _, _)| n != name) {
+                found.extend(
+                    file_offset(&file, &symbol).map(|offset| (*name, offset, symbol.size())),
+                );
+            }
+        }
+        found
+    };
+    // The exported symbols, and the (much longer) full table only when
+    // nothing is exported.
+    let mut found = scan(file.dynamic_symbols());
+    if found.is_empty() {
+        found = scan(file.symbols());
+    }
+    let is_go = file.section_by_name(".go.buildinfo").is_some()
+        || file.section_by_name(".note.go.buildid").is_some();
+    if found.is_empty() {
+        return if is_go && file.symbols().next().is_none() {
+            Scan::StrippedGo
+        } else {
+            Scan::Nothing
+        };
+    }
+    // In the order of TLS_FUNCTIONS, whatever the symbol table's.
+    found.sort_by_key(|(name, _, _)| TLS_FUNCTIONS.iter().position(|(n, _)| n == name));
+    let go_returns = found
+        .iter()
+        .filter(|(name, _, _)| *name == GO_READ)
+        .flat_map(|&(_, offset, size)| ret_offsets(&data, offset, size))
+        .collect();
+    Scan::Found(
+        found
+            .into_iter()
+            .map(|(name, offset, _)| (name, offset))
+            .collect(),
+        go_returns,
+    )
+}
+
+/// File offsets of the RET instructions in the function at `offset` of
+/// `size` bytes (x86-64 only: elsewhere none, and Go is not hooked).
+fn ret_offsets(data: &[u8], offset: u64, size: u64) -> Vec<u64> {
+    if !cfg!(target_arch = "x86_64") {
+        return Vec::new();
+    }
+    let Some(code) = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(offset + size).ok())
+        .and_then(|(start, end)| data.get(start..end))
+    else {
         return Vec::new();
     };
-    let defined: HashSet<&str> = file
-        .dynamic_symbols()
-        .chain(file.symbols())
-        .filter(|s| s.is_definition())
-        .filter_map(|s| s.name().ok())
-        .collect();
-    SSL_FUNCTIONS
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| defined.contains(name))
+    let decoder = iced_x86::Decoder::with_ip(64, code, offset, iced_x86::DecoderOptions::NONE);
+    decoder
+        .into_iter()
+        .filter(|insn| insn.mnemonic() == iced_x86::Mnemonic::Ret)
+        .map(|insn| insn.ip())
         .collect()
+}
+
+/// A file mapped read-only: only the pages the symbol scan touches (ELF
+/// headers, the symbol tables) are read, not all of a 100 MB executable.
+struct MappedFile {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl MappedFile {
+    fn open(path: &Path) -> std::io::Result<MappedFile> {
+        let file = fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+        if len == 0 {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+        // SAFETY: a fresh private read-only mapping of an open fd; the
+        // mapping stays valid after the fd is closed.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(MappedFile { addr, len })
+    }
+}
+
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: addr..addr+len is mapped readable for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.addr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `open` made.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// Where a function's code sits in its file: its address made relative to
+/// its section, plus the section's file offset.
+fn file_offset(file: &object::File<'_>, symbol: &object::Symbol<'_, '_>) -> Option<u64> {
+    let section = file.section_by_index(symbol.section_index()?).ok()?;
+    let (offset, _) = section.file_range()?;
+    Some(symbol.address() - section.address() + offset)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_real_ret_instructions_are_return_points() {
+        // mov rbx, rax (48 89 c3: a 0xc3 byte that is no RET); ret; nop.
+        let code = [0x48, 0x89, 0xc3, 0xc3, 0x90];
+        let mut file = vec![0u8; 0x100];
+        file.extend_from_slice(&code);
+        assert_eq!(ret_offsets(&file, 0x100, code.len() as u64), [0x103]);
+        // A function running past the end of the file finds nothing.
+        assert!(ret_offsets(&file, 0x100, 0x1000).is_empty());
+    }
 
     #[test]
     fn a_file_without_ssl_functions_is_no_target() {
@@ -138,7 +338,14 @@ mod tests {
         let Some(first) = found.first() else {
             panic!("no libssl in {SYSTEM_LIBSSL:?}: install libssl3");
         };
-        assert!(first.functions.contains(&"SSL_read"), "{first:?}");
+        let read = first.functions.iter().find(|(name, _)| *name == "SSL_read");
+        assert!(read.is_some_and(|(_, offset)| *offset > 0), "{first:?}");
+        let gnutls = found
+            .iter()
+            .find(|t| t.path.to_string_lossy().contains("libgnutls"))
+            .expect("libgnutls.so.30 found: install libgnutls30");
+        let names: Vec<_> = gnutls.functions.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["gnutls_record_send", "gnutls_record_recv"]);
         // The same inode under another name is not a second target.
         if let Ok(alias) = fs::canonicalize(&first.path) {
             assert_eq!(targets.consider(&alias), None);

@@ -1,0 +1,404 @@
+//! End-to-end: scopes. The agent is started with `--cgroup` or `--exe`
+//! before the clients exist; clients that start later inside the scope are
+//! captured from their first call (counted in `/metrics`), those outside are
+//! not, and processes that come and go leave nothing behind in the agent.
+//!
+//! Each client asks for a model name unique to the test, and only calls of
+//! that model are counted: other processes on the host (which `--exe
+//! python3` also watches) cannot change the counts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use llmtap::capture::ebpf::scope::cgroup2_mount;
+use llmtap_tests::prometheus::{http_get, sample_sum};
+use llmtap_tests::*;
+
+const CALLS: &str = "llm_request_duration_seconds_count";
+
+/// A cgroup v2 the test creates, removed (its processes moved back to the
+/// root) when dropped.
+struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    fn create(name: &str) -> TestCgroup {
+        let mount = cgroup2_mount();
+        let fs_type = Command::new("stat")
+            .args(["-fc", "%T"])
+            .arg(&mount)
+            .output()
+            .expect("stat");
+        assert_eq!(
+            String::from_utf8_lossy(&fs_type.stdout).trim(),
+            "cgroup2fs",
+            "{} is not a cgroup v2 mount",
+            mount.display()
+        );
+        let path = mount.join(format!("llmtap-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).expect("create the test cgroup");
+        TestCgroup { path }
+    }
+
+    /// `command` run inside the cgroup: a shell joins it, then execs.
+    fn wrap(&self, command: &[String]) -> Vec<String> {
+        let procs = self.path.join("cgroup.procs");
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("echo $$ > '{}' && exec \"$@\"", procs.display()),
+            "sh".into(),
+        ]
+        .into_iter()
+        .chain(command.iter().cloned())
+        .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let root = self
+            .path
+            .parent()
+            .expect("under the mount")
+            .join("cgroup.procs");
+        if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(&root, pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+fn start(command: &[String], cert: Option<&Path>) -> Child {
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    client_env(&mut cmd, cert);
+    cmd.spawn().expect("start client")
+}
+
+fn finish(child: Child, what: &str) {
+    let output = child.wait_with_output().expect("wait client");
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// An SDK client script (tests/clients/openai_stream.*) making `calls`.
+fn sdk(runtime: &str, script: &str, server: &MockServer, model: &str, calls: u32) -> Vec<String> {
+    let script = workspace_root().join("tests/clients").join(script);
+    [
+        runtime,
+        &script.display().to_string(),
+        &server.base_url(),
+        "--model",
+        model,
+        "--calls",
+        &calls.to_string(),
+        "--output",
+        "/dev/null",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn python_sdk(server: &MockServer, model: &str, calls: u32) -> Vec<String> {
+    sdk("python3", "openai_stream.py", server, model, calls)
+}
+
+fn node_sdk(server: &MockServer, model: &str, calls: u32) -> Vec<String> {
+    sdk("node", "openai_stream.mjs", server, model, calls)
+}
+
+/// The system's Python (its comm is `python3`): a pyenv shim in PATH would
+/// add a shell and 200 ms to every start.
+fn tiny_python(server: &MockServer, model: &str) -> Vec<String> {
+    let script = workspace_root().join("tests/clients/tiny_stream.py");
+    [
+        "/usr/bin/python3",
+        &script.display().to_string(),
+        &server.base_url(),
+        model,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn fast_server() -> MockServer {
+    MockServer::start(
+        true,
+        &[
+            "--chunks",
+            "4",
+            "--chunk-delay-ms",
+            "5",
+            "--first-token-delay-ms",
+            "10",
+        ],
+    )
+}
+
+fn started_agent(args: &[&str]) -> (RunningAgent, SocketAddr) {
+    let mut agent = RunningAgent::start(args);
+    let addr = agent.metrics_addr();
+    agent.wait_for_log("stop with Ctrl-C", Duration::from_secs(30));
+    (agent, addr)
+}
+
+fn metrics(addr: SocketAddr) -> String {
+    let (status, body) = http_get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200);
+    body
+}
+
+/// Calls of `model` counted in /metrics.
+fn calls_of(addr: SocketAddr, model: &str) -> u64 {
+    sample_sum(&metrics(addr), CALLS, &format!("model=\"{model}\"")) as u64
+}
+
+/// Waits until `model` has `expected` calls (the last ones may still be in
+/// the ring buffer), then returns the count, which must then hold.
+fn wait_for_calls(addr: SocketAddr, model: &str, expected: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while calls_of(addr, model) < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Late extras would show up now.
+    std::thread::sleep(Duration::from_millis(300));
+    calls_of(addr, model)
+}
+
+fn unique(model: &str) -> String {
+    format!("{model}-{}", std::process::id())
+}
+
+#[test]
+fn a_cgroup_scope_captures_python_and_node_started_inside_it_and_nothing_outside() {
+    let _serial = serial();
+    let server = fast_server();
+    let cgroup = TestCgroup::create("cg");
+    let (agent, addr) = started_agent(&["--cgroup", &cgroup.path.display().to_string()]);
+    let (inside_py, inside_node, outside) = (unique("in-py"), unique("in-node"), unique("out-py"));
+
+    // All three at once: the outside one runs while the scope is busy.
+    let cert = server.cert.as_deref();
+    let clients = [
+        (
+            start(&cgroup.wrap(&python_sdk(&server, &inside_py, 2)), cert),
+            "python inside",
+        ),
+        (
+            start(&cgroup.wrap(&node_sdk(&server, &inside_node, 2)), cert),
+            "node inside",
+        ),
+        (
+            start(&python_sdk(&server, &outside, 2), cert),
+            "python outside",
+        ),
+    ];
+    for (child, what) in clients {
+        finish(child, what);
+    }
+    assert_eq!(wait_for_calls(addr, &inside_py, 2), 2, "python inside");
+    assert_eq!(wait_for_calls(addr, &inside_node, 2), 2, "node inside");
+    assert_eq!(calls_of(addr, &outside), 0, "outside the cgroup");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
+fn an_exe_scope_captures_ten_short_python_clients_started_one_after_another() {
+    let _serial = serial();
+    let server = fast_server();
+    let (agent, addr) = started_agent(&["--exe", "python3"]);
+    let model = unique("exe-loop");
+    for i in 0..10 {
+        let began = Instant::now();
+        finish(
+            start(&tiny_python(&server, &model), server.cert.as_deref()),
+            "tiny client",
+        );
+        let took = began.elapsed();
+        assert!(
+            took < Duration::from_millis(300),
+            "client {i} took {took:?}"
+        );
+    }
+    assert_eq!(wait_for_calls(addr, &model, 10), 10);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
+fn an_exe_regex_is_matched_in_user_space_on_every_exec() {
+    let _serial = serial();
+    let server = fast_server();
+    // Not a plain name: the kernel reports every exec and the agent
+    // matches the executable's file name (python3.11) itself.
+    let (agent, addr) = started_agent(&["--exe", r"python3\.[0-9]+"]);
+    // A fresh agent's first call waits for the tokenizer tables (most of a
+    // second in a debug build), and the execs queued meanwhile are matched
+    // too late: warm it up first, as a long-running agent is.
+    let warm = unique("exe-regex-warm-up");
+    for _ in 0..10 {
+        finish(
+            start(&tiny_python(&server, &warm), server.cert.as_deref()),
+            "warm-up",
+        );
+        if calls_of(addr, &warm) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let model = unique("exe-regex");
+    for _ in 0..3 {
+        finish(
+            start(&tiny_python(&server, &model), server.cert.as_deref()),
+            "tiny client",
+        );
+    }
+    let calls = wait_for_calls(addr, &model, 3);
+    let run = agent.stop();
+    assert_eq!(calls, 3, "{}", run.stderr);
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
+fn an_exe_scope_hooks_nodes_static_openssl_and_pythons_libssl_at_exec() {
+    let _serial = serial();
+    let server = fast_server();
+    let (agent, addr) = started_agent(&["--exe", "node", "--exe", "python3"]);
+    let (py, node) = (unique("exe-py"), unique("exe-node"));
+    let cert = server.cert.as_deref();
+    let clients = [
+        (start(&python_sdk(&server, &py, 2), cert), "python"),
+        (start(&node_sdk(&server, &node, 2), cert), "node"),
+    ];
+    for (child, what) in clients {
+        finish(child, what);
+    }
+    assert_eq!(wait_for_calls(addr, &py, 2), 2, "python");
+    assert_eq!(wait_for_calls(addr, &node, 2), 2, "node");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+/// The agent's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// `llmtap_bpf_map_entries`, by map, once the agent has refreshed it.
+fn map_entries(addr: SocketAddr) -> Vec<(String, u64)> {
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = metrics(addr);
+    let mut entries: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("llmtap_bpf_map_entries{map=\""))
+        .filter_map(|l| {
+            let (map, value) = l.split_once("\"} ")?;
+            Some((map.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    entries.sort();
+    assert!(entries.len() >= 7, "map gauges missing: {text}");
+    entries
+}
+
+/// Runs `count` TLS calls, each in its own short process (curl), inside
+/// the cgroup.
+fn short_processes(cgroup: &TestCgroup, server: &MockServer, count: u32, model: &str) {
+    let body = format!(r#"{{"model":"{model}","stream":true,"messages":[]}}"#);
+    let script = format!(
+        "for i in $(seq {count}); do curl -sS -N -o /dev/null --http1.1 -H 'content-type: application/json' -d '{body}' {}/v1/chat/completions || exit 1; done",
+        server.base_url()
+    );
+    let command = cgroup.wrap(&["/bin/sh".into(), "-c".into(), script]);
+    finish(start(&command, server.cert.as_deref()), "curl loop");
+}
+
+#[test]
+fn two_hundred_short_processes_leave_no_map_entries_or_memory_behind() {
+    let _serial = serial();
+    let server = fast_server();
+    let cgroup = TestCgroup::create("churn");
+    let (agent, addr) = started_agent(&["--cgroup", &cgroup.path.display().to_string()]);
+    let model = unique("churn");
+    // Warm up: first calls fill caches, label sets and the tokenizer.
+    short_processes(&cgroup, &server, 20, &model);
+    assert_eq!(wait_for_calls(addr, &model, 20), 20);
+    let before = map_entries(addr);
+    let rss_before = rss_kib(agent.pid());
+
+    short_processes(&cgroup, &server, 200, &model);
+    assert_eq!(
+        wait_for_calls(addr, &model, 220),
+        220,
+        "every call captured"
+    );
+    let after = map_entries(addr);
+    let rss_after = rss_kib(agent.pid());
+    assert_eq!(after, before, "kernel map entries grew");
+    for (map, entries) in &after {
+        assert!(*entries <= 1, "{map} keeps {entries} entries");
+    }
+    assert!(
+        rss_after <= rss_before + 2048,
+        "agent RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
+fn tls_processes_are_counted_by_stack_hooked_or_not() {
+    let _serial = serial();
+    let (agent, addr) = started_agent(&["--exe", "python3", "--exe", "sleep"]);
+    let gauge = |labels: &str| sample_sum(&metrics(addr), "llmtap_tls_processes", labels);
+    let hooked = r#"stack="openssl",state="hooked""#;
+    let unhooked = r#"stack="none",state="unhooked""#;
+    // Other python3 or sleep processes on the host count too: compare.
+    let before = (gauge(hooked), gauge(unhooked));
+    // libssl is mapped by the import, after the exec: seen on a later look.
+    let python = start(
+        &[
+            "/usr/bin/python3".into(),
+            "-c".into(),
+            "import ssl, time; time.sleep(5)".into(),
+        ],
+        None,
+    );
+    let sleeper = start(&["sleep".into(), "5".into()], None);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut now = before;
+    while (now.0 <= before.0 || now.1 <= before.1) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        now = (gauge(hooked), gauge(unhooked));
+    }
+    assert!(
+        now.0 > before.0,
+        "python with libssl not counted hooked: {now:?} vs {before:?}"
+    );
+    assert!(
+        now.1 > before.1,
+        "sleep not counted unhooked: {now:?} vs {before:?}"
+    );
+    finish(python, "python");
+    finish(sleeper, "sleep");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
