@@ -326,21 +326,6 @@ impl RunningAgent {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Where the agent serves /metrics (it logs the address it bound).
-    pub fn metrics_addr(&mut self) -> SocketAddr {
-        const NEEDLE: &str = "metrics on http://";
-        self.wait_for_log(NEEDLE, Duration::from_secs(30));
-        let at = self.stderr_seen.find(NEEDLE).expect("logged") + NEEDLE.len();
-        let addr = &self.stderr_seen[at..];
-        let addr = &addr[..addr.find('/').expect("a /metrics path")];
-        addr.parse()
-            .unwrap_or_else(|e| panic!("metrics address {addr:?}: {e}"))
-    }
-
     /// Sends SIGINT and collects the output.
     pub fn stop(mut self) -> AgentRun {
         // SAFETY: kill(2) on our own child's pid.
