@@ -36,6 +36,12 @@ def parse_args(description, default_model):
         action="store_true",
         help="import and set up, then wait for a line on stdin before calling (to attach by PID first)",
     )
+    p.add_argument(
+        "--warm-up",
+        action="store_true",
+        help="first make one unreported call on a client of its own, so the reported calls run warm "
+        "(a cold process imports and compiles during its first stream and reads it late)",
+    )
     return p.parse_args()
 
 
@@ -104,6 +110,8 @@ def run(description, default_model, make_client, one_call, sdk_version):
     results = [[] for _ in range(threads)]
     # Both threads' first calls start together, so their streams overlap.
     barrier = threading.Barrier(threads)
+    if args.warm_up:
+        one_call(make_client(args.base_url), args, Call(0))
     if args.wait_for_stdin:
         sys.stdin.readline()
 

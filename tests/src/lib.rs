@@ -176,7 +176,29 @@ pub struct AgentRun {
 /// The command shares the agent's stdout: keep it quiet (curl `-o`, the
 /// SDK clients' `--output`, see [`ClientReport`]).
 pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>) -> AgentRun {
-    let mut agent = Command::new(llmtap_bin());
+    run_agent(Command::new(llmtap_bin()), args, command, cert)
+}
+
+/// A command prefix that runs a program at real-time priority. Tests that
+/// check chunk spacing run the client this way so that it reads each chunk
+/// as it arrives even on a busy machine: they measure the agent's
+/// timestamps, not the scheduler.
+pub const REAL_TIME: [&str; 3] = ["chrt", "--fifo", "10"];
+
+/// [`run_agent_on_command`] with the agent, and so the command it starts,
+/// at real-time priority ([`REAL_TIME`]). The agent is the one prefixed so
+/// that the command's own executable is hooked before it is released.
+pub fn run_agent_on_command_in_real_time(
+    args: &[&str],
+    command: &[&str],
+    cert: Option<&Path>,
+) -> AgentRun {
+    let mut agent = Command::new(REAL_TIME[0]);
+    agent.args(&REAL_TIME[1..]).arg(llmtap_bin());
+    run_agent(agent, args, command, cert)
+}
+
+fn run_agent(mut agent: Command, args: &[&str], command: &[&str], cert: Option<&Path>) -> AgentRun {
     agent
         .args([
             "--print",

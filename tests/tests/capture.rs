@@ -102,7 +102,7 @@ fn check_captured_stream(tls: bool, client: fn(&MockServer) -> Vec<String>) {
     let server = streaming_server(tls);
     let command = client(&server);
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
-    let run = run_agent_on_command(&[], &command, server.cert.as_deref());
+    let run = run_agent_on_command_in_real_time(&[], &command, server.cert.as_deref());
     assert!(run.status.success(), "agent/client failed: {}", run.stderr);
 
     let connections = connections(&run.lines);
@@ -206,7 +206,7 @@ fn a_client_shorter_than_300ms_is_fully_captured_when_launched_by_the_agent() {
     let command = curl_command(&server);
     let started = Instant::now();
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
-    let run = run_agent_on_command(&[], &command, server.cert.as_deref());
+    let run = run_agent_on_command_in_real_time(&[], &command, server.cert.as_deref());
     assert!(run.status.success(), "{}", run.stderr);
     let connections = connections(&run.lines);
     let conn = connections
@@ -235,10 +235,13 @@ fn attaching_by_pid_captures_a_running_client_and_detaches_cleanly() {
         "llmtap BPF objects loaded before the test: {before:?}"
     );
     let server = streaming_server(true);
-    // The client starts first and waits for a line on stdin before calling.
-    let mut client = Command::new("python3");
+    // The client starts first, makes one warm-up call (a cold process reads
+    // its first stream late, which is not what is measured here), and
+    // waits for a line on stdin before the call under test.
+    let mut client = Command::new(REAL_TIME[0]);
     client
-        .args(python_client(&server, &["--wait-for-stdin"])[1..].iter())
+        .args(&REAL_TIME[1..])
+        .args(python_client(&server, &["--warm-up", "--wait-for-stdin"]))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
     client_env(&mut client, server.cert.as_deref());
