@@ -23,3 +23,4 @@ pub mod reassembly;
 pub mod run;
 pub mod sse;
 pub mod stream;
+pub mod workload;
