@@ -92,6 +92,9 @@ enum llmtap_counter {
 	LLMTAP_COUNTER_TRUNCATED = 1,
 	/* Socket records dropped because the connection carries TLS. */
 	LLMTAP_COUNTER_TLS_CIPHERTEXT = 2,
+	/* Plaintext connections --all stopped capturing: their first bytes
+	 * are not HTTP, so they cannot carry an LLM call. */
+	LLMTAP_COUNTER_NOT_HTTP = 3,
 	LLMTAP_COUNTER_MAX = 4,
 };
 

@@ -30,6 +30,10 @@ const volatile __u32 wakeup_bytes = 256 * 1024;
 /* Report every exec, not only the watched ones: set when a scope (an --exe
  * regex) can only be decided in user space. */
 const volatile __u8 report_all_execs = 0;
+/* --all: every process is watched but the agent itself (its own metrics
+ * and OTLP traffic must not loop back into it). */
+const volatile __u8 watch_all = 0;
+const volatile __u32 agent_pid = 0;
 
 /* The record layout as compiled, read back by the ABI test in
  * agent/src/capture/ebpf/abi.rs: llmtap_abi_<struct>__<field> is the field's
@@ -137,7 +141,7 @@ struct socket_state {
 	__u8 tls;       /* carries TLS: its socket records are ciphertext */
 	__u8 seen_data; /* the first bytes were checked for a TLS record */
 	__u8 side;
-	__u8 _pad;
+	__u8 not_http;  /* --all: its first bytes are not HTTP; ignored */
 };
 
 struct {
@@ -248,6 +252,8 @@ static __always_inline void count(__u32 counter)
 
 static __always_inline bool is_watched(__u32 pid)
 {
+	if (watch_all)
+		return pid != agent_pid;
 	return bpf_map_lookup_elem(&watched_pids, &pid) != NULL;
 }
 
@@ -375,6 +381,30 @@ static __always_inline bool looks_like_tls_record(const __u8 *data, __u32 captur
 	return captured >= 3 && data[0] >= 0x14 && data[0] <= 0x17 && data[1] == 0x03 && data[2] <= 0x04;
 }
 
+/* Whether the first bytes of a connection open an HTTP/1.x request or
+ * response, or the HTTP/2 preface (`PRI *`): four letters are enough. */
+static __always_inline bool looks_like_http(const __u8 *data, __u32 captured)
+{
+	if (captured < 4)
+		return false;
+	__u32 word = data[0] | data[1] << 8 | data[2] << 16 | (__u32)data[3] << 24;
+#define WORD(a, b, c, d) ((a) | (b) << 8 | (c) << 16 | (__u32)(d) << 24)
+	switch (word) {
+	case WORD('G', 'E', 'T', ' '):
+	case WORD('P', 'O', 'S', 'T'):
+	case WORD('P', 'U', 'T', ' '):
+	case WORD('P', 'A', 'T', 'C'):
+	case WORD('D', 'E', 'L', 'E'):
+	case WORD('H', 'E', 'A', 'D'):
+	case WORD('O', 'P', 'T', 'I'):
+	case WORD('H', 'T', 'T', 'P'):
+	case WORD('P', 'R', 'I', ' '):
+		return true;
+	}
+#undef WORD
+	return false;
+}
+
 /* Sends `s` with its first `captured` payload bytes. */
 static __always_inline void submit_data(struct data_scratch *s, __u32 captured)
 {
@@ -434,6 +464,8 @@ static __always_inline int enter_socket_call(__s32 fd, __u64 buf, __u32 iovcnt, 
 	} else if (state->tls) {
 		bpf_map_update_elem(&thread_tls_fd, &pid_tgid, &fd, BPF_ANY);
 		count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
+		return 0;
+	} else if (state->not_http) {
 		return 0;
 	}
 
@@ -498,6 +530,13 @@ static __always_inline int exit_socket_call(__s64 ret)
 		if (looks_like_tls_record(s->data, captured)) {
 			state->tls = 1;
 			count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
+			return 0;
+		}
+		/* Host-wide, most sockets are not LLM traffic: stop at once
+		 * rather than stream them to user space. */
+		if (watch_all && !looks_like_http(s->data, captured)) {
+			state->not_http = 1;
+			count(LLMTAP_COUNTER_NOT_HTTP);
 			return 0;
 		}
 	}
@@ -805,7 +844,8 @@ int go_tls_return(struct pt_regs *ctx)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (!follow_forks)
+	/* Under --all every process is watched already: no entry to add. */
+	if (!follow_forks || watch_all)
 		return 0;
 	__u32 parent_pid = BPF_CORE_READ(parent, tgid);
 	__u32 child_pid = BPF_CORE_READ(child, tgid);

@@ -45,11 +45,26 @@ pub struct WatchArgs {
     #[arg(long, value_name = "NAME|REGEX")]
     pub exe: Vec<String>,
 
-    /// Watch every process in this cgroup v2 or its descendants, now and
-    /// when started later (a path under /sys/fs/cgroup, in full or relative
-    /// to it). Processes are matched at exec in the kernel. May be repeated.
+    /// Watch every process in this cgroup or its descendants, now and when
+    /// started later: a cgroup v2 directory (in full, or relative to the
+    /// cgroup2 mount), matched at exec in the kernel, or a cgroup v1
+    /// hierarchy's directory (/sys/fs/cgroup/pids/app), matched by llmtap
+    /// just after exec. May be repeated.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Vec<std::path::PathBuf>,
+
+    /// Watch every process of this container (Docker, containerd, CRI-O,
+    /// Podman), now and when started later: its full id or a prefix, as
+    /// `docker ps` or `crictl ps` show it. Found through /proc/*/cgroup, so
+    /// the container's runtime needs no socket. May be repeated.
+    #[arg(long, value_name = "ID")]
+    pub container: Vec<String>,
+
+    /// Watch every process on the host (but llmtap itself), now and when
+    /// started later. Connections that are not HTTP are dropped as soon as
+    /// their first bytes show it; only LLM calls are reported.
+    #[arg(long)]
+    pub all: bool,
 
     /// Print one JSON line per connection event and per read/write (time,
     /// pid, tid, connection, direction, length, a printable preview), for

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use llmtap::capture::ebpf::scope::Scopes;
+use llmtap::capture::ebpf::scope::{ScopeArgs, Scopes};
 use llmtap::capture::ebpf::EbpfConfig;
 use llmtap::cli::{Cli, Command, LogFormat, WatchArgs};
 use llmtap::run::{self, AgentOptions, Outcome};
@@ -24,7 +24,12 @@ fn init_logging(format: LogFormat) {
 }
 
 fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
-    let scopes = Scopes::parse(&watch.exe, &watch.cgroup)?;
+    let scopes = Scopes::parse(&ScopeArgs {
+        exes: watch.exe,
+        cgroups: watch.cgroup,
+        containers: watch.container,
+        all: watch.all,
+    })?;
     Ok(AgentOptions {
         export: llmtap::config::ExportSettings::from_args(&watch.export)?,
         pids: watch.pid,
@@ -36,6 +41,7 @@ fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
             ring_buffer_bytes: watch.ring_buffer_kib * 1024,
             follow_forks: !watch.no_follow_forks,
             report_all_execs: scopes.needs_all_execs(),
+            watch_all: scopes.all,
         },
         scopes,
     })

@@ -57,7 +57,7 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     if options.pids.is_empty() && options.command.is_empty() && options.scopes.is_empty() {
-        anyhow::bail!("nothing to watch: give --pid PID, --exe NAME, --cgroup PATH, or a command after `--` (llmtap --print -- curl ...)");
+        anyhow::bail!("nothing to watch: give --pid PID, --exe NAME, --cgroup PATH, --container ID, --all, or a command after `--` (llmtap --print -- curl ...)");
     }
     if !options.export.enabled {
         tracing::info!("ENABLE_TELEMETRY is false: attaching nothing, exporting nothing");
@@ -128,7 +128,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         if options.scopes.is_empty() {
             ""
         } else {
-            ", and those that start in the --exe/--cgroup scopes"
+            ", and those that start in the scopes given"
         }
     );
 
@@ -197,6 +197,8 @@ struct Discovery {
     scopes: Scopes,
     /// Processes known to be watched: given, started, or found by exec.
     watched: HashSet<u32>,
+    /// Containers' cgroup v2 ids already given to the kernel.
+    container_cgroups: HashSet<u64>,
 }
 
 impl Discovery {
@@ -204,14 +206,32 @@ impl Discovery {
         Discovery {
             scopes,
             watched: HashSet::new(),
+            container_cgroups: HashSet::new(),
         }
     }
 
     /// Watches `pid` and hooks the TLS files it uses now.
     fn watch(&mut self, capture: &mut EbpfCapture, pid: u32) -> anyhow::Result<()> {
-        capture.watch(pid)?;
+        // Under --all the kernel watches every pid without a map entry.
+        if !self.scopes.all {
+            capture.watch(pid)?;
+        }
         self.watched.insert(pid);
         capture.attach_tls(&tls_targets::process_candidates(pid));
+        Ok(())
+    }
+
+    /// Watches a process found in a scope user space matched, and gives
+    /// the kernel its container's cgroup v2 directory, so the container's
+    /// next execs are matched there, from their first instruction.
+    fn watch_matched(&mut self, capture: &mut EbpfCapture, pid: u32) -> anyhow::Result<()> {
+        self.watch(capture, pid)?;
+        for cgroup in self.scopes.container_cgroups(&[pid]) {
+            if self.container_cgroups.insert(cgroup.id) {
+                capture.watch_cgroup(cgroup.id)?;
+                tracing::info!(path = %cgroup.path.display(), "watching a container's cgroup");
+            }
+        }
         Ok(())
     }
 
@@ -221,14 +241,23 @@ impl Discovery {
             capture.watch_cgroup(cgroup.id)?;
             tracing::info!(path = %cgroup.path.display(), id = cgroup.id, "watching cgroup");
         }
+        for cgroup in &self.scopes.v1_cgroups {
+            tracing::info!(path = %cgroup.path.display(), "watching cgroup v1 directory (matched at exec by llmtap)");
+        }
         for comm in self.scopes.exes.iter().filter_map(ExeMatch::comm_key) {
             capture.watch_comm(comm)?;
         }
         for pid in self.scopes.running_pids() {
             // Gone already, or not ours to trace: skip it, the scope stays.
             if preflight::check_process(pid).is_ok() {
-                self.watch(capture, pid)?;
+                self.watch_matched(capture, pid)?;
             }
+        }
+        if !self.scopes.containers.is_empty() && self.container_cgroups.is_empty() {
+            tracing::info!(
+                containers = ?self.scopes.containers,
+                "no process of the given containers runs yet: they are watched from their first exec"
+            );
         }
         Ok(())
     }
@@ -244,8 +273,8 @@ impl Discovery {
             if exec.watched {
                 self.watched.insert(exec.pid);
                 capture.attach_tls(&tls_targets::process_candidates(exec.pid));
-            } else if self.scopes.exe_matches(&ProcessNames::of(exec.pid)) {
-                self.watch(capture, exec.pid)?;
+            } else if self.scopes.matches_in_user_space(exec.pid) {
+                self.watch_matched(capture, exec.pid)?;
             } else {
                 tracing::trace!(pid = exec.pid, names = ?ProcessNames::of(exec.pid), "exec outside the scopes");
                 continue;

@@ -18,14 +18,21 @@ use llmtap_tests::*;
 
 const CALLS: &str = "llm_request_duration_seconds_count";
 
-/// A cgroup v2 the test creates, removed (its processes moved back to the
-/// root) when dropped.
+/// A cgroup the test creates (v2, or in a v1 hierarchy), removed (its
+/// processes moved back to the parent) when dropped.
 struct TestCgroup {
     path: PathBuf,
+    /// The directories made for it, innermost first.
+    made: Vec<PathBuf>,
 }
 
 impl TestCgroup {
+    /// A cgroup v2 directory, `nested` below a test directory.
     fn create(name: &str) -> TestCgroup {
+        Self::create_nested(name, &[])
+    }
+
+    fn create_nested(name: &str, nested: &[&str]) -> TestCgroup {
         let mount = cgroup2_mount();
         let fs_type = Command::new("stat")
             .args(["-fc", "%T"])
@@ -38,10 +45,35 @@ impl TestCgroup {
             "{} is not a cgroup v2 mount",
             mount.display()
         );
-        let path = mount.join(format!("llmtap-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).expect("create the test cgroup");
-        TestCgroup { path }
+        Self::under(&mount, name, nested)
+    }
+
+    /// A directory in the first cgroup v1 hierarchy mounted, if any.
+    fn create_v1(name: &str) -> Option<TestCgroup> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let hierarchy = mountinfo.lines().find_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            fs.starts_with("cgroup ")
+                .then(|| PathBuf::from(mount.split(' ').nth(4).unwrap()))
+        })?;
+        Some(Self::under(&hierarchy, name, &[]))
+    }
+
+    fn under(root: &Path, name: &str, nested: &[&str]) -> TestCgroup {
+        let mut path = root.join(format!("llmtap-test-{name}-{}", std::process::id()));
+        let mut made = vec![path.clone()];
+        for dir in nested {
+            path = path.join(dir);
+            made.push(path.clone());
+        }
+        for dir in made.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        for dir in &made {
+            std::fs::create_dir(dir).expect("create the test cgroup");
+        }
+        made.reverse();
+        TestCgroup { path, made }
     }
 
     /// `command` run inside the cgroup: a shell joins it, then execs.
@@ -61,17 +93,15 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        let root = self
-            .path
-            .parent()
-            .expect("under the mount")
-            .join("cgroup.procs");
-        if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
-            for pid in procs.lines() {
-                let _ = std::fs::write(&root, pid);
+        for dir in &self.made {
+            let parent = dir.parent().expect("under the mount").join("cgroup.procs");
+            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines() {
+                    let _ = std::fs::write(&parent, pid);
+                }
             }
+            let _ = std::fs::remove_dir(dir);
         }
-        let _ = std::fs::remove_dir(&self.path);
     }
 }
 
@@ -181,12 +211,12 @@ fn unique(model: &str) -> String {
     format!("{model}-{}", std::process::id())
 }
 
-#[test]
-fn a_cgroup_scope_captures_python_and_node_started_inside_it_and_nothing_outside() {
-    let _serial = serial();
+/// Python and node started inside `cgroup` after the agent (watching
+/// it with `scope`) are captured; python outside it, running meanwhile, is
+/// not.
+fn check_scope_captures_inside_only(cgroup: &TestCgroup, scope: &[&str]) {
     let server = fast_server();
-    let cgroup = TestCgroup::create("cg");
-    let (agent, addr) = started_agent(&["--cgroup", &cgroup.path.display().to_string()]);
+    let (agent, addr) = started_agent(scope);
     let (inside_py, inside_node, outside) = (unique("in-py"), unique("in-node"), unique("out-py"));
 
     // All three at once: the outside one runs while the scope is busy.
@@ -210,7 +240,125 @@ fn a_cgroup_scope_captures_python_and_node_started_inside_it_and_nothing_outside
     }
     assert_eq!(wait_for_calls(addr, &inside_py, 2), 2, "python inside");
     assert_eq!(wait_for_calls(addr, &inside_node, 2), 2, "node inside");
-    assert_eq!(calls_of(addr, &outside), 0, "outside the cgroup");
+    assert_eq!(calls_of(addr, &outside), 0, "outside the scope");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
+fn a_cgroup_scope_captures_python_and_node_started_inside_it_and_nothing_outside() {
+    let _serial = serial();
+    let cgroup = TestCgroup::create("cg");
+    check_scope_captures_inside_only(&cgroup, &["--cgroup", &cgroup.path.display().to_string()]);
+}
+
+#[test]
+fn a_cgroup_v1_scope_captures_processes_started_inside_it_and_nothing_outside() {
+    let _serial = serial();
+    // This machine (like CI's) mounts v1 controllers beside cgroup2.
+    let cgroup = TestCgroup::create_v1("v1").expect("a cgroup v1 hierarchy is mounted");
+    check_scope_captures_inside_only(&cgroup, &["--cgroup", &cgroup.path.display().to_string()]);
+}
+
+/// A fake but well-formed container id, unique to this test run.
+fn container_id(tag: u8) -> String {
+    format!(
+        "{:02x}{:08x}{}",
+        tag,
+        std::process::id(),
+        "c0ffee".repeat(9)
+    )[..64]
+        .to_owned()
+}
+
+#[test]
+fn a_container_scope_captures_its_processes_by_id_prefix_and_nothing_outside() {
+    let _serial = serial();
+    // Named as Docker's systemd driver names them: docker-<id>.scope.
+    let running_id = container_id(1);
+    let running = TestCgroup::create_nested("ctr", &[&format!("docker-{running_id}.scope")]);
+    let empty_id = container_id(2);
+    let empty = TestCgroup::create_nested("ctr2", &[&format!("cri-containerd-{empty_id}.scope")]);
+    // One container has a process when the agent starts (its cgroup goes to
+    // the kernel); the other has none yet (matched at exec by llmtap).
+    let mut resident = start(&running.wrap(&["sleep".into(), "60".into()]), None);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let server = fast_server();
+    let (mut agent, addr) =
+        started_agent(&["--container", &running_id[..12], "--container", &empty_id]);
+    // The running container's cgroup was given to the kernel.
+    agent.wait_for_log("watching a container's cgroup", Duration::from_secs(1));
+    let (in_running, in_empty, outside) = (unique("ctr-a"), unique("ctr-b"), unique("ctr-out"));
+    let cert = server.cert.as_deref();
+    let clients = [
+        (
+            start(&running.wrap(&python_sdk(&server, &in_running, 1)), cert),
+            "in the running container",
+        ),
+        (
+            start(&empty.wrap(&node_sdk(&server, &in_empty, 1)), cert),
+            "in the empty container",
+        ),
+        (start(&python_sdk(&server, &outside, 1), cert), "outside"),
+    ];
+    for (child, what) in clients {
+        finish(child, what);
+    }
+    assert_eq!(wait_for_calls(addr, &in_running, 1), 1, "running container");
+    assert_eq!(
+        wait_for_calls(addr, &in_empty, 1),
+        1,
+        "container started later"
+    );
+    assert_eq!(calls_of(addr, &outside), 0, "outside the containers");
+    let _ = resident.kill();
+    let _ = resident.wait();
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
+fn a_bad_container_id_is_one_clear_error() {
+    let output = Command::new(llmtap_bin())
+        .args(["--container", "not-a-container"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, "a container id is 1 to 64 hex digits");
+}
+
+#[test]
+fn all_watches_every_process_and_drops_connections_that_are_not_http() {
+    let _serial = serial();
+    let server = fast_server();
+    let (agent, addr) = started_agent(&["--all"]);
+    let (python, node) = (unique("all-py"), unique("all-node"));
+    let cert = server.cert.as_deref();
+    finish(start(&python_sdk(&server, &python, 1), cert), "python");
+    finish(start(&node_sdk(&server, &node, 1), cert), "node");
+    assert_eq!(wait_for_calls(addr, &python, 1), 1, "python");
+    assert_eq!(wait_for_calls(addr, &node, 1), 1, "node");
+
+    // A plaintext TCP exchange that is not HTTP, inside this test process.
+    let not_http = "llmtap_connections_not_http_total";
+    let before = sample_sum(&metrics(addr), not_http, "");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    use std::io::{Read, Write};
+    client.write_all(b"\x00\x01binary, not http").unwrap();
+    let mut buf = [0u8; 64];
+    let _ = accepted.read(&mut buf).unwrap();
+    drop((client, accepted));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sample_sum(&metrics(addr), not_http, "") < before + 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Both ends: the writer's and the reader's socket.
+    assert!(
+        sample_sum(&metrics(addr), not_http, "") >= before + 2.0,
+        "both ends of the binary exchange were dropped"
+    );
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
 }

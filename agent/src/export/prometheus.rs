@@ -73,6 +73,8 @@ pub struct Health {
     pub events_read: IntCounter,
     /// Capture records the kernel dropped (ring buffer full).
     pub events_lost: IntCounter,
+    /// Connections `--all` ignored because their first bytes are not HTTP.
+    pub connections_not_http: IntCounter,
     /// Payload bytes captured.
     pub bytes_captured: IntCounter,
     pub attached_processes: IntGauge,
@@ -104,6 +106,7 @@ impl Health {
     /// as convenient: only the increase since the last call is added.
     pub fn observe_totals(&self, kernel: &KernelCounters, reconstruction: &ReconstructionStats) {
         advance(&self.events_lost, kernel.ringbuf_full);
+        advance(&self.connections_not_http, kernel.not_http_connections);
         advance(&self.calls_lost, reconstruction.calls_lost);
         let stages = [
             (value::STAGE_HTTP, reconstruction.parse_failures),
@@ -205,6 +208,7 @@ impl MetricsRegistry {
         let health = Health {
             events_read: f.counter(metric::EVENTS_READ, "Capture records read from the kernel ring buffer.")?,
             events_lost: f.counter(metric::EVENTS_LOST, "Capture records dropped in the kernel because the ring buffer was full.")?,
+            connections_not_http: f.counter(metric::CONNECTIONS_NOT_HTTP, "Connections --all stopped capturing at their first bytes, which were not HTTP (so no LLM call).")?,
             bytes_captured: f.counter(metric::BYTES_CAPTURED, "Payload bytes captured from watched processes.")?,
             attached_processes: f.gauge(metric::ATTACHED_PROCESSES, "Processes currently watched.")?,
             open_streams: f.gauge(metric::OPEN_STREAMS, "Connections currently being reassembled.")?,

@@ -30,6 +30,7 @@ pub const MAX_DATA: u32 = 16384;
 pub const COUNTER_RINGBUF_FULL: u32 = 0;
 pub const COUNTER_TRUNCATED: u32 = 1;
 pub const COUNTER_TLS_CIPHERTEXT: u32 = 2;
+pub const COUNTER_NOT_HTTP: u32 = 3;
 
 /// `struct llmtap_header`
 #[repr(C)]

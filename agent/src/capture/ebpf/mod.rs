@@ -60,6 +60,8 @@ pub struct EbpfConfig {
     pub follow_forks: bool,
     /// Report every exec on the host (for scopes matched in user space).
     pub report_all_execs: bool,
+    /// Watch every process on the host but the agent (`--all`).
+    pub watch_all: bool,
 }
 
 impl Default for EbpfConfig {
@@ -69,6 +71,7 @@ impl Default for EbpfConfig {
             ring_buffer_bytes: 8 << 20,
             follow_forks: true,
             report_all_execs: false,
+            watch_all: false,
         }
     }
 }
@@ -132,6 +135,8 @@ pub struct KernelCounters {
     pub truncated: u64,
     /// Socket calls skipped because they carried TLS ciphertext.
     pub tls_ciphertext_skipped: u64,
+    /// Connections `--all` stopped capturing: their first bytes are not HTTP.
+    pub not_http_connections: u64,
 }
 
 /// The loaded programs. Dropping it detaches and unloads everything.
@@ -176,12 +181,17 @@ impl EbpfCapture {
         let capture_bytes = config.capture_bytes.clamp(1, abi::MAX_DATA);
         let follow_forks = u8::from(config.follow_forks);
         let report_all_execs = u8::from(config.report_all_execs);
+        let watch_all = u8::from(config.watch_all);
+        // The kernel's pid (tgid) of the agent, which --all must not watch.
+        let agent_pid = std::process::id();
         let wakeup_bytes = (config.ring_buffer_bytes / 4).min(256 * 1024);
         let mut ebpf = EbpfLoader::new()
             .override_global("capture_bytes", &capture_bytes, true)
             .override_global("follow_forks", &follow_forks, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
             .override_global("report_all_execs", &report_all_execs, true)
+            .override_global("watch_all", &watch_all, true)
+            .override_global("agent_pid", &agent_pid, true)
             .map_max_entries("events", config.ring_buffer_bytes)
             .map_max_entries("scratch", cpus)
             .load(llmtap_ebpf::object())?;
@@ -373,6 +383,7 @@ impl EbpfCapture {
             ringbuf_full: sum(abi::COUNTER_RINGBUF_FULL),
             truncated: sum(abi::COUNTER_TRUNCATED),
             tls_ciphertext_skipped: sum(abi::COUNTER_TLS_CIPHERTEXT),
+            not_http_connections: sum(abi::COUNTER_NOT_HTTP),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Scopes beyond `--pid`: which processes to watch by program name
-//! (`--exe`) or by cgroup v2 (`--cgroup`), turned into what the kernel
-//! matches at exec (comm keys, cgroup ids) and what user space matches
-//! itself (name patterns), plus the processes already running in them.
+//! (`--exe`), by cgroup (`--cgroup`, v2 or v1), by container
+//! (`--container`) or all of them (`--all`), turned into what the kernel
+//! matches at exec (comm keys, cgroup v2 ids) and what user space matches
+//! itself (name patterns, v1 paths, container ids), plus the processes
+//! already running in them.
 //!
 //! Input: the flags' strings. Output: [`Scopes`], and pid lists from /proc
 //! and cgroupfs. No BPF here: the loader puts the keys in its maps.
@@ -11,6 +13,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
+
+use crate::workload::{container_id_matches, CgroupIdentity};
 
 /// Where the cgroup v2 hierarchy usually is mounted (on hybrid systems,
 /// at `unified/` below it: [`cgroup2_mount`] finds out).
@@ -33,8 +37,10 @@ pub enum ScopeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--cgroup {0}: not a cgroup v2 directory (cgroup v1 hierarchies are not supported; cgroup2 is mounted at {1})")]
-    NotCgroup2(PathBuf, String),
+    #[error("--cgroup {0}: not a cgroup directory (cgroup2 is mounted at {1}; give a directory under it, or under a cgroup v1 hierarchy such as /sys/fs/cgroup/pids)")]
+    NotCgroup(PathBuf, String),
+    #[error("--container {0:?}: a container id is 1 to 64 hex digits (as `docker ps` or `crictl ps` show it)")]
+    BadContainerId(String),
 }
 
 /// One `--exe` value.
@@ -134,7 +140,7 @@ impl WatchedCgroup {
         };
         let meta = fs::metadata(&full).map_err(error)?;
         if !meta.is_dir() || !is_cgroup2(&full) {
-            return Err(ScopeError::NotCgroup2(full, mount.display().to_string()));
+            return Err(ScopeError::NotCgroup(full, mount.display().to_string()));
         }
         Ok(WatchedCgroup {
             id: meta.ino(),
@@ -144,23 +150,123 @@ impl WatchedCgroup {
 
     /// The processes in this cgroup and its descendants now.
     pub fn pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        let mut dirs = vec![self.path.clone()];
-        while let Some(dir) = dirs.pop() {
-            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-            }
-            if let Ok(entries) = fs::read_dir(&dir) {
-                dirs.extend(
-                    entries
-                        .filter_map(Result::ok)
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
-        }
-        pids
+        pids_below(&self.path)
     }
+}
+
+/// The processes in a cgroup directory (v1 or v2) and its descendants.
+fn pids_below(path: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut dirs = vec![path.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        if let Ok(entries) = fs::read_dir(&dir) {
+            dirs.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    pids
+}
+
+/// A directory of a cgroup v1 hierarchy. The kernel's cgroup id helpers
+/// only know v2, so membership is matched in user space, at exec, on the
+/// process's `/proc/PID/cgroup` line for this hierarchy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct V1Cgroup {
+    pub path: PathBuf,
+    /// The hierarchy's controllers as `/proc/PID/cgroup` spells them
+    /// (`pids`, `cpu,cpuacct`, `name=systemd`).
+    controllers: String,
+    /// The directory relative to the hierarchy's root (`/`, `/a/b`).
+    relative: String,
+}
+
+impl V1Cgroup {
+    /// `path` when it lies in a mounted cgroup v1 hierarchy.
+    fn resolve(path: &Path) -> Option<V1Cgroup> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+        let (point, options) = mountinfo.lines().find_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let point = Path::new(mount.split(' ').nth(4)?);
+            let mut fs = fs.split(' ');
+            (fs.next()? == "cgroup" && path.starts_with(point))
+                .then(|| (point.to_owned(), fs.nth(1).unwrap_or("").to_owned()))
+        })?;
+        let options: Vec<&str> = options.split(',').collect();
+        // The hierarchy whose every controller is among the mount's options.
+        let controllers = own.lines().find_map(|line| {
+            let controllers = line.split(':').nth(1)?;
+            (!controllers.is_empty() && controllers.split(',').all(|c| options.contains(&c)))
+                .then(|| controllers.to_owned())
+        })?;
+        let relative = Path::new("/").join(path.strip_prefix(&point).ok()?);
+        Some(V1Cgroup {
+            path: path.to_owned(),
+            controllers,
+            relative: relative.display().to_string(),
+        })
+    }
+
+    /// Whether a process with this `/proc/PID/cgroup` text is inside.
+    fn contains(&self, cgroup_file: &str) -> bool {
+        cgroup_file.lines().any(|line| {
+            let mut fields = line.splitn(3, ':').skip(1);
+            let (Some(controllers), Some(path)) = (fields.next(), fields.next()) else {
+                return false;
+            };
+            controllers == self.controllers
+                && (self.relative == "/"
+                    || path == self.relative
+                    || path
+                        .strip_prefix(&self.relative)
+                        .is_some_and(|rest| rest.starts_with('/')))
+        })
+    }
+}
+
+/// `--cgroup PATH`: where it lies decides how it is matched.
+fn resolve_cgroup(path: &Path) -> Result<CgroupScope, ScopeError> {
+    match WatchedCgroup::resolve(path) {
+        Ok(v2) => Ok(CgroupScope::V2(v2)),
+        Err(ScopeError::NotCgroup(..)) if fs::metadata(path).is_ok_and(|m| m.is_dir()) => {
+            V1Cgroup::resolve(path).map(CgroupScope::V1).ok_or_else(|| {
+                ScopeError::NotCgroup(path.to_owned(), cgroup2_mount().display().to_string())
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+enum CgroupScope {
+    V2(WatchedCgroup),
+    V1(V1Cgroup),
+}
+
+/// `--container ID`, checked: hex, lowercased.
+fn parse_container_id(value: &str) -> Result<String, ScopeError> {
+    let valid = (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit());
+    valid
+        .then(|| value.to_ascii_lowercase())
+        .ok_or_else(|| ScopeError::BadContainerId(value.to_owned()))
+}
+
+/// The cgroup v2 directory a process of a container is in, when its v2
+/// path names that container (on cgroup v1 only hosts it is `/`, which
+/// must not be watched).
+fn container_cgroup_v2(pid: u32, container_id: &str) -> Option<WatchedCgroup> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    if !path.contains(container_id) {
+        return None;
+    }
+    WatchedCgroup::resolve(Path::new(path)).ok()
 }
 
 /// The cgroup2 mount point, from /proc/self/mountinfo: `/sys/fs/cgroup`
@@ -189,57 +295,141 @@ fn is_cgroup2(path: &Path) -> bool {
     }
 }
 
+/// What the scope flags say, before they are resolved.
+#[derive(Clone, Debug, Default)]
+pub struct ScopeArgs {
+    pub exes: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
+    pub containers: Vec<String>,
+    pub all: bool,
+}
+
 /// Every scope given on the command line.
 #[derive(Clone, Debug, Default)]
 pub struct Scopes {
     pub exes: Vec<ExeMatch>,
+    /// cgroup v2 directories, matched in the kernel.
     pub cgroups: Vec<WatchedCgroup>,
+    /// cgroup v1 directories, matched in user space.
+    pub v1_cgroups: Vec<V1Cgroup>,
+    /// Container ids (or prefixes), matched in user space on each exec's
+    /// cgroup; their cgroup v2 directories are also given to the kernel
+    /// once a process of theirs is seen.
+    pub containers: Vec<String>,
+    /// Every process on the host but the agent itself.
+    pub all: bool,
 }
 
 impl Scopes {
-    pub fn parse(exes: &[String], cgroups: &[PathBuf]) -> Result<Self, ScopeError> {
-        Ok(Scopes {
-            exes: exes
+    pub fn parse(args: &ScopeArgs) -> Result<Self, ScopeError> {
+        let mut scopes = Scopes {
+            exes: args
+                .exes
                 .iter()
                 .map(|e| ExeMatch::parse(e))
                 .collect::<Result<_, _>>()?,
-            cgroups: cgroups
+            containers: args
+                .containers
                 .iter()
-                .map(|c| WatchedCgroup::resolve(c))
+                .map(|c| parse_container_id(c))
                 .collect::<Result<_, _>>()?,
-        })
+            all: args.all,
+            ..Scopes::default()
+        };
+        for path in &args.cgroups {
+            match resolve_cgroup(path)? {
+                CgroupScope::V2(cgroup) => scopes.cgroups.push(cgroup),
+                CgroupScope::V1(cgroup) => scopes.v1_cgroups.push(cgroup),
+            }
+        }
+        Ok(scopes)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exes.is_empty() && self.cgroups.is_empty()
+        self.exes.is_empty()
+            && self.cgroups.is_empty()
+            && self.v1_cgroups.is_empty()
+            && self.containers.is_empty()
+            && !self.all
     }
 
     /// Whether some scope can only be decided in user space, so the kernel
-    /// must report every exec.
+    /// must report every exec. (`--all` needs them too: each new program's
+    /// own TLS functions must be hooked.)
     pub fn needs_all_execs(&self) -> bool {
-        self.exes.iter().any(|e| matches!(e, ExeMatch::Pattern(_)))
+        self.all
+            || !self.v1_cgroups.is_empty()
+            || !self.containers.is_empty()
+            || self.exes.iter().any(|e| matches!(e, ExeMatch::Pattern(_)))
     }
 
-    /// Whether a process matches an `--exe` scope.
-    pub fn exe_matches(&self, names: &ProcessNames) -> bool {
-        self.exes.iter().any(|e| e.matches(names))
+    /// Whether a process the kernel did not match at exec is in a scope
+    /// that user space decides: an `--exe` pattern, a v1 cgroup, a container.
+    pub fn matches_in_user_space(&self, pid: u32) -> bool {
+        if self.exes.iter().any(|e| e.matches(&ProcessNames::of(pid))) {
+            return true;
+        }
+        if self.v1_cgroups.is_empty() && self.containers.is_empty() {
+            return false;
+        }
+        let Ok(cgroup_file) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        self.v1_cgroups.iter().any(|c| c.contains(&cgroup_file))
+            || CgroupIdentity::parse(&cgroup_file)
+                .container_id
+                .is_some_and(|id| self.containers.iter().any(|c| container_id_matches(c, &id)))
     }
 
     /// The processes already inside a scope when the agent starts.
     pub fn running_pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.cgroups.iter().flat_map(WatchedCgroup::pids).collect();
-        if !self.exes.is_empty() {
+        pids.extend(self.v1_cgroups.iter().flat_map(|c| pids_below(&c.path)));
+        if !self.exes.is_empty() || !self.containers.is_empty() || self.all {
             let me = std::process::id();
-            let all = fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
-            pids.extend(all.filter(|&pid| pid != me && self.exe_matches(&ProcessNames::of(pid))));
+            pids.extend(all_pids().filter(|&pid| {
+                pid != me
+                    && (self.all
+                        || self.exes.iter().any(|e| e.matches(&ProcessNames::of(pid)))
+                        || self.in_container(pid))
+            }));
         }
         pids.sort_unstable();
         pids.dedup();
         pids
     }
+
+    fn in_container(&self, pid: u32) -> bool {
+        !self.containers.is_empty()
+            && CgroupIdentity::of(pid)
+                .container_id
+                .is_some_and(|id| self.containers.iter().any(|c| container_id_matches(c, &id)))
+    }
+
+    /// The cgroup v2 directories of the watched containers' running
+    /// processes, for the kernel to match their later execs itself.
+    pub fn container_cgroups(&self, running: &[u32]) -> Vec<WatchedCgroup> {
+        let mut found: Vec<WatchedCgroup> = running
+            .iter()
+            .filter_map(|&pid| {
+                let id = CgroupIdentity::of(pid).container_id?;
+                self.containers
+                    .iter()
+                    .any(|c| container_id_matches(c, &id))
+                    .then(|| container_cgroup_v2(pid, &id))?
+            })
+            .collect();
+        found.sort_unstable_by_key(|c| c.id);
+        found.dedup();
+        found
+    }
+}
+
+fn all_pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
 }
 
 #[cfg(test)]
@@ -280,7 +470,7 @@ mod tests {
         assert!(!m.matches(&names("mypython3", "")));
         let scopes = Scopes {
             exes: vec![m],
-            cgroups: vec![],
+            ..Scopes::default()
         };
         assert!(scopes.needs_all_execs());
         assert!(matches!(
@@ -298,11 +488,36 @@ mod tests {
         assert!(root.pids().contains(&std::process::id()));
         assert!(matches!(
             WatchedCgroup::resolve(&mount.join("cgroup.procs")),
-            Err(ScopeError::NotCgroup2(..))
+            Err(ScopeError::NotCgroup(..))
         ));
         assert!(matches!(
             WatchedCgroup::resolve(Path::new("/no/such/llmtap/group")),
             Err(ScopeError::Cgroup { .. })
         ));
+    }
+
+    #[test]
+    fn a_v1_directory_matches_its_hierarchys_line_and_descendants() {
+        let cgroup = V1Cgroup {
+            path: "/sys/fs/cgroup/pids/app".into(),
+            controllers: "pids".into(),
+            relative: "/app".into(),
+        };
+        assert!(cgroup.contains("8:pids:/app\n0::/\n"));
+        assert!(cgroup.contains("8:pids:/app/worker\n"));
+        assert!(!cgroup.contains("8:pids:/application\n"));
+        assert!(!cgroup.contains("4:memory:/app\n8:pids:/\n"));
+        assert!(!cgroup.contains("0::/app\n"));
+    }
+
+    #[test]
+    fn container_ids_are_hex_and_compared_lowercase() {
+        assert_eq!(parse_container_id("3F4E1B2C9A8D").unwrap(), "3f4e1b2c9a8d");
+        for bad in ["", "not-hex", &"a".repeat(65)] {
+            assert!(matches!(
+                parse_container_id(bad),
+                Err(ScopeError::BadContainerId(_))
+            ));
+        }
     }
 }
