@@ -143,7 +143,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         tokio::select! {
             read = reader.read_batch(&mut batch) => {
                 pipeline.malformed_records += read?;
-                discovery.after_batch(&mut capture, reader.take_execs(), &batch)?;
+                discovery.after_batch(&mut capture, pipeline.telemetry.health(), reader.take_execs(), &batch)?;
                 pipeline.feed(batch.drain(..))?;
             }
             _ = sigint.recv() => break Outcome::Stopped,
@@ -156,7 +156,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
                     tokio::select! {
                         read = reader.read_batch(&mut batch) => {
                             pipeline.malformed_records += read?;
-                            discovery.after_batch(&mut capture, reader.take_execs(), &batch)?;
+                            discovery.after_batch(&mut capture, pipeline.telemetry.health(), reader.take_execs(), &batch)?;
                             pipeline.feed(batch.drain(..))?;
                         }
                         _ = &mut deadline => break,
@@ -210,29 +210,31 @@ impl Discovery {
         }
     }
 
-    /// Watches `pid` and hooks the TLS files it uses now.
-    fn watch(&mut self, capture: &mut EbpfCapture, pid: u32) -> anyhow::Result<()> {
+    /// Watches `pid` and hooks the TLS files it uses now; returns how
+    /// many files were hooked for it (not already hooked for another).
+    fn watch(&mut self, capture: &mut EbpfCapture, pid: u32) -> anyhow::Result<usize> {
         // Under --all the kernel watches every pid without a map entry.
         if !self.scopes.all {
             capture.watch(pid)?;
         }
         self.watched.insert(pid);
-        capture.attach_tls(&tls_targets::process_candidates(pid));
-        Ok(())
+        Ok(capture
+            .attach_tls(&tls_targets::process_candidates(pid))
+            .len())
     }
 
     /// Watches a process found in a scope user space matched, and gives
     /// the kernel its container's cgroup v2 directory, so the container's
     /// next execs are matched there, from their first instruction.
-    fn watch_matched(&mut self, capture: &mut EbpfCapture, pid: u32) -> anyhow::Result<()> {
-        self.watch(capture, pid)?;
+    fn watch_matched(&mut self, capture: &mut EbpfCapture, pid: u32) -> anyhow::Result<usize> {
+        let hooked = self.watch(capture, pid)?;
         for cgroup in self.scopes.container_cgroups(&[pid]) {
             if self.container_cgroups.insert(cgroup.id) {
                 capture.watch_cgroup(cgroup.id)?;
                 tracing::info!(path = %cgroup.path.display(), "watching a container's cgroup");
             }
         }
-        Ok(())
+        Ok(hooked)
     }
 
     /// Puts the scopes in the kernel, then watches what already runs in them.
@@ -266,20 +268,33 @@ impl Discovery {
     fn after_batch(
         &mut self,
         capture: &mut EbpfCapture,
+        health: &Health,
         execs: Vec<ProcessExec>,
         events: &[CaptureEvent],
     ) -> anyhow::Result<()> {
         for exec in execs {
-            if exec.watched {
+            let hooked = if exec.watched {
                 self.watched.insert(exec.pid);
-                capture.attach_tls(&tls_targets::process_candidates(exec.pid));
+                capture
+                    .attach_tls(&tls_targets::process_candidates(exec.pid))
+                    .len()
             } else if self.scopes.matches_in_user_space(exec.pid) {
-                self.watch_matched(capture, exec.pid)?;
+                self.watch_matched(capture, exec.pid)?
             } else {
                 tracing::trace!(pid = exec.pid, names = ?ProcessNames::of(exec.pid), "exec outside the scopes");
                 continue;
-            }
+            };
             tracing::debug!(pid = exec.pid, comm = %exec.comm, "exec in scope");
+            if hooked > 0 {
+                let latency = now().saturating_sub(exec.at) as f64 / 1e9;
+                health.tls_hook_latency.observe(latency);
+                tracing::info!(
+                    pid = exec.pid,
+                    comm = %exec.comm,
+                    latency_ms = format!("{:.1}", latency * 1e3),
+                    "hooked a new program's TLS functions after its exec"
+                );
+            }
         }
         let exited: HashSet<u32> = events
             .iter()

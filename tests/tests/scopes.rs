@@ -436,6 +436,20 @@ fn an_exe_scope_hooks_nodes_static_openssl_and_pythons_libssl_at_exec() {
     }
     assert_eq!(wait_for_calls(addr, &py, 2), 2, "python");
     assert_eq!(wait_for_calls(addr, &node, 2), 2, "node");
+    // node's own executable was hooked after its exec, within 100 ms.
+    let text = metrics(addr);
+    let latency = "llmtap_tls_hook_latency_seconds";
+    let hooked = sample_sum(&text, &format!("{latency}_count"), "");
+    assert!(hooked >= 1.0, "node's executable was hooked at exec");
+    assert_eq!(
+        sample_sum(&text, &format!("{latency}_bucket"), "le=\"0.1\""),
+        hooked,
+        "every hook within 100 ms of exec: {}",
+        text.lines()
+            .filter(|l| l.starts_with(latency))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
 }

@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use super::derived::{self, SlowReasons};
@@ -75,6 +75,8 @@ pub struct Health {
     pub events_lost: IntCounter,
     /// Connections `--all` ignored because their first bytes are not HTTP.
     pub connections_not_http: IntCounter,
+    /// From a process's exec to its new TLS code being hooked, seconds.
+    pub tls_hook_latency: Histogram,
     /// Payload bytes captured.
     pub bytes_captured: IntCounter,
     pub attached_processes: IntGauge,
@@ -209,6 +211,7 @@ impl MetricsRegistry {
             events_read: f.counter(metric::EVENTS_READ, "Capture records read from the kernel ring buffer.")?,
             events_lost: f.counter(metric::EVENTS_LOST, "Capture records dropped in the kernel because the ring buffer was full.")?,
             connections_not_http: f.counter(metric::CONNECTIONS_NOT_HTTP, "Connections --all stopped capturing at their first bytes, which were not HTTP (so no LLM call).")?,
+            tls_hook_latency: f.histogram(metric::TLS_HOOK_LATENCY, "Time from a process's exec to the hooking of TLS code no earlier process used (its executable's static OpenSSL, a library), seconds.", prometheus::DEFAULT_BUCKETS, &[])?.with_label_values(&[] as &[&str]),
             bytes_captured: f.counter(metric::BYTES_CAPTURED, "Payload bytes captured from watched processes.")?,
             attached_processes: f.gauge(metric::ATTACHED_PROCESSES, "Processes currently watched.")?,
             open_streams: f.gauge(metric::OPEN_STREAMS, "Connections currently being reassembled.")?,

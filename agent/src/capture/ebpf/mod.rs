@@ -24,7 +24,7 @@ use self::preflight::PreflightError;
 use self::tls_targets::{TlsTarget, TlsTargets, TLS_FUNCTIONS};
 use super::clock::MonotonicToWall;
 use super::{CaptureEvent, StreamKey};
-use crate::stream::{Direction, Side};
+use crate::stream::{Direction, Side, WallNanos};
 
 /// What can go wrong while setting up the eBPF capture.
 #[derive(Debug, thiserror::Error)]
@@ -394,6 +394,8 @@ impl EbpfCapture {
 pub struct ProcessExec {
     pub pid: u32,
     pub comm: String,
+    /// When it exec'd (wall clock).
+    pub at: WallNanos,
     /// The kernel watches it now.
     pub watched: bool,
 }
@@ -445,6 +447,7 @@ fn drain(
                 execs.push(ProcessExec {
                     pid: event.hdr.pid,
                     comm: comm_string(&event.comm),
+                    at: clock.to_wall(event.hdr.end_ns),
                     watched: event.hdr.flags & abi::FLAG_WATCHED != 0,
                 });
             }

@@ -10,7 +10,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::read::elf::ElfFile64;
+use object::{Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable};
 
 /// The TLS library functions llmtap hooks, with the entry program each one
 /// gets; all share the `ssl_return` return program. GnuTLS's record calls
@@ -200,7 +201,7 @@ fn scan_file(path: &Path) -> Scan {
     };
     // The exported symbols, and the (much longer) full table only when
     // nothing is exported.
-    let mut found = scan(file.dynamic_symbols());
+    let mut found = exported_by_hash(&data, &file).unwrap_or_else(|| scan(file.dynamic_symbols()));
     if found.is_empty() {
         found = scan(file.symbols());
     }
@@ -227,6 +228,30 @@ fn scan_file(path: &Path) -> Scan {
             .collect(),
         go_returns,
     )
+}
+
+/// The hooked functions a file exports, looked up in its GNU hash table:
+/// eight lookups, where walking node's 75,000 exports takes long enough
+/// (100 ms in a debug build) to miss a new process's first calls. None
+/// when the file has no such table.
+fn exported_by_hash(data: &[u8], file: &object::File<'_>) -> Option<Vec<(&'static str, u64, u64)>> {
+    let elf = ElfFile64::<Endianness>::parse(data).ok()?;
+    let endian = elf.endian();
+    let sections = elf.elf_section_table();
+    let (table, link) = sections.gnu_hash(endian, data).ok()??;
+    let symbols = sections.symbol_table_by_index(endian, data, link).ok()?;
+    let versions = sections.versions(endian, data).ok()?.unwrap_or_default();
+    let exports = file.dynamic_symbol_table()?;
+    let found = TLS_FUNCTIONS.iter().filter_map(|&(name, _)| {
+        let hash = object::elf::gnu_hash(name.as_bytes());
+        let (index, _) = table.find(endian, name.as_bytes(), hash, None, &symbols, &versions)?;
+        let symbol = exports.symbol_by_index(index).ok()?;
+        if !symbol.is_definition() {
+            return None;
+        }
+        Some((name, file_offset(file, &symbol)?, symbol.size()))
+    });
+    Some(found.collect())
 }
 
 /// File offsets of the RET instructions in the function at `offset` of
