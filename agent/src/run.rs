@@ -51,9 +51,9 @@ pub enum Outcome {
     CommandExited(ExitStatus),
 }
 
-/// After the started command exits, how long to keep reading: its last
-/// records may still be in the ring buffer.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+/// At a stop, how long at most to keep reading the records already in the
+/// ring buffer (under `--all` new ones never stop coming).
+const DRAIN_AT_STOP: Duration = Duration::from_millis(500);
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     if options.pids.is_empty() && options.command.is_empty() && options.scopes.is_empty() {
@@ -149,20 +149,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
             _ = sigint.recv() => break Outcome::Stopped,
             _ = sigterm.recv() => break Outcome::Stopped,
             status = &mut exit_rx, if command_running => {
-                let status = status.context("lost the started command")??;
-                let deadline = tokio::time::sleep(DRAIN_AFTER_EXIT);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        read = reader.read_batch(&mut batch) => {
-                            pipeline.malformed_records += read?;
-                            discovery.after_batch(&mut capture, pipeline.telemetry.health(), reader.take_execs(), &batch)?;
-                            pipeline.feed(batch.drain(..))?;
-                        }
-                        _ = &mut deadline => break,
-                    }
-                }
-                break Outcome::CommandExited(status);
+                break Outcome::CommandExited(status.context("lost the started command")??);
             }
             _ = tick.tick() => {
                 pipeline.evict_idle(now())?;
@@ -175,6 +162,17 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
             }
         }
     };
+    // What the kernel captured before the stop is still owed to the
+    // outputs: a busy agent may be behind by a whole stream's end.
+    let deadline = tokio::time::Instant::now() + DRAIN_AT_STOP;
+    while tokio::time::Instant::now() < deadline {
+        pipeline.malformed_records += reader.read_batch(&mut batch).await?;
+        if batch.is_empty() {
+            break;
+        }
+        discovery.after_batch(&mut capture, pipeline.telemetry.health(), reader.take_execs(), &batch)?;
+        pipeline.feed(batch.drain(..))?;
+    }
     pipeline.finish(now())?;
     pipeline.observe(&capture.counters());
     report_kernel_losses(capture.counters(), reported);
