@@ -170,7 +170,12 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         if batch.is_empty() {
             break;
         }
-        discovery.after_batch(&mut capture, pipeline.telemetry.health(), reader.take_execs(), &batch)?;
+        discovery.after_batch(
+            &mut capture,
+            pipeline.telemetry.health(),
+            reader.take_execs(),
+            &batch,
+        )?;
         pipeline.feed(batch.drain(..))?;
     }
     pipeline.finish(now())?;

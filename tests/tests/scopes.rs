@@ -454,6 +454,63 @@ fn an_exe_scope_hooks_nodes_static_openssl_and_pythons_libssl_at_exec() {
     assert!(run.status.success(), "{}", run.stderr);
 }
 
+#[test]
+fn a_libssl_loaded_late_by_a_watched_process_is_hooked_then() {
+    let _serial = serial();
+    let server = fast_server();
+    // A private copy of libssl (a file, so an inode, no process used yet),
+    // which Python's `ssl` module loads only when imported.
+    let libs = tempfile::tempdir().unwrap();
+    for lib in ["libssl.so.3", "libcrypto.so.3"] {
+        std::fs::copy(
+            Path::new("/usr/lib/x86_64-linux-gnu").join(lib),
+            libs.path().join(lib),
+        )
+        .expect("copy the system's OpenSSL 3");
+    }
+    let (agent, addr) = started_agent(&["--exe", "python3"]);
+    let model = unique("late-ssl");
+    let tiny = workspace_root().join("tests/clients/tiny_stream.py");
+    // Started without libssl mapped; it imports ssl after a while, then
+    // waits past the agent's once-a-second look at each process's maps.
+    let script = format!(
+        "import time, runpy, sys\ntime.sleep(0.5)\nimport ssl\n\
+         print(next(l.split()[-1] for l in open('/proc/self/maps') if 'libssl' in l), flush=True)\n\
+         time.sleep(1.5)\n\
+         sys.argv = ['tiny', '{}', '{model}']\nrunpy.run_path('{}', run_name='__main__')\n",
+        server.base_url(),
+        tiny.display()
+    );
+    let mut client = Command::new("/usr/bin/python3");
+    client
+        .args(["-c", &script])
+        .env("LD_LIBRARY_PATH", libs.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    client_env(&mut client, server.cert.as_deref());
+    let output = client.output().expect("run python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Not the system's libssl, which the agent hooked at its start.
+    let mapped = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        mapped
+            .trim()
+            .starts_with(&libs.path().display().to_string()),
+        "python mapped {mapped}"
+    );
+    assert_eq!(
+        wait_for_calls(addr, &model, 1),
+        1,
+        "captured through the late libssl"
+    );
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
 /// The agent's resident memory, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
