@@ -57,6 +57,8 @@ struct task_struct {
 	int pid;
 	int tgid;
 	struct files_struct *files;
+	struct task_struct *group_leader;
+	char comm[16];
 } CORE;
 
 struct in6_addr {

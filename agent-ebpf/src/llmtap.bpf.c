@@ -326,7 +326,10 @@ static __always_inline void emit_conn_event(__u8 kind, __u8 flags, __s32 fd, str
 	ev->_pad = 0;
 	__builtin_memset(ev->local_addr, 0, sizeof(ev->local_addr));
 	__builtin_memset(ev->peer_addr, 0, sizeof(ev->peer_addr));
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	/* The process's name (its main thread's), not the calling thread's:
+	 * a tokio worker or a Python thread pool names its threads. */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm);
 	if (sk) {
 		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 		ev->family = family;
