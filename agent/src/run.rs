@@ -24,7 +24,8 @@ use crate::export::prometheus::Health;
 use crate::export::telemetry::Telemetry;
 use crate::launch::HeldChild;
 use crate::reassembly::{ConnectionEvent, Reassembler, ReassemblyLimits};
-use crate::stream::WallNanos;
+use crate::stream::{StreamEvent, WallNanos};
+use crate::workload::Workloads;
 
 /// What to watch and what to output.
 #[derive(Clone, Debug)]
@@ -334,6 +335,10 @@ struct Pipeline {
     printer: Option<StreamPrinter<std::io::Stdout>>,
     telemetry: Telemetry,
     connection_events: Vec<ConnectionEvent>,
+    /// Container and pod of each process with a connection.
+    workloads: Workloads,
+    /// Processes that exited in the batch being fed.
+    exited: Vec<u32>,
     malformed_records: u64,
 }
 
@@ -347,6 +352,8 @@ impl Pipeline {
                 .then(|| StreamPrinter::new(std::io::stdout(), options.print_payload)),
             telemetry,
             connection_events: Vec::new(),
+            workloads: Workloads::default(),
+            exited: Vec::new(),
             malformed_records: 0,
         }
     }
@@ -356,12 +363,22 @@ impl Pipeline {
         health.events_read.inc_by(events.len() as u64);
         for event in events {
             tracing::trace!(?event, "captured");
-            if let CaptureEvent::Data { bytes, .. } = &event {
-                health.bytes_captured.inc_by(bytes.len() as u64);
+            match &event {
+                CaptureEvent::Data { bytes, .. } => {
+                    health.bytes_captured.inc_by(bytes.len() as u64);
+                }
+                CaptureEvent::ProcessExited { pid, .. } => self.exited.push(*pid),
+                _ => {}
             }
             self.reassembler.push(event, &mut self.connection_events);
         }
-        self.flush()
+        self.flush()?;
+        // Only now: the exit closed the process's connections, and their
+        // calls, flushed above, needed its workload.
+        for pid in self.exited.drain(..) {
+            self.workloads.forget(pid);
+        }
+        Ok(())
     }
 
     fn evict_idle(&mut self, now: WallNanos) -> std::io::Result<()> {
@@ -389,7 +406,13 @@ impl Pipeline {
             if let Some(printer) = &mut self.printer {
                 printer.print(id, &event)?;
             }
-            for call in self.calls.on_event(id, &event) {
+            // Read while the process surely lives: its calls may only end
+            // once it has exited.
+            if let StreamEvent::Opened(info) = &event {
+                self.workloads.get(info.pid);
+            }
+            for mut call in self.calls.on_event(id, &event) {
+                call.workload = self.workloads.get(call.pid).clone();
                 match &mut self.printer {
                     Some(printer) => printer.print_call(&call)?,
                     None => tracing::info!("{}", summary(&call)),
