@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use llmtap::capture::ebpf::scope::cgroup2_mount;
-use llmtap_tests::prometheus::{http_get, sample_sum};
+use llmtap_tests::prometheus::{http_get, sample_sum, scraped};
 use llmtap_tests::*;
 
 const CALLS: &str = "llm_request_duration_seconds_count";
@@ -21,11 +21,19 @@ const CALLS: &str = "llm_request_duration_seconds_count";
 /// A cgroup v2 the test creates, removed (its processes moved back to the
 /// root) when dropped.
 struct TestCgroup {
+    /// The directory created under the mount.
+    top: PathBuf,
+    /// Where processes go: `top`, or the innermost directory nested in it.
     path: PathBuf,
 }
 
 impl TestCgroup {
     fn create(name: &str) -> TestCgroup {
+        TestCgroup::nested(name, &[])
+    }
+
+    /// `name`'s cgroup with `children` nested in it, each in the one before.
+    fn nested(name: &str, children: &[&str]) -> TestCgroup {
         let mount = cgroup2_mount();
         let fs_type = Command::new("stat")
             .args(["-fc", "%T"])
@@ -38,10 +46,14 @@ impl TestCgroup {
             "{} is not a cgroup v2 mount",
             mount.display()
         );
-        let path = mount.join(format!("llmtap-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).expect("create the test cgroup");
-        TestCgroup { path }
+        let top = mount.join(format!("llmtap-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&top);
+        std::fs::create_dir(&top).expect("create the test cgroup");
+        let path = children
+            .iter()
+            .fold(top.clone(), |dir, child| dir.join(child));
+        std::fs::create_dir_all(&path).expect("create the nested cgroups");
+        TestCgroup { top, path }
     }
 
     /// `command` run inside the cgroup: a shell joins it, then execs.
@@ -62,7 +74,7 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         let root = self
-            .path
+            .top
             .parent()
             .expect("under the mount")
             .join("cgroup.procs");
@@ -71,16 +83,28 @@ impl Drop for TestCgroup {
                 let _ = std::fs::write(&root, pid);
             }
         }
-        let _ = std::fs::remove_dir(&self.path);
+        // Innermost first: a cgroup with children cannot be removed.
+        for dir in self
+            .path
+            .ancestors()
+            .take_while(|d| d.starts_with(&self.top))
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
 fn start(command: &[String], cert: Option<&Path>) -> Child {
+    start_with_env(command, cert, &[])
+}
+
+fn start_with_env(command: &[String], cert: Option<&Path>, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     client_env(&mut cmd, cert);
+    cmd.envs(env.iter().copied());
     cmd.spawn().expect("start client")
 }
 
@@ -212,6 +236,73 @@ fn a_cgroup_scope_captures_python_and_node_started_inside_it_and_nothing_outside
     assert_eq!(wait_for_calls(addr, &inside_node, 2), 2, "node inside");
     assert_eq!(calls_of(addr, &outside), 0, "outside the cgroup");
     let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+/// `command` run in a private mount namespace where the Kubernetes service
+/// account's namespace file holds `namespace` (a tmpfs on /run, which
+/// /var/run links to).
+fn in_pod_mounts(namespace: &str, command: &[String]) -> Vec<String> {
+    let dir = "/run/secrets/kubernetes.io/serviceaccount";
+    let script = format!(
+        "mount -t tmpfs none /run && mkdir -p {dir} && echo {namespace} > {dir}/namespace && exec \"$@\""
+    );
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        &script,
+        "sh",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain(command.iter().cloned())
+    .collect()
+}
+
+#[test]
+fn a_client_in_a_kubelet_named_cgroup_is_labelled_with_its_container_pod_and_namespace() {
+    let _serial = serial();
+    let server = fast_server();
+    let pod_uid = format!("1b2c3d4e-5f60-4718-8a9b-{:012x}", std::process::id());
+    let container_id = format!("{:064x}", (u64::from(std::process::id()) << 32) | 0xc0ffee);
+    let cgroup = TestCgroup::nested(
+        "k8s",
+        &[
+            &format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_")),
+            &format!("cri-containerd-{container_id}.scope"),
+        ],
+    );
+    let (agent, addr) = started_agent(&["--cgroup", &cgroup.path.display().to_string()]);
+    let (pod, namespace, model) = ("chat-7d9f-x2x4q", "team-a", unique("k8s"));
+    let client = cgroup.wrap(&in_pod_mounts(namespace, &python_sdk(&server, &model, 1)));
+    finish(
+        start_with_env(
+            &client,
+            server.cert.as_deref(),
+            &[("KUBERNETES_SERVICE_HOST", "10.0.0.1"), ("HOSTNAME", pod)],
+        ),
+        "python in the pod",
+    );
+    assert_eq!(wait_for_calls(addr, &model, 1), 1);
+    let text = metrics(addr);
+    let labels = [
+        ("model", model.as_str()),
+        ("container_id", &container_id),
+        ("k8s_namespace", namespace),
+        ("k8s_pod", pod),
+        ("service", pod),
+    ];
+    let run = agent.stop();
+    assert_eq!(
+        scraped(&text, CALLS, &labels),
+        Some(1.0),
+        "no series with {labels:?} in:\n{text}\nagent:\n{}",
+        run.stderr
+    );
     assert!(run.status.success(), "{}", run.stderr);
 }
 
