@@ -18,7 +18,7 @@ use llmtap::providers::Api;
 use llmtap::stream::{ConnectionId, Side};
 use llmtap::workload::Workload;
 use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
-use llmtap_tests::prometheus::{free_port, http_get, promtool_check_metrics, Prometheus};
+use llmtap_tests::prometheus::{free_port, http_get, promtool_check_metrics, scraped, Prometheus};
 use llmtap_tests::rotel::Rotel;
 use prometheus::IntCounterVec;
 
@@ -395,8 +395,13 @@ async fn promtool_finds_no_problem_in_a_scrape_of_the_endpoint() {
         .unwrap()
         .expect("the endpoint answers");
     assert_eq!(status, 200);
-    assert!(
-        text.contains("llm_error_count_total{error_type=\"http_5xx\""),
+    assert_eq!(
+        scraped(
+            &text,
+            "llm_error_count_total",
+            &[("error_type", "http_5xx")]
+        ),
+        Some(1.0),
         "{text}"
     );
     promtool_check_metrics(&text).unwrap();
