@@ -337,8 +337,6 @@ struct Pipeline {
     connection_events: Vec<ConnectionEvent>,
     /// Container and pod of each process with a connection.
     workloads: Workloads,
-    /// Processes that exited in the batch being fed.
-    exited: Vec<u32>,
     malformed_records: u64,
 }
 
@@ -353,7 +351,6 @@ impl Pipeline {
             telemetry,
             connection_events: Vec::new(),
             workloads: Workloads::default(),
-            exited: Vec::new(),
             malformed_records: 0,
         }
     }
@@ -361,13 +358,14 @@ impl Pipeline {
     fn feed(&mut self, events: impl ExactSizeIterator<Item = CaptureEvent>) -> std::io::Result<()> {
         let health = self.telemetry.health();
         health.events_read.inc_by(events.len() as u64);
+        let mut exited = Vec::new();
         for event in events {
             tracing::trace!(?event, "captured");
             match &event {
                 CaptureEvent::Data { bytes, .. } => {
                     health.bytes_captured.inc_by(bytes.len() as u64);
                 }
-                CaptureEvent::ProcessExited { pid, .. } => self.exited.push(*pid),
+                CaptureEvent::ProcessExited { pid, .. } => exited.push(*pid),
                 _ => {}
             }
             self.reassembler.push(event, &mut self.connection_events);
@@ -375,7 +373,7 @@ impl Pipeline {
         self.flush()?;
         // Only now: the exit closed the process's connections, and their
         // calls, flushed above, needed its workload.
-        for pid in self.exited.drain(..) {
+        for pid in exited {
             self.workloads.forget(pid);
         }
         Ok(())

@@ -198,8 +198,9 @@ impl Workloads {
 
     fn get_with(&mut self, pid: u32, read: impl FnOnce(u32) -> Workload) -> &Workload {
         if !self.by_pid.contains_key(&pid) && self.by_pid.len() >= MAX_CACHED {
-            let old = self.by_pid.keys().next().copied();
-            old.map(|old| self.by_pid.remove(&old));
+            if let Some(old) = self.by_pid.keys().next().copied() {
+                self.by_pid.remove(&old);
+            }
         }
         self.by_pid.entry(pid).or_insert_with(|| read(pid))
     }
