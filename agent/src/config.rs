@@ -42,7 +42,8 @@ pub struct ExportArgs {
     pub enable_telemetry: String,
 
     /// Service name for metrics labels and the trace resource's
-    /// `service.name`. Defaults to the observed process's name.
+    /// `service.name`. Defaults to the observed process's pod name, else its
+    /// container's name, else the process's name.
     #[arg(long, env = "SERVICE_NAME", value_name = "NAME")]
     pub service_name: Option<String>,
 
@@ -217,7 +218,8 @@ pub struct ExportArgs {
 pub struct ExportSettings {
     /// `ENABLE_TELEMETRY`: false means attach nothing.
     pub enabled: bool,
-    /// `SERVICE_NAME`, else `OTEL_SERVICE_NAME`; `None`: the process name.
+    /// `SERVICE_NAME`, else `OTEL_SERVICE_NAME`; `None`: each call's pod,
+    /// container or process name.
     pub service_name: Option<String>,
     pub slow: SlowThresholds,
     pub metrics: MetricsEndpointSettings,

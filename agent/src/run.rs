@@ -24,7 +24,8 @@ use crate::export::prometheus::Health;
 use crate::export::telemetry::Telemetry;
 use crate::launch::HeldChild;
 use crate::reassembly::{ConnectionEvent, Reassembler, ReassemblyLimits};
-use crate::stream::WallNanos;
+use crate::stream::{StreamEvent, WallNanos};
+use crate::workload::Workloads;
 
 /// What to watch and what to output.
 #[derive(Clone, Debug)]
@@ -381,6 +382,8 @@ struct Pipeline {
     printer: Option<StreamPrinter<std::io::Stdout>>,
     telemetry: Telemetry,
     connection_events: Vec<ConnectionEvent>,
+    /// Container and pod of each process with a connection.
+    workloads: Workloads,
     malformed_records: u64,
 }
 
@@ -394,6 +397,7 @@ impl Pipeline {
                 .then(|| StreamPrinter::new(std::io::stdout(), options.print_payload)),
             telemetry,
             connection_events: Vec::new(),
+            workloads: Workloads::default(),
             malformed_records: 0,
         }
     }
@@ -401,14 +405,25 @@ impl Pipeline {
     fn feed(&mut self, events: impl ExactSizeIterator<Item = CaptureEvent>) -> std::io::Result<()> {
         let health = self.telemetry.health();
         health.events_read.inc_by(events.len() as u64);
+        let mut exited = Vec::new();
         for event in events {
             tracing::trace!(?event, "captured");
-            if let CaptureEvent::Data { bytes, .. } = &event {
-                health.bytes_captured.inc_by(bytes.len() as u64);
+            match &event {
+                CaptureEvent::Data { bytes, .. } => {
+                    health.bytes_captured.inc_by(bytes.len() as u64);
+                }
+                CaptureEvent::ProcessExited { pid, .. } => exited.push(*pid),
+                _ => {}
             }
             self.reassembler.push(event, &mut self.connection_events);
         }
-        self.flush()
+        self.flush()?;
+        // Only now: the exit closed the process's connections, and their
+        // calls, flushed above, needed its workload.
+        for pid in exited {
+            self.workloads.forget(pid);
+        }
+        Ok(())
     }
 
     fn evict_idle(&mut self, now: WallNanos) -> std::io::Result<()> {
@@ -436,7 +451,13 @@ impl Pipeline {
             if let Some(printer) = &mut self.printer {
                 printer.print(id, &event)?;
             }
-            for call in self.calls.on_event(id, &event) {
+            // Read while the process surely lives: its calls may only end
+            // once it has exited.
+            if let StreamEvent::Opened(info) = &event {
+                self.workloads.get(info.pid);
+            }
+            for mut call in self.calls.on_event(id, &event) {
+                call.workload = self.workloads.get(call.pid).clone();
                 match &mut self.printer {
                     Some(printer) => printer.print_call(&call)?,
                     None => tracing::info!("{}", summary(&call)),

@@ -1,9 +1,32 @@
-//! Which container and Kubernetes pod a process belongs to, read from its
-//! `/proc/PID/cgroup` (the container runtimes name cgroups after the
-//! container id, and the kubelet after the pod uid).
+//! Which container and Kubernetes pod a process belongs to.
 //!
-//! Input: the text of a `/proc/PID/cgroup` file. Output: the ids found in
-//! it. Pure, so every runtime's naming is tested without that runtime.
+//! - Container id and pod uid: from `/proc/PID/cgroup` ([`CgroupIdentity`]:
+//!   the container runtimes name cgroups after the container id, the
+//!   kubelet after the pod uid).
+//! - Pod name: in Kubernetes (a pod uid was found, or the process's
+//!   environment has `KUBERNETES_SERVICE_HOST`), the `POD_NAME` variable of
+//!   the process's environment (`/proc/PID/environ`; the downward API
+//!   convention), else its `HOSTNAME`, which the kubelet sets to the pod name.
+//! - Pod namespace: the `POD_NAMESPACE` variable, else the service account's
+//!   `namespace` file as the process sees it
+//!   (`/var/run/secrets/kubernetes.io/serviceaccount/namespace` under
+//!   `/proc/PID/root`, its links resolved in that root).
+//! - Container name, for a container outside Kubernetes: its `HOSTNAME`
+//!   (Docker sets the short id unless `--hostname` is given), else the first
+//!   12 characters of the id.
+//!
+//! A process in no container and not in Kubernetes has none of them.
+//! Parsing is pure (cgroup text, environ bytes), so every runtime's naming
+//! is tested without that runtime; [`Workload::of`] reads `/proc`, and
+//! [`Workloads`] keeps what it read per process.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use serde::Serialize;
 
 /// Length of a full container id (hex) for Docker, containerd and CRI-O.
 const CONTAINER_ID_LEN: usize = 64;
@@ -50,6 +73,141 @@ impl CgroupIdentity {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .map(|text| CgroupIdentity::parse(&text))
             .unwrap_or_default()
+    }
+}
+
+/// The Kubernetes service account's namespace file, inside the pod.
+const NAMESPACE_FILE: &str = "var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// Characters of a container id shown as its name (what `docker ps` shows).
+const SHORT_ID_LEN: usize = 12;
+
+/// The container and pod a process runs in; every field `None` for a
+/// process on the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Workload {
+    /// Full 64-hex container id.
+    pub container_id: Option<String>,
+    pub pod_uid: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    /// Name of a container outside Kubernetes.
+    pub container_name: Option<String>,
+}
+
+impl Workload {
+    /// Reads `/proc/PID/{cgroup,environ}` and, in a pod, the service
+    /// account's namespace file. All `None` when the process is gone.
+    pub fn of(pid: u32) -> Workload {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        Workload::derive(CgroupIdentity::of(pid), &environ, || {
+            read_in_root(pid, NAMESPACE_FILE)
+        })
+    }
+
+    /// The workload from the cgroup ids and the environment (`environ`,
+    /// NUL-separated `KEY=VALUE`); `namespace_file` is read only for a pod
+    /// without `POD_NAMESPACE`.
+    pub fn derive(
+        identity: CgroupIdentity,
+        environ: &[u8],
+        namespace_file: impl FnOnce() -> Option<String>,
+    ) -> Workload {
+        let var = |key| env_var(environ, key);
+        let in_pod = identity.pod_uid.is_some() || var("KUBERNETES_SERVICE_HOST").is_some();
+        if in_pod {
+            Workload {
+                pod_name: var("POD_NAME").or_else(|| var("HOSTNAME")),
+                pod_namespace: var("POD_NAMESPACE").or_else(|| non_empty(namespace_file()?.trim())),
+                container_id: identity.container_id,
+                pod_uid: identity.pod_uid,
+                container_name: None,
+            }
+        } else {
+            Workload {
+                container_name: identity
+                    .container_id
+                    .as_ref()
+                    .map(|id| var("HOSTNAME").unwrap_or_else(|| id[..SHORT_ID_LEN].to_owned())),
+                container_id: identity.container_id,
+                ..Workload::default()
+            }
+        }
+    }
+}
+
+/// Reads the file at `path` as process `pid` sees it. Symbolic links
+/// resolve inside its root: `/var/run` is a link to `/run` in most images,
+/// and followed from `/proc/PID/root` it would lead to the agent's own
+/// `/run`, so a plain open is not enough (openat2 `RESOLVE_IN_ROOT`).
+fn read_in_root(pid: u32, path: &str) -> Option<String> {
+    let root = File::open(format!("/proc/{pid}/root")).ok()?;
+    let path = CString::new(path).ok()?;
+    // SAFETY: an all-zero open_how is valid (no flags, mode or resolve).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT;
+    // SAFETY: a valid directory fd, a NUL-terminated path, and `how` with
+    // its size, as openat2(2) takes them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: openat2 just returned this fd, owned by no one else.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The value of `key` in a `/proc/PID/environ` image; `None` when unset or
+/// empty.
+pub fn env_var(environ: &[u8], key: &str) -> Option<String> {
+    environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(key.as_bytes())?.strip_prefix(b"="))
+        .and_then(|value| non_empty(&String::from_utf8_lossy(value)))
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// Most processes whose workload is kept: past it, one is forgotten for
+/// each new one (it is read again when next asked for).
+const MAX_CACHED: usize = 4096;
+
+/// The workload of each process seen, read once per process: a process
+/// does not change container, and reading `/proc` per call would cost.
+#[derive(Debug, Default)]
+pub struct Workloads {
+    by_pid: HashMap<u32, Workload>,
+}
+
+impl Workloads {
+    /// The workload of `pid`, read now if not known.
+    pub fn get(&mut self, pid: u32) -> &Workload {
+        self.get_with(pid, Workload::of)
+    }
+
+    fn get_with(&mut self, pid: u32, read: impl FnOnce(u32) -> Workload) -> &Workload {
+        if !self.by_pid.contains_key(&pid) && self.by_pid.len() >= MAX_CACHED {
+            if let Some(old) = self.by_pid.keys().next().copied() {
+                self.by_pid.remove(&old);
+            }
+        }
+        self.by_pid.entry(pid).or_insert_with(|| read(pid))
+    }
+
+    /// Forgets an exited process (its pid can be reused).
+    pub fn forget(&mut self, pid: u32) {
+        self.by_pid.remove(&pid);
     }
 }
 
@@ -161,5 +319,112 @@ mod tests {
         assert!(container_id_matches(ID, ID));
         assert!(!container_id_matches("", ID));
         assert!(!container_id_matches("ffff", ID));
+    }
+
+    fn in_pod() -> CgroupIdentity {
+        CgroupIdentity {
+            container_id: Some(ID.into()),
+            pod_uid: Some(POD.into()),
+        }
+    }
+
+    fn no_file() -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn environ_variables_are_found_by_exact_name() {
+        let environ = b"PATH=/bin\0HOSTNAME=web-7d9f\0HOSTNAME_X=no\0EMPTY=\0A=b=c\0";
+        assert_eq!(env_var(environ, "HOSTNAME").as_deref(), Some("web-7d9f"));
+        assert_eq!(env_var(environ, "A").as_deref(), Some("b=c"));
+        assert_eq!(env_var(environ, "HOST"), None);
+        assert_eq!(env_var(environ, "EMPTY"), None);
+        assert_eq!(env_var(b"", "PATH"), None);
+    }
+
+    #[test]
+    fn a_pod_is_named_by_its_hostname_and_namespaced_by_its_service_account() {
+        let environ = b"HOSTNAME=chat-6b7c9-x2x4q\0KUBERNETES_SERVICE_HOST=10.0.0.1\0";
+        let workload = Workload::derive(in_pod(), environ, || Some("team-a\n".into()));
+        assert_eq!(
+            workload,
+            Workload {
+                container_id: Some(ID.into()),
+                pod_uid: Some(POD.into()),
+                pod_name: Some("chat-6b7c9-x2x4q".into()),
+                pod_namespace: Some("team-a".into()),
+                container_name: None,
+            }
+        );
+    }
+
+    #[test]
+    fn the_downward_apis_variables_win() {
+        let environ = b"HOSTNAME=host\0POD_NAME=chat-0\0POD_NAMESPACE=prod\0";
+        let workload = Workload::derive(in_pod(), environ, || panic!("not read"));
+        assert_eq!(workload.pod_name.as_deref(), Some("chat-0"));
+        assert_eq!(workload.pod_namespace.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn kubernetes_is_known_by_its_environment_when_the_cgroup_says_nothing() {
+        let environ = b"HOSTNAME=chat-0\0KUBERNETES_SERVICE_HOST=10.0.0.1\0";
+        let workload = Workload::derive(CgroupIdentity::default(), environ, no_file);
+        assert_eq!(workload.pod_name.as_deref(), Some("chat-0"));
+        assert_eq!(workload.pod_namespace, None);
+        assert_eq!(workload.container_id, None);
+    }
+
+    #[test]
+    fn a_plain_container_is_named_by_its_hostname_else_its_short_id() {
+        let docker = CgroupIdentity {
+            container_id: Some(ID.into()),
+            pod_uid: None,
+        };
+        let named = Workload::derive(docker.clone(), b"HOSTNAME=api\0", no_file);
+        assert_eq!(named.container_name.as_deref(), Some("api"));
+        assert_eq!(named.pod_name, None);
+        let unnamed = Workload::derive(docker, b"", no_file);
+        assert_eq!(unnamed.container_name.as_deref(), Some(&ID[..12]));
+        assert_eq!(unnamed.container_id.as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn a_host_process_has_no_workload() {
+        let environ = b"HOSTNAME=laptop\0POD_NAME=x\0";
+        assert_eq!(
+            Workload::derive(CgroupIdentity::default(), environ, || panic!("not read")),
+            Workload::default()
+        );
+        assert_eq!(Workload::of(u32::MAX), Workload::default());
+    }
+
+    #[test]
+    fn files_are_read_in_the_processs_root() {
+        let me = std::process::id();
+        assert_eq!(
+            read_in_root(me, "proc/sys/kernel/ostype").as_deref(),
+            Some("Linux\n")
+        );
+        assert_eq!(read_in_root(me, "no/such/file"), None);
+        assert_eq!(read_in_root(u32::MAX, "proc/sys/kernel/ostype"), None);
+    }
+
+    #[test]
+    fn the_cache_reads_once_per_process_and_stays_bounded() {
+        let mut cache = Workloads::default();
+        let named = |name: &str| Workload {
+            container_name: Some(name.into()),
+            ..Workload::default()
+        };
+        cache.get_with(1, |_| named("first"));
+        let again = cache.get_with(1, |_| panic!("read again")).clone();
+        assert_eq!(again, named("first"));
+        cache.forget(1);
+        assert_eq!(cache.get_with(1, |_| named("reused")), &named("reused"));
+        for pid in 2..MAX_CACHED as u32 + 10 {
+            cache.get_with(pid, |_| Workload::default());
+        }
+        assert_eq!(cache.by_pid.len(), MAX_CACHED);
     }
 }

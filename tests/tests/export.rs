@@ -16,8 +16,9 @@ use llmtap::export::otlp::OtlpExporter;
 use llmtap::export::prometheus::MetricsRegistry;
 use llmtap::providers::Api;
 use llmtap::stream::{ConnectionId, Side};
+use llmtap::workload::Workload;
 use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
-use llmtap_tests::prometheus::{free_port, http_get, promtool_check_metrics, Prometheus};
+use llmtap_tests::prometheus::{free_port, http_get, promtool_check_metrics, scraped, Prometheus};
 use llmtap_tests::rotel::Rotel;
 use prometheus::IntCounterVec;
 
@@ -26,7 +27,11 @@ const T0: u64 = 1_700_000_000 * S;
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
-/// A finished streamed chat call from a request carrying a `traceparent`:
+const CONTAINER: &str = "3f4e1b2c9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+const POD_UID: &str = "1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b";
+
+/// A finished streamed chat call from a request carrying a `traceparent`,
+/// in pod `prod/chat-0`:
 /// 2 s long, first token at +0.2 s, 4 output chunks 0.2 s apart, 11 in and
 /// 4 out tokens, 8 tokens/s (slow: under 10).
 fn call() -> LlmCall {
@@ -40,6 +45,13 @@ fn call() -> LlmCall {
         connection_id: ConnectionId(7),
         pid: 4242,
         comm: Some("python3".into()),
+        workload: Workload {
+            container_id: Some(CONTAINER.into()),
+            pod_uid: Some(POD_UID.into()),
+            pod_name: Some("chat-0".into()),
+            pod_namespace: Some("prod".into()),
+            container_name: None,
+        },
         side: Side::Client,
         server_address: Some("127.0.0.1".into()),
         server_port: Some(8443),
@@ -177,6 +189,10 @@ fn check_span(received: &ReceivedSpan) {
     assert!(resource("process.pid").contains("4242"));
     assert!(resource("process.executable.name").contains("python3"));
     assert!(!resource("host.name").is_empty());
+    assert!(resource("container.id").contains(CONTAINER));
+    assert!(resource("k8s.pod.uid").contains(POD_UID));
+    assert!(resource("k8s.pod.name").contains("chat-0"));
+    assert!(resource("k8s.namespace.name").contains("prod"));
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -338,7 +354,7 @@ async fn sampled(rate: f64, calls: u64) -> (usize, u64) {
         "{text}"
     );
     assert!(text.contains(&format!(
-        "llm_request_duration_seconds_count{{model=\"gpt-4o-mini\",operation=\"chat\",provider=\"openai\",service=\"test-client\",side=\"client\",status=\"200\"}} {calls}"
+        "llm_request_duration_seconds_count{{container_id=\"{CONTAINER}\",k8s_namespace=\"prod\",k8s_pod=\"chat-0\",model=\"gpt-4o-mini\",operation=\"chat\",provider=\"openai\",service=\"test-client\",side=\"client\",status=\"200\"}} {calls}"
     )));
     (
         receiver.spans().len(),
@@ -379,8 +395,13 @@ async fn promtool_finds_no_problem_in_a_scrape_of_the_endpoint() {
         .unwrap()
         .expect("the endpoint answers");
     assert_eq!(status, 200);
-    assert!(
-        text.contains("llm_error_count_total{error_type=\"http_5xx\""),
+    assert_eq!(
+        scraped(
+            &text,
+            "llm_error_count_total",
+            &[("error_type", "http_5xx")]
+        ),
+        Some(1.0),
         "{text}"
     );
     promtool_check_metrics(&text).unwrap();
@@ -406,7 +427,7 @@ async fn a_real_prometheus_scrapes_exact_values_with_a_bearer_token() {
         let wait = Duration::from_secs(30);
         prometheus.wait_for_value(r#"up{job="llmtap"}"#, 1.0, wait);
         prometheus.wait_for_value(
-            r#"sum(llm_request_duration_seconds_count{model="gpt-4o-mini"})"#,
+            r#"sum(llm_request_duration_seconds_count{model="gpt-4o-mini",k8s_namespace="prod",k8s_pod="chat-0"})"#,
             2.0,
             wait,
         );

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use llmtap::capture::ebpf::scope::cgroup2_mount;
-use llmtap_tests::prometheus::{http_get, sample_sum};
+use llmtap_tests::prometheus::{http_get, sample_sum, scraped};
 use llmtap_tests::*;
 
 const CALLS: &str = "llm_request_duration_seconds_count";
@@ -21,6 +21,7 @@ const CALLS: &str = "llm_request_duration_seconds_count";
 /// A cgroup the test creates (v2, or in a v1 hierarchy), removed (its
 /// processes moved back to the parent) when dropped.
 struct TestCgroup {
+    /// Where processes go: the innermost directory made.
     path: PathBuf,
     /// The directories made for it, innermost first.
     made: Vec<PathBuf>,
@@ -106,11 +107,16 @@ impl Drop for TestCgroup {
 }
 
 fn start(command: &[String], cert: Option<&Path>) -> Child {
+    start_with_env(command, cert, &[])
+}
+
+fn start_with_env(command: &[String], cert: Option<&Path>, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     client_env(&mut cmd, cert);
+    cmd.envs(env.iter().copied());
     cmd.spawn().expect("start client")
 }
 
@@ -360,6 +366,73 @@ fn all_watches_every_process_and_drops_connections_that_are_not_http() {
         "both ends of the binary exchange were dropped"
     );
     let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+/// `command` run in a private mount namespace where the Kubernetes service
+/// account's namespace file holds `namespace` (a tmpfs on /run, which
+/// /var/run links to).
+fn in_pod_mounts(namespace: &str, command: &[String]) -> Vec<String> {
+    let dir = "/run/secrets/kubernetes.io/serviceaccount";
+    let script = format!(
+        "mount -t tmpfs none /run && mkdir -p {dir} && echo {namespace} > {dir}/namespace && exec \"$@\""
+    );
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        &script,
+        "sh",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain(command.iter().cloned())
+    .collect()
+}
+
+#[test]
+fn a_client_in_a_kubelet_named_cgroup_is_labelled_with_its_container_pod_and_namespace() {
+    let _serial = serial();
+    let server = fast_server();
+    let pod_uid = format!("1b2c3d4e-5f60-4718-8a9b-{:012x}", std::process::id());
+    let container_id = format!("{:064x}", (u64::from(std::process::id()) << 32) | 0xc0ffee);
+    let cgroup = TestCgroup::create_nested(
+        "k8s",
+        &[
+            &format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_")),
+            &format!("cri-containerd-{container_id}.scope"),
+        ],
+    );
+    let (agent, addr) = started_agent(&["--cgroup", &cgroup.path.display().to_string()]);
+    let (pod, namespace, model) = ("chat-7d9f-x2x4q", "team-a", unique("k8s"));
+    let client = cgroup.wrap(&in_pod_mounts(namespace, &python_sdk(&server, &model, 1)));
+    finish(
+        start_with_env(
+            &client,
+            server.cert.as_deref(),
+            &[("KUBERNETES_SERVICE_HOST", "10.0.0.1"), ("HOSTNAME", pod)],
+        ),
+        "python in the pod",
+    );
+    assert_eq!(wait_for_calls(addr, &model, 1), 1);
+    let text = metrics(addr);
+    let labels = [
+        ("model", model.as_str()),
+        ("container_id", &container_id),
+        ("k8s_namespace", namespace),
+        ("k8s_pod", pod),
+        ("service", pod),
+    ];
+    let run = agent.stop();
+    assert_eq!(
+        scraped(&text, CALLS, &labels),
+        Some(1.0),
+        "no series with {labels:?} in:\n{text}\nagent:\n{}",
+        run.stderr
+    );
     assert!(run.status.success(), "{}", run.stderr);
 }
 

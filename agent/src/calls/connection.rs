@@ -9,6 +9,7 @@ use super::record::{ErrorType, LlmCall, OutputChunk};
 use super::{tokens, Limits, ReconstructionStats};
 use crate::http::{ChunkTime, Head, HttpConnection, HttpError, HttpEvent, Role};
 use crate::stream::{CloseReason, ConnectionInfo, DataChunk, Side};
+use crate::workload::Workload;
 
 /// How an exchange ended.
 #[derive(Clone, Copy, Debug)]
@@ -281,6 +282,7 @@ fn build(
         connection_id: conn.id,
         pid: conn.pid,
         comm: conn.comm.clone(),
+        workload: Workload::default(),
         side,
         server_address: server.map(|a| a.ip().to_string()),
         server_port: server.map(|a| a.port()),

@@ -10,12 +10,19 @@ use crate::stream::{Side, WallNanos};
 use super::semconv::value;
 
 /// The service a call is reported under: the configured name, else the
-/// watched process's command name.
+/// watched process's pod name, container name, or command name.
 pub fn service<'a>(configured: Option<&'a str>, call: &'a LlmCall) -> &'a str {
-    configured
-        .or(call.comm.as_deref())
-        .filter(|s| !s.is_empty())
-        .unwrap_or(value::UNKNOWN)
+    let workload = &call.workload;
+    [
+        configured,
+        workload.pod_name.as_deref(),
+        workload.container_name.as_deref(),
+        call.comm.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|s| !s.is_empty())
+    .unwrap_or(value::UNKNOWN)
 }
 
 /// `client`, `server` or `unknown`.
@@ -80,6 +87,7 @@ pub(crate) fn test_call(model: &str, chunk_times: &[WallNanos]) -> LlmCall {
         connection_id: crate::stream::ConnectionId(1),
         pid: 4242,
         comm: Some("python3".into()),
+        workload: crate::workload::Workload::default(),
         side: Side::Client,
         server_address: Some("127.0.0.1".into()),
         server_port: Some(8443),
@@ -152,10 +160,15 @@ mod tests {
     }
 
     #[test]
-    fn service_is_configured_else_the_process() {
+    fn service_is_configured_else_the_pod_the_container_or_the_process() {
         let mut call = test_call("m", &[]);
-        assert_eq!(service(Some("svc"), &call), "svc");
         assert_eq!(service(None, &call), "python3");
+        call.workload.container_name = Some("api".into());
+        assert_eq!(service(None, &call), "api");
+        call.workload.pod_name = Some("chat-0".into());
+        assert_eq!(service(None, &call), "chat-0");
+        assert_eq!(service(Some("svc"), &call), "svc");
+        call.workload = Default::default();
         call.comm = None;
         assert_eq!(service(None, &call), "unknown");
     }

@@ -15,7 +15,8 @@
 //! has one resource, while our spans come from many observed processes, and
 //! the batch processor keeps its drop count private. Here each batch is
 //! exported per process, with that process as its resource (`service.name`,
-//! `process.pid`, `process.executable.name`, `host.name`).
+//! `process.pid`, `process.executable.name`, `host.name`, and when known
+//! `container.id`, `k8s.pod.name`, `k8s.pod.uid`, `k8s.namespace.name`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,7 @@ use super::semconv::{attr, value};
 use crate::calls::LlmCall;
 use crate::config::{ExportSettings, OtlpProtocol, OtlpSettings, SlowThresholds};
 use crate::stream::WallNanos;
+use crate::workload::Workload;
 
 /// Longest string attribute kept, in bytes.
 const MAX_ATTRIBUTE_BYTES: usize = 256;
@@ -82,6 +84,7 @@ struct ProcessKey {
     service: String,
     pid: u32,
     executable: String,
+    workload: Workload,
 }
 
 struct Queued {
@@ -180,6 +183,7 @@ impl OtlpExporter {
             service: derived::service(self.options.service_name.as_deref(), call).to_owned(),
             pid: call.pid,
             executable: call.comm.clone().unwrap_or_default(),
+            workload: call.workload.clone(),
         };
         match self.queue.try_send(Queued { process, span }) {
             Ok(()) => _ = self.queued.fetch_add(1, Ordering::Relaxed),
@@ -329,6 +333,15 @@ async fn export_with_deadline(
 }
 
 fn resource(process: &ProcessKey, host: &str) -> Resource {
+    let workload = &process.workload;
+    let known = [
+        (attr::CONTAINER_ID, &workload.container_id),
+        (attr::K8S_POD_NAME, &workload.pod_name),
+        (attr::K8S_POD_UID, &workload.pod_uid),
+        (attr::K8S_NAMESPACE_NAME, &workload.pod_namespace),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some(KeyValue::new(key, value.clone()?)));
     Resource::builder_empty()
         .with_attributes([
             KeyValue::new(attr::SERVICE_NAME, process.service.clone()),
@@ -336,6 +349,7 @@ fn resource(process: &ProcessKey, host: &str) -> Resource {
             KeyValue::new(attr::PROCESS_PID, i64::from(process.pid)),
             KeyValue::new(attr::PROCESS_EXECUTABLE_NAME, process.executable.clone()),
         ])
+        .with_attributes(known)
         .build()
 }
 
@@ -524,6 +538,35 @@ mod tests {
             },
             service_name: None,
         }
+    }
+
+    #[test]
+    fn the_resource_names_the_container_and_pod_when_known() {
+        let mut process = ProcessKey {
+            service: "chat-0".into(),
+            pid: 7,
+            executable: "python3".into(),
+            workload: Workload::default(),
+        };
+        let get = |resource: &Resource, key: &'static str| {
+            resource.get(&opentelemetry::Key::from_static_str(key))
+        };
+        let bare = resource(&process, "node-1");
+        assert_eq!(get(&bare, attr::SERVICE_NAME), Some("chat-0".into()));
+        assert_eq!(get(&bare, attr::CONTAINER_ID), None);
+        assert_eq!(get(&bare, attr::K8S_POD_NAME), None);
+        process.workload = Workload {
+            container_id: Some("abc".into()),
+            pod_uid: Some("uid".into()),
+            pod_name: Some("chat-0".into()),
+            pod_namespace: Some("prod".into()),
+            container_name: None,
+        };
+        let full = resource(&process, "node-1");
+        assert_eq!(get(&full, attr::CONTAINER_ID), Some("abc".into()));
+        assert_eq!(get(&full, attr::K8S_POD_UID), Some("uid".into()));
+        assert_eq!(get(&full, attr::K8S_POD_NAME), Some("chat-0".into()));
+        assert_eq!(get(&full, attr::K8S_NAMESPACE_NAME), Some("prod".into()));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! Input: each finished [`LlmCall`] ([`MetricsRegistry::record`]), and
 //! the agent's counters through [`Health`]. Output: the text exposition
 //! format ([`MetricsRegistry::encode`]), served by `metrics_server`. Every
-//! call is recorded, sampled for traces or not. Label values from traffic
-//! go through [`LabelCap`].
+//! call is recorded, sampled for traces or not. Label values from traffic,
+//! and the watched process's container and pod (pod names churn), go
+//! through [`LabelCap`].
 
 use std::borrow::Cow;
 
@@ -39,16 +40,20 @@ pub const TOKEN_RATE_BUCKETS: [f64; 14] = [
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 150.0, 200.0, 500.0, 1000.0,
 ];
 
-/// Labels of the seed's metrics.
-const SEED: [&str; 5] = [
+/// Labels of the seed's metrics (plus the workload's, last).
+const SEED: [&str; 8] = [
     label::MODEL,
     label::PROVIDER,
     label::OPERATION,
     label::SERVICE,
     label::SIDE,
+    label::CONTAINER_ID,
+    label::K8S_NAMESPACE,
+    label::K8S_POD,
 ];
-/// Labels of the GenAI histograms (plus `side`, see design.md).
-const GENAI: [&str; 7] = [
+/// Labels of the GenAI histograms (plus `side`, see design.md, and the
+/// workload's, last).
+const GENAI: [&str; 10] = [
     label::GENAI_OPERATION_NAME,
     label::GENAI_PROVIDER_NAME,
     label::GENAI_REQUEST_MODEL,
@@ -56,6 +61,9 @@ const GENAI: [&str; 7] = [
     label::SERVER_ADDRESS,
     label::ERROR_TYPE,
     label::SIDE,
+    label::CONTAINER_ID,
+    label::K8S_NAMESPACE,
+    label::K8S_POD,
 ];
 
 /// Building the metric families failed.
@@ -131,7 +139,8 @@ pub struct MetricsRegistry {
     registry: Registry,
     cap: LabelCap,
     slow: SlowThresholds,
-    /// `SERVICE_NAME`/`OTEL_SERVICE_NAME`; else each call's process name.
+    /// `SERVICE_NAME`/`OTEL_SERVICE_NAME`; else each call's pod, container
+    /// or process name.
     service_name: Option<String>,
     token_rate: HistogramVec,
     ttft: HistogramVec,
@@ -260,12 +269,21 @@ impl MetricsRegistry {
         let model = call.request_model.as_deref().unwrap_or("");
         let operation = call.api.as_str();
         let side = derived::side(call);
+        // Empty when unknown, like `error_type`: Prometheus reads an empty
+        // label as absent.
+        let workload = &call.workload;
+        let container = workload.container_id.as_deref().unwrap_or("");
+        let namespace = workload.pod_namespace.as_deref().unwrap_or("");
+        let pod = workload.pod_name.as_deref().unwrap_or("");
         let seed = [
             model,
             call.provider,
             operation,
             derived::service(self.service_name.as_deref(), call),
             side,
+            container,
+            namespace,
+            pod,
         ];
         let seed_with = |family: &'static str, extra: &str| {
             let mut values = seed.to_vec();
@@ -323,6 +341,9 @@ impl MetricsRegistry {
             call.server_address.as_deref().unwrap_or(""),
             error.unwrap_or(""),
             side,
+            container,
+            namespace,
+            pod,
         ];
         self.genai_duration
             .with_label_values(&self.labels(metric::GENAI_OPERATION_DURATION, &GENAI, &genai))
@@ -403,6 +424,7 @@ mod tests {
     use super::*;
     use crate::export::derived::test_call;
     use crate::stream::WallNanos;
+    use crate::workload::Workload;
 
     const S: u64 = 1_000_000_000;
 
@@ -480,17 +502,30 @@ mod tests {
         assert_eq!(les(metric::GENAI_TOKEN_USAGE), [tok.clone(), tok].concat());
     }
 
+    const ID: &str = "3f4e1b2c9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
     #[test]
     fn records_every_family_with_its_labels() {
         let r = registry(10);
         let chunks = two_chunks(10 * S + S / 2);
-        let mut failed = call("gpt-4o", &chunks);
+        let mut ok = call("gpt-4o", &chunks);
+        ok.workload = Workload {
+            container_id: Some(ID.into()),
+            pod_name: Some("chat-0".into()),
+            pod_namespace: Some("prod".into()),
+            ..Workload::default()
+        };
+        let mut failed = ok.clone();
         failed.error_type = Some(crate::calls::ErrorType::StreamTruncated);
-        r.record(&call("gpt-4o", &chunks));
+        r.record(&ok);
         r.record(&failed);
         let text = scrape(&r);
-        let seed =
-            r#"model="gpt-4o",operation="chat",provider="openai",service="python3",side="client""#;
+        // Labels come out sorted by name: the workload's are split around others.
+        let container = format!(r#"container_id="{ID}""#);
+        let pod = r#"k8s_namespace="prod",k8s_pod="chat-0""#;
+        let call =
+            r#"model="gpt-4o",operation="chat",provider="openai",service="chat-0",side="client""#;
+        let seed = format!("{container},{pod},{call}");
         assert_eq!(
             line(
                 &text,
@@ -511,7 +546,7 @@ mod tests {
         );
         line(
             &text,
-            &format!("llm_error_count_total{{error_type=\"stream_truncated\",{seed}}} 1"),
+            &format!("llm_error_count_total{{{container},error_type=\"stream_truncated\",{pod},{call}}} 1"),
         );
         line(
             &text,
@@ -532,23 +567,51 @@ mod tests {
         // 6 s > 5 s and 4 tokens/s < 10: slow both ways.
         let slow = |reason| {
             format!(
-                r#"llm_slow_requests_total{{model="gpt-4o",operation="chat",provider="openai",reason="{reason}",service="python3",side="client"}} 2"#
+                r#"llm_slow_requests_total{{{container},{pod},model="gpt-4o",operation="chat",provider="openai",reason="{reason}",service="chat-0",side="client"}} 2"#
             )
         };
         line(&text, &slow("duration"));
         line(&text, &slow("token_rate"));
-        let genai = r#"gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o",gen_ai_response_model="gpt-4o",server_address="127.0.0.1",side="client""#;
+        let genai = r#"gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o",gen_ai_response_model="gpt-4o""#;
+        let genai = |error: &str| {
+            format!(
+                r#"{container},error_type="{error}",{genai},{pod},server_address="127.0.0.1",side="client""#
+            )
+        };
         line(
             &text,
-            &format!("gen_ai_client_operation_duration_seconds_count{{error_type=\"\",{genai}}} 1"),
+            &format!(
+                "gen_ai_client_operation_duration_seconds_count{{{}}} 1",
+                genai("")
+            ),
         );
-        line(&text, &format!("gen_ai_client_operation_duration_seconds_count{{error_type=\"stream_truncated\",{genai}}} 1"));
         line(
             &text,
-            r#"gen_ai_client_token_usage_sum{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o",gen_ai_response_model="gpt-4o",gen_ai_token_type="output",server_address="127.0.0.1",side="client"} 3"#,
+            &format!(
+                "gen_ai_client_operation_duration_seconds_count{{{}}} 1",
+                genai("stream_truncated")
+            ),
         );
-        line(&text, &format!("gen_ai_client_operation_time_per_output_chunk_seconds_sum{{error_type=\"\",{genai}}} 0.25"));
-        line(&text, &format!("gen_ai_client_operation_time_to_first_chunk_seconds_sum{{error_type=\"\",{genai}}} 0.1"));
+        line(
+            &text,
+            &format!(
+                r#"gen_ai_client_token_usage_sum{{{container},error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o",gen_ai_response_model="gpt-4o",gen_ai_token_type="output",{pod},server_address="127.0.0.1",side="client"}} 3"#
+            ),
+        );
+        line(
+            &text,
+            &format!(
+                "gen_ai_client_operation_time_per_output_chunk_seconds_sum{{{}}} 0.25",
+                genai("")
+            ),
+        );
+        line(
+            &text,
+            &format!(
+                "gen_ai_client_operation_time_to_first_chunk_seconds_sum{{{}}} 0.1",
+                genai("")
+            ),
+        );
     }
 
     #[test]
@@ -559,7 +622,9 @@ mod tests {
         }
         let text = scrape(&r);
         assert!(
-            text.contains(r#"llm_request_duration_seconds_count{model="other","#),
+            text.contains(
+                r#"llm_request_duration_seconds_count{container_id="",k8s_namespace="",k8s_pod="",model="other","#
+            ),
             "{text}"
         );
         assert!(!text.contains(r#"model="c""#));
@@ -572,7 +637,7 @@ mod tests {
         );
         line(
             &text,
-            r#"llm_request_duration_seconds_count{model="a",operation="chat",provider="openai",service="python3",side="client",status="200"} 2"#,
+            r#"llm_request_duration_seconds_count{container_id="",k8s_namespace="",k8s_pod="",model="a",operation="chat",provider="openai",service="python3",side="client",status="200"} 2"#,
         );
     }
 

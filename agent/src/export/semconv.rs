@@ -54,6 +54,11 @@ pub mod label {
     pub const GENAI_TOKEN_TYPE: &str = "gen_ai_token_type";
     pub const SERVER_ADDRESS: &str = "server_address";
 
+    /// The watched process's container and pod (empty when unknown).
+    pub const CONTAINER_ID: &str = "container_id";
+    pub const K8S_NAMESPACE: &str = "k8s_namespace";
+    pub const K8S_POD: &str = "k8s_pod";
+
     /// Self-health labels.
     pub const EXPORTER: &str = "exporter";
     pub const STAGE: &str = "stage";
@@ -112,4 +117,8 @@ pub mod attr {
     pub const HOST_NAME: &str = "host.name";
     pub const PROCESS_PID: &str = "process.pid";
     pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+    pub const CONTAINER_ID: &str = "container.id";
+    pub const K8S_POD_NAME: &str = "k8s.pod.name";
+    pub const K8S_POD_UID: &str = "k8s.pod.uid";
+    pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
 }

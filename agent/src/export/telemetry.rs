@@ -125,7 +125,7 @@ mod tests {
         telemetry.observe_totals(&kernel, &stats);
         let text = String::from_utf8(telemetry.registry.encode()).unwrap();
         assert!(
-            text.contains("llm_request_duration_seconds_count{model=\"m\""),
+            text.contains("llm_request_duration_seconds_count{container_id=\"\",k8s_namespace=\"\",k8s_pod=\"\",model=\"m\""),
             "{text}"
         );
         assert!(text.contains("llmtap_events_lost_total 5"), "{text}");
