@@ -123,6 +123,8 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     for target in capture.tls_targets() {
         tracing::info!(path = %target.path.display(), functions = ?target.functions, "TLS hooks attached");
     }
+    let mut reader = capture.event_reader()?;
+    telemetry.set_ready(true);
     tracing::info!(
         "watching {} process(es) and their children{}; stop with Ctrl-C",
         discovery.watched.len(),
@@ -133,8 +135,6 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         }
     );
 
-    let mut reader = capture.event_reader()?;
-    telemetry.set_ready(true);
     let mut pipeline = Pipeline::new(&options, telemetry);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
