@@ -484,6 +484,12 @@ fn summary(call: &LlmCall) -> String {
         call.pid,
         call.comm.as_deref().unwrap_or("")
     );
+    let workload = &call.workload;
+    if let (Some(namespace), Some(pod)) = (&workload.pod_namespace, &workload.pod_name) {
+        line += &format!(" pod={namespace}/{pod}");
+    } else if let Some(container) = &workload.container_id {
+        line += &format!(" container={}", &container[..container.len().min(12)]);
+    }
     if let Some(status) = call.http_status {
         line += &format!(" status={status}");
     }
