@@ -244,6 +244,7 @@ fn fuzz_http(rng: &mut Rng, seeds: &Seeds) -> u64 {
     let limits = HttpLimits {
         max_head_bytes: 64 + rng.below(8192),
         max_decoded_body: 1 + rng.below(1 << 16) as u64,
+        max_streams: 1 + rng.below(8),
     };
     let mut conn = HttpConnection::new(Side::Unknown, limits);
     let mut bytes = 0usize;
@@ -351,6 +352,7 @@ fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) -> u64 {
         http: HttpLimits {
             max_head_bytes: 64 + rng.below(8192),
             max_decoded_body: 1 + rng.below(1 << 16) as u64,
+            max_streams: 1 + rng.below(8),
         },
         max_request_body: rng.below(4096),
         max_response_body: rng.below(4096),
