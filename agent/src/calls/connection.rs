@@ -10,7 +10,7 @@ use super::exchange::Exchange;
 use super::record::{ErrorType, LlmCall, OutputChunk};
 use super::{tokens, Limits, ReconstructionStats};
 use crate::http::{ChunkTime, Head, HttpConnection, HttpError, HttpEvent, Role};
-use crate::http2::{self, Http2Connection, Http2Event};
+use crate::http2::{self, Http2Connection, Http2Event, Opening};
 use crate::stream::{CloseReason, ConnectionInfo, DataChunk, Direction, Side};
 
 /// How an exchange ended.
@@ -25,11 +25,12 @@ enum Ending {
     NoResponse,
 }
 
-/// How the connection's bytes are framed, decided by its first chunk.
+/// How the connection's bytes are framed, decided by its first bytes.
 // One per connection, set once: boxing a variant would only add a pointer.
 #[allow(clippy::large_enum_variant)]
 enum Framing {
-    Undecided,
+    /// The first chunks, too short to tell (`PR` could be `PRI` or `PUT`).
+    Undecided(Vec<DataChunk>),
     Http1(HttpConnection),
     Http2(Http2Connection),
 }
@@ -60,7 +61,7 @@ impl Connection {
     pub(super) fn new(info: ConnectionInfo) -> Self {
         Self {
             info,
-            framing: Framing::Undecided,
+            framing: Framing::Undecided(Vec::new()),
             exchanges: Exchanges::default(),
             failed: false,
         }
@@ -69,7 +70,7 @@ impl Connection {
     /// The side, as the framing knows it.
     fn side(&self) -> Side {
         match &self.framing {
-            Framing::Undecided => self.info.side,
+            Framing::Undecided(_) => self.info.side,
             Framing::Http1(http) => http.side(),
             Framing::Http2(http) => http.side(),
         }
@@ -77,6 +78,40 @@ impl Connection {
 
     /// Feeds one data chunk; finished calls are appended to `out`.
     pub(super) fn data(
+        &mut self,
+        chunk: &DataChunk,
+        limits: &Limits,
+        stats: &mut ReconstructionStats,
+        out: &mut Vec<LlmCall>,
+    ) {
+        let Framing::Undecided(pending) = &mut self.framing else {
+            return self.frame(chunk, limits, stats, out);
+        };
+        // The protocol is told by the first direction's opening bytes.
+        let first = pending.first().unwrap_or(chunk).direction;
+        let mut opening: Vec<u8> = pending.iter().flat_map(|c| c.bytes.clone()).collect();
+        if chunk.direction == first {
+            opening.extend_from_slice(&chunk.bytes);
+        }
+        let framing = match http2::detect(first, &opening) {
+            Opening::Unsure if chunk.direction == first => {
+                pending.push(chunk.clone());
+                return;
+            }
+            Opening::Http2(side) => Framing::Http2(Http2Connection::new(side, limits.http)),
+            _ => Framing::Http1(HttpConnection::new(self.info.side, limits.http)),
+        };
+        let Framing::Undecided(pending) = std::mem::replace(&mut self.framing, framing) else {
+            unreachable!("matched above")
+        };
+        for held in &pending {
+            self.frame(held, limits, stats, out);
+        }
+        self.frame(chunk, limits, stats, out);
+    }
+
+    /// Frames one chunk once the protocol is known.
+    fn frame(
         &mut self,
         chunk: &DataChunk,
         limits: &Limits,
@@ -93,12 +128,6 @@ impl Connection {
             start: chunk.call_start,
             end: chunk.call_end,
         };
-        if let Framing::Undecided = self.framing {
-            self.framing = match http2::detect(chunk.direction, &chunk.bytes) {
-                Some(side) => Framing::Http2(Http2Connection::new(side, limits.http)),
-                None => Framing::Http1(HttpConnection::new(self.info.side, limits.http)),
-            };
-        }
         let (direction, gap, bytes) = (chunk.direction, chunk.gap_before, &chunk.bytes[..]);
         let mut result = self.feed(direction, gap, bytes, time, limits, stats);
         if let Framing::Http1(http) = &mut self.framing {
@@ -136,7 +165,7 @@ impl Connection {
     ) -> Result<(), HttpError> {
         let exchanges = &mut self.exchanges;
         match &mut self.framing {
-            Framing::Undecided => Ok(()),
+            Framing::Undecided(_) => Ok(()),
             Framing::Http1(http) => http.feed(direction, gap, bytes, time, &mut |event| {
                 exchanges.on_http(event, time, limits, stats)
             }),

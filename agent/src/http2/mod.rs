@@ -34,24 +34,56 @@ const DEFAULT_TABLE_SIZE: usize = 4096;
 /// the peers' encoders decide.
 const MAX_TABLE_SIZE: usize = 64 * 1024;
 
-/// Whether the first bytes of a connection in `direction` open HTTP/2, and
-/// if so which side the watched process is: the client preface comes from
-/// the client, a SETTINGS frame before anything else from the server.
-pub fn detect(direction: Direction, bytes: &[u8]) -> Option<Side> {
+/// What a connection's opening bytes (of one direction) say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// HTTP/2, and which side the watched process is: the client preface
+    /// comes from the client, a SETTINGS frame before anything else from
+    /// the server.
+    Http2(Side),
+    /// Not HTTP/2 (HTTP/1.x, or nothing this agent reads).
+    Other,
+    /// Too few bytes to tell (`PR` may become `PRI` or `PROPFIND`).
+    Unsure,
+}
+
+/// Tells HTTP/2 from the first bytes of a connection in `direction`.
+pub fn detect(direction: Direction, bytes: &[u8]) -> Opening {
     let (client, server) = match direction {
         Direction::Egress => (Side::Client, Side::Server),
         Direction::Ingress => (Side::Server, Side::Client),
     };
-    if bytes.len() >= 4 && (bytes.starts_with(PREFACE) || PREFACE.starts_with(bytes)) {
-        return Some(client);
+    if bytes.starts_with(PREFACE) {
+        return Opening::Http2(client);
     }
-    let header = FrameHeader::parse(bytes.get(..9)?.try_into().ok()?);
+    if PREFACE.starts_with(bytes) {
+        return Opening::Unsure;
+    }
+    let Some(header) = bytes.get(..9).and_then(|b| b.try_into().ok()) else {
+        // Could these be the start of a SETTINGS frame on stream 0 (length
+        // below 64 KiB, type 4, no flags)?
+        let settings = [Some(0), None, None, Some(frame::SETTINGS), Some(0), Some(0)];
+        let fits = bytes
+            .iter()
+            .zip(settings.iter().chain(std::iter::repeat(&Some(0))))
+            .all(|(b, want)| want.is_none_or(|w| *b == w));
+        return if fits {
+            Opening::Unsure
+        } else {
+            Opening::Other
+        };
+    };
+    let header = FrameHeader::parse(header);
     let settings = header.kind == frame::SETTINGS
         && header.flags == 0
         && header.stream == 0
         && header.len.is_multiple_of(6)
         && header.len <= 16 * 1024;
-    settings.then_some(server)
+    if settings {
+        Opening::Http2(server)
+    } else {
+        Opening::Other
+    }
 }
 
 /// One framing step.

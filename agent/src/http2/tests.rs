@@ -344,13 +344,23 @@ fn table_size_updates_past_the_peers_setting_fail() {
 
 #[test]
 fn detection_tells_the_side_from_the_first_bytes() {
-    assert_eq!(detect(OUT, PREFACE), Some(Side::Client));
-    assert_eq!(detect(IN, &PREFACE[..6]), Some(Side::Server));
+    use Opening::*;
+    assert_eq!(detect(OUT, PREFACE), Http2(Side::Client));
+    assert_eq!(
+        detect(IN, &[PREFACE, b"\0\0"].concat()),
+        Http2(Side::Server)
+    );
     let settings = frame(frame::SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
-    assert_eq!(detect(OUT, &settings), Some(Side::Server));
-    assert_eq!(detect(IN, &settings), Some(Side::Client));
-    assert_eq!(detect(OUT, b"POST /v1/chat HTTP/1.1\r\n"), None);
-    assert_eq!(detect(IN, b"HTTP/1.1 200 OK\r\n"), None);
-    assert_eq!(detect(OUT, b"PRI"), None);
-    assert_eq!(detect(OUT, &frame(frame::SETTINGS, 1, 0, &[])), None);
+    assert_eq!(detect(OUT, &settings), Http2(Side::Server));
+    assert_eq!(detect(IN, &settings), Http2(Side::Client));
+    assert_eq!(detect(OUT, b"POST /v1/chat HTTP/1.1\r\n"), Other);
+    assert_eq!(detect(IN, b"HTTP/1.1 200 OK\r\n"), Other);
+    assert_eq!(detect(OUT, b"PUT"), Other);
+    assert_eq!(detect(OUT, &frame(frame::SETTINGS, 1, 0, &[])), Other);
+    // Too short to tell.
+    assert_eq!(detect(OUT, b""), Unsure);
+    assert_eq!(detect(OUT, b"PR"), Unsure);
+    assert_eq!(detect(OUT, &PREFACE[..20]), Unsure);
+    assert_eq!(detect(IN, &settings[..5]), Unsure);
+    assert_eq!(detect(IN, b"\x16\x03\x01\x00\xa5"), Other, "a TLS record");
 }
