@@ -5,7 +5,7 @@
 //! huge numbers), cuts them at random, feeds one stage, and catches panics.
 //!
 //! ```text
-//! cargo run --release -p llmtap --example fuzz -- <http|sse|providers|calls> <seconds> [seed]
+//! cargo run --release -p llmtap --example fuzz -- <http|http2|sse|providers|calls> <seconds> [seed]
 //! ```
 //!
 //! Each execution draws from its own seed; a crash's seed is written to
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use llmtap::calls::{CallTracker, Limits};
 use llmtap::http::{ChunkTime, HttpConnection, HttpEvent, HttpLimits};
+use llmtap::http2::{Http2Connection, Http2Event, PREFACE};
 use llmtap::providers::{Api, PROVIDERS};
 use llmtap::sse::{Frame, NdjsonParser, SseParser};
 use llmtap::stream::{CloseReason, ConnectionId, DataChunk, Direction, Side, StreamEvent};
@@ -66,6 +67,25 @@ const TOKENS: &[&[u8]] = &[
     b"\"",
     b"{",
     b"]",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+    // HTTP/2: the preface, frames (SETTINGS with a huge table size,
+    // RST_STREAM, CONTINUATION, padded HEADERS with priority, padded DATA,
+    // PUSH_PROMISE, GOAWAY), and HPACK pieces (a huge table size update,
+    // an index past both tables, bad Huffman, static indexes, a new name).
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"\0\0\0\x04\0\0\0\0\0",
+    b"\0\0\x06\x04\0\0\0\0\0\0\x01\xff\xff\xff\xff",
+    b"\0\0\x04\x03\0\0\0\0\x01\0\0\0\x08",
+    b"\0\0\x01\x09\x04\0\0\0\x01\x82",
+    b"\0\0\x08\x01\x2d\0\0\0\x03\x01\0\0\0\x01\x10\x82\0",
+    b"\0\0\x04\0\x09\0\0\0\x01\x02x\0\0",
+    b"\0\0\x05\x05\x04\0\0\0\x01\0\0\0\x02\x82",
+    b"\0\0\x08\x07\0\0\0\0\0\0\0\0\x01\0\0\0\0",
+    b"\x3f\xe1\xff\xff\x0f",
+    b"\xff\xff\xff\xff\x0f",
+    b"\x40\x85\xff\xff\xff\xff\xff",
+    b"\x82\x86\x84",
+    b"\x40\x01a\x01b",
 ];
 
 /// xorshift64*: small, seedable, no dependency.
@@ -143,6 +163,8 @@ fn cuts<'a>(rng: &mut Rng, data: &'a [u8]) -> Vec<&'a [u8]> {
 /// The fixtures' events, and every data chunk's bytes as the corpus.
 struct Seeds {
     connections: Vec<Vec<StreamEvent>>,
+    /// The fixtures that open with HTTP/2's preface.
+    http2: Vec<Vec<StreamEvent>>,
     corpus: Vec<Vec<u8>>,
     /// Each fixture's ingress bytes (responses, mostly), for SSE.
     bodies: Vec<Vec<u8>>,
@@ -168,16 +190,28 @@ fn seeds() -> Seeds {
         SseParser::new(1 << 20).feed(&ingress, &mut |f| frames.push(f.data.to_vec()));
         bodies.push(ingress);
     }
+    let opens_h2 = |events: &&Vec<StreamEvent>| {
+        events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Data(c) if c.bytes.starts_with(PREFACE)))
+    };
+    let http2 = connections.iter().filter(opens_h2).cloned().collect();
     Seeds {
         connections,
+        http2,
         corpus,
         bodies,
         frames,
     }
 }
 
-fn mutated_events(rng: &mut Rng, seeds: &Seeds) -> Vec<StreamEvent> {
-    let events = &seeds.connections[rng.below(seeds.connections.len())];
+/// One of `connections`, mutated and cut anew.
+fn mutated_events(
+    rng: &mut Rng,
+    connections: &[Vec<StreamEvent>],
+    seeds: &Seeds,
+) -> Vec<StreamEvent> {
+    let events = &connections[rng.below(connections.len())];
     let mut out = Vec::new();
     for event in events {
         match event {
@@ -240,10 +274,11 @@ fn mutated_events(rng: &mut Rng, seeds: &Seeds) -> Vec<StreamEvent> {
 
 /// HTTP framing alone; yields the decoded body bytes.
 fn fuzz_http(rng: &mut Rng, seeds: &Seeds) -> u64 {
-    let events = mutated_events(rng, seeds);
+    let events = mutated_events(rng, &seeds.connections, seeds);
     let limits = HttpLimits {
         max_head_bytes: 64 + rng.below(8192),
         max_decoded_body: 1 + rng.below(1 << 16) as u64,
+        max_streams: 1 + rng.below(8),
     };
     let mut conn = HttpConnection::new(Side::Unknown, limits);
     let mut bytes = 0usize;
@@ -266,6 +301,54 @@ fn fuzz_http(rng: &mut Rng, seeds: &Seeds) -> u64 {
         }
     }
     bytes as u64
+}
+
+/// HTTP/2 framing and HPACK alone on the HTTP/2 fixtures, then the calls
+/// stage on the same events (streams keyed by id); yields the decoded body
+/// bytes and the records.
+fn fuzz_http2(rng: &mut Rng, seeds: &Seeds) -> u64 {
+    let events = mutated_events(rng, &seeds.http2, seeds);
+    let limits = HttpLimits {
+        max_head_bytes: 16 + rng.below(8192),
+        max_decoded_body: 1 + rng.below(1 << 16) as u64,
+        max_streams: 1 + rng.below(8),
+    };
+    let side = [Side::Client, Side::Server][rng.below(2)];
+    let mut conn = if rng.chance(4) {
+        Http2Connection::upgraded(side, limits)
+    } else {
+        Http2Connection::new(side, limits)
+    };
+    let mut produced = 0u64;
+    let mut sink = |e: Http2Event<'_>| {
+        if let Http2Event::Stream {
+            event: HttpEvent::Body { bytes, .. },
+            ..
+        } = e
+        {
+            produced += bytes.len() as u64;
+        }
+    };
+    for event in &events {
+        if let StreamEvent::Data(c) = event {
+            let time = ChunkTime {
+                start: c.call_start,
+                end: c.call_end,
+            };
+            let _ = conn.feed(c.direction, c.gap_before, &c.bytes, time, &mut sink);
+        }
+    }
+    let mut tracker = CallTracker::new(Limits {
+        http: limits,
+        ..Limits::default()
+    });
+    for event in &events {
+        for call in tracker.on_event(ConnectionId(1), event) {
+            let _ = serde_json::to_string(&call);
+            produced += 1;
+        }
+    }
+    produced
 }
 
 /// SSE and NDJSON framing, then every provider on every frame; yields the
@@ -345,12 +428,13 @@ fn fuzz_providers(rng: &mut Rng, seeds: &Seeds) -> u64 {
 
 /// The whole path, with small random caps; yields the records.
 fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) -> u64 {
-    let events = mutated_events(rng, seeds);
+    let events = mutated_events(rng, &seeds.connections, seeds);
     let limits = Limits {
         max_connections: 1 + rng.below(3),
         http: HttpLimits {
             max_head_bytes: 64 + rng.below(8192),
             max_decoded_body: 1 + rng.below(1 << 16) as u64,
+            max_streams: 1 + rng.below(8),
         },
         max_request_body: rng.below(4096),
         max_response_body: rng.below(4096),
@@ -381,11 +465,12 @@ fn main() {
     let seed: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0x5EED);
     let run: fn(&mut Rng, &Seeds) -> u64 = match target {
         "http" => fuzz_http,
+        "http2" => fuzz_http2,
         "sse" => fuzz_sse,
         "providers" => fuzz_providers,
         "calls" => fuzz_calls,
         other => {
-            eprintln!("unknown target {other}: use http, sse, providers or calls");
+            eprintln!("unknown target {other}: use http, http2, sse, providers or calls");
             std::process::exit(2);
         }
     };

@@ -4,7 +4,7 @@
 //! before it:
 //!
 //! ```text
-//! capture ─► reassembly ─► stream::StreamEvent ─► http ─► sse ─► providers ─► calls::LlmCall ─► export
+//! capture ─► reassembly ─► stream::StreamEvent ─► http | http2 ─► sse ─► providers ─► calls::LlmCall ─► export
 //! ```
 //!
 //! Everything from `reassembly` to `calls` is pure: bytes and timestamps in,
@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod export;
 pub mod http;
+pub mod http2;
 pub mod launch;
 pub mod providers;
 pub mod reassembly;

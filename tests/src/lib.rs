@@ -45,6 +45,23 @@ pub fn mock_llm_bin() -> PathBuf {
     debug_binary("mock-llm")
 }
 
+/// The Go client (tests/clients/go_stream, on net/http and crypto/tls),
+/// built into `dir` as `name`, stripped of symbols or not.
+pub fn build_go_client(dir: &tempfile::TempDir, name: &str, stripped: bool) -> PathBuf {
+    let binary = dir.path().join(name);
+    let mut go = Command::new("go");
+    go.arg("build")
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", dir.path().join("gocache"))
+        .current_dir(workspace_root().join("tests/clients/go_stream"));
+    if stripped {
+        go.arg("-ldflags=-s -w");
+    }
+    let status = go.arg("-o").arg(&binary).arg(".").status().expect("run go");
+    assert!(status.success(), "building the Go client (needs golang-go)");
+    binary
+}
+
 /// Holds the lock that makes end-to-end tests run one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

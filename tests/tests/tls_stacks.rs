@@ -29,22 +29,6 @@ fn gnutls_client(dir: &tempfile::TempDir) -> PathBuf {
     binary
 }
 
-/// The Go client, built into `dir` as `name`, stripped of symbols or not.
-fn go_client(dir: &tempfile::TempDir, name: &str, stripped: bool) -> PathBuf {
-    let binary = dir.path().join(name);
-    let mut go = Command::new("go");
-    go.arg("build")
-        .env("GO111MODULE", "off")
-        .env("GOCACHE", dir.path().join("gocache"))
-        .current_dir(workspace_root().join("tests/clients/go_stream"));
-    if stripped {
-        go.arg("-ldflags=-s -w");
-    }
-    let status = go.arg("-o").arg(&binary).arg(".").status().expect("run go");
-    assert!(status.success(), "building the Go client (needs golang-go)");
-    binary
-}
-
 fn server() -> MockServer {
     MockServer::start(
         true,
@@ -141,7 +125,7 @@ fn a_gnutls_client_started_later_is_captured_under_an_exe_scope() {
 fn a_go_client_is_captured_through_crypto_tls_with_its_first_token_time() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
-    let binary = go_client(&dir, "go_stream", false);
+    let binary = build_go_client(&dir, "go_stream", false);
     let server = server();
     let report = ClientReport::new();
     let (url, output) = (server.base_url(), report.arg());
@@ -178,7 +162,7 @@ fn a_go_client_is_captured_through_crypto_tls_with_its_first_token_time() {
 fn a_stripped_go_binary_is_reported_unsupported_exactly_once() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
-    let binary = go_client(&dir, "gostripped", true);
+    let binary = build_go_client(&dir, "gostripped", true);
     let server = server();
     let mut agent = RunningAgent::start(&["--exe", "gostripped"]);
     agent.wait_for_log("stop with Ctrl-C", Duration::from_secs(30));

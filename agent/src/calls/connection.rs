@@ -1,14 +1,17 @@
-//! One connection: its HTTP framing, its queue of exchanges (pipelined
-//! requests wait in order for their responses), and turning each finished
-//! exchange into an [`LlmCall`].
+//! One connection: its framing (HTTP/1.1, or HTTP/2 from the first bytes
+//! or after an h2c upgrade), its exchanges (HTTP/1.1's pipelined requests
+//! wait in order for their responses; HTTP/2's are keyed by stream and
+//! complete in any order), and turning each finished exchange into an
+//! [`LlmCall`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::exchange::Exchange;
 use super::record::{ErrorType, LlmCall, OutputChunk};
 use super::{tokens, Limits, ReconstructionStats};
 use crate::http::{ChunkTime, Head, HttpConnection, HttpError, HttpEvent, Role};
-use crate::stream::{CloseReason, ConnectionInfo, DataChunk, Side};
+use crate::http2::{self, Http2Connection, Http2Event, Opening};
+use crate::stream::{CloseReason, ConnectionInfo, DataChunk, Direction, Side};
 use crate::workload::Workload;
 
 /// How an exchange ended.
@@ -16,26 +19,39 @@ use crate::workload::Workload;
 enum Ending {
     /// The response's last byte arrived.
     Complete,
-    /// The connection ended while the response was arriving.
+    /// The connection (or the HTTP/2 stream) ended while the response was
+    /// arriving.
     Cut(CloseReason),
     /// The connection ended before a response started.
     NoResponse,
 }
 
+/// How the connection's bytes are framed, decided by its first bytes.
+// One per connection, set once: boxing a variant would only add a pointer.
+#[allow(clippy::large_enum_variant)]
+enum Framing {
+    /// The first chunks, too short to tell (`PR` could be `PRI` or `PUT`).
+    Undecided(Vec<DataChunk>),
+    Http1(HttpConnection),
+    Http2(Http2Connection),
+}
+
 /// Tracks one connection.
 pub(super) struct Connection {
     info: ConnectionInfo,
-    http: HttpConnection,
+    framing: Framing,
     exchanges: Exchanges,
     /// Framing failed: everything else on this connection is ignored.
     failed: bool,
 }
 
-/// A connection's exchanges in request order: the front one is receiving
-/// its response, the back one may still be sending its request.
+/// A connection's exchanges. HTTP/1.1's in request order: the front one is
+/// receiving its response, the back one may still be sending its request.
+/// HTTP/2's by stream id.
 #[derive(Default)]
 struct Exchanges {
     queue: VecDeque<Exchange>,
+    streams: BTreeMap<u32, Exchange>,
     /// Exchanges finished during the current event, in order.
     finished: Vec<(Exchange, Ending)>,
     /// More requests waited for responses than `max_pending`.
@@ -43,17 +59,60 @@ struct Exchanges {
 }
 
 impl Connection {
-    pub(super) fn new(info: ConnectionInfo, limits: &Limits) -> Self {
+    pub(super) fn new(info: ConnectionInfo) -> Self {
         Self {
-            http: HttpConnection::new(info.side, limits.http),
             info,
+            framing: Framing::Undecided(Vec::new()),
             exchanges: Exchanges::default(),
             failed: false,
         }
     }
 
+    /// The side, as the framing knows it.
+    fn side(&self) -> Side {
+        match &self.framing {
+            Framing::Undecided(_) => self.info.side,
+            Framing::Http1(http) => http.side(),
+            Framing::Http2(http) => http.side(),
+        }
+    }
+
     /// Feeds one data chunk; finished calls are appended to `out`.
     pub(super) fn data(
+        &mut self,
+        chunk: &DataChunk,
+        limits: &Limits,
+        stats: &mut ReconstructionStats,
+        out: &mut Vec<LlmCall>,
+    ) {
+        let Framing::Undecided(pending) = &mut self.framing else {
+            return self.frame(chunk, limits, stats, out);
+        };
+        // The protocol is told by the first direction's opening bytes.
+        let first = pending.first().unwrap_or(chunk).direction;
+        let mut opening: Vec<u8> = pending.iter().flat_map(|c| c.bytes.clone()).collect();
+        if chunk.direction == first {
+            opening.extend_from_slice(&chunk.bytes);
+        }
+        let framing = match http2::detect(first, &opening) {
+            Opening::Unsure if chunk.direction == first => {
+                pending.push(chunk.clone());
+                return;
+            }
+            Opening::Http2(side) => Framing::Http2(Http2Connection::new(side, limits.http)),
+            _ => Framing::Http1(HttpConnection::new(self.info.side, limits.http)),
+        };
+        let Framing::Undecided(pending) = std::mem::replace(&mut self.framing, framing) else {
+            unreachable!("matched above")
+        };
+        for held in &pending {
+            self.frame(held, limits, stats, out);
+        }
+        self.frame(chunk, limits, stats, out);
+    }
+
+    /// Frames one chunk once the protocol is known.
+    fn frame(
         &mut self,
         chunk: &DataChunk,
         limits: &Limits,
@@ -70,15 +129,18 @@ impl Connection {
             start: chunk.call_start,
             end: chunk.call_end,
         };
-        let exchanges = &mut self.exchanges;
-        let mut on = |event: HttpEvent<'_>| exchanges.on_http(event, time, limits, stats);
-        let result = self.http.feed(
-            chunk.direction,
-            chunk.gap_before,
-            &chunk.bytes,
-            time,
-            &mut on,
-        );
+        let (direction, gap, bytes) = (chunk.direction, chunk.gap_before, &chunk.bytes[..]);
+        let mut result = self.feed(direction, gap, bytes, time, limits, stats);
+        if let Framing::Http1(http) = &mut self.framing {
+            if let Some(rest) = http.take_h2c() {
+                // Upgraded: the request that asked is answered on stream 1.
+                self.framing = Framing::Http2(Http2Connection::upgraded(http.side(), limits.http));
+                if let Some(exchange) = self.exchanges.queue.pop_front() {
+                    self.exchanges.streams.insert(1, exchange);
+                }
+                result = result.and_then(|()| self.feed(direction, 0, &rest, time, limits, stats));
+            }
+        }
         let failure = match result {
             Err(HttpError::NotHttp) => Some(&mut stats.non_http_connections),
             Err(_) => Some(&mut stats.parse_failures),
@@ -92,6 +154,28 @@ impl Connection {
         self.flush(stats, out);
     }
 
+    /// Frames bytes of one direction with the connection's framing.
+    fn feed(
+        &mut self,
+        direction: Direction,
+        gap: u64,
+        bytes: &[u8],
+        time: ChunkTime,
+        limits: &Limits,
+        stats: &mut ReconstructionStats,
+    ) -> Result<(), HttpError> {
+        let exchanges = &mut self.exchanges;
+        match &mut self.framing {
+            Framing::Undecided(_) => Ok(()),
+            Framing::Http1(http) => http.feed(direction, gap, bytes, time, &mut |event| {
+                exchanges.on_http(event, time, limits, stats)
+            }),
+            Framing::Http2(http) => http.feed(direction, gap, bytes, time, &mut |event| {
+                exchanges.on_http2(event, time, limits, stats)
+            }),
+        }
+    }
+
     /// The connection ended: every open exchange ends with it.
     pub(super) fn close(
         mut self,
@@ -103,16 +187,15 @@ impl Connection {
         if !self.failed {
             let exchanges = &mut self.exchanges;
             let time = ChunkTime::default();
-            self.http
-                .close(&mut |event| exchanges.on_http(event, time, limits, stats));
-            while let Some(mut exchange) = exchanges.queue.pop_front() {
-                exchange.resolve(false, stats);
-                let ending = if exchange.response.is_some() {
-                    Ending::Cut(reason)
-                } else {
-                    Ending::NoResponse
-                };
-                exchanges.finished.push((exchange, ending));
+            if let Framing::Http1(http) = &mut self.framing {
+                http.close(&mut |event| exchanges.on_http(event, time, limits, stats));
+            }
+            let open = exchanges
+                .queue
+                .drain(..)
+                .chain(std::mem::take(&mut exchanges.streams).into_values());
+            for exchange in open {
+                exchanges.finished.push(cut(exchange, reason, stats));
             }
         }
         self.flush(stats, out);
@@ -122,12 +205,18 @@ impl Connection {
     fn fail(&mut self, stats: &mut ReconstructionStats) {
         self.failed = true;
         let queue = std::mem::take(&mut self.exchanges.queue);
-        stats.calls_lost += queue.iter().filter(|e| e.llm.is_some()).count() as u64;
+        let streams = std::mem::take(&mut self.exchanges.streams);
+        stats.calls_lost += queue
+            .iter()
+            .chain(streams.values())
+            .filter(|e| e.llm.is_some())
+            .count() as u64;
     }
 
     fn flush(&mut self, stats: &mut ReconstructionStats, out: &mut Vec<LlmCall>) {
+        let side = self.side();
         for (exchange, ending) in self.exchanges.finished.drain(..) {
-            if let Some(call) = build(&self.info, self.http.side(), exchange, ending, stats) {
+            if let Some(call) = build(&self.info, side, exchange, ending, stats) {
                 stats.llm_calls += 1;
                 out.push(call);
             }
@@ -135,8 +224,24 @@ impl Connection {
     }
 }
 
+/// An exchange ended early, by `reason`.
+fn cut(
+    mut exchange: Exchange,
+    reason: CloseReason,
+    stats: &mut ReconstructionStats,
+) -> (Exchange, Ending) {
+    exchange.resolve(false, stats);
+    let ending = if exchange.response.is_some() {
+        Ending::Cut(reason)
+    } else {
+        Ending::NoResponse
+    };
+    (exchange, ending)
+}
+
 impl Exchanges {
-    /// Routes one HTTP event (from a chunk with `time`) to its exchange.
+    /// Routes one HTTP/1.1 event (from a chunk with `time`) to its exchange:
+    /// a request's to the newest, a response's to the oldest.
     fn on_http(
         &mut self,
         event: HttpEvent<'_>,
@@ -147,91 +252,151 @@ impl Exchanges {
         if self.overflow {
             return;
         }
-        let exchanges = &mut self.queue;
+        if let HttpEvent::Head {
+            head: Head::Request(head),
+            first_byte,
+        } = event
+        {
+            stats.requests += 1;
+            // Requests pair with responses in order, so none can be
+            // skipped: past the cap the connection is given up.
+            if self.queue.len() >= limits.max_pending {
+                self.overflow = true;
+                return;
+            }
+            self.queue.push_back(Exchange::new(head, first_byte));
+            return;
+        }
+        let exchange = match event.role() {
+            Role::Request => self.queue.back_mut(),
+            Role::Response => self.queue.front_mut(),
+        };
+        match exchange {
+            Some(exchange) => {
+                if apply(exchange, event, time, limits, stats) {
+                    let exchange = self.queue.pop_front().expect("the front one");
+                    self.finished.push((exchange, Ending::Complete));
+                }
+            }
+            None => unmatched(&event, stats),
+        }
+    }
+
+    /// Routes one HTTP/2 event to its stream's exchange.
+    fn on_http2(
+        &mut self,
+        event: Http2Event<'_>,
+        time: ChunkTime,
+        limits: &Limits,
+        stats: &mut ReconstructionStats,
+    ) {
         match event {
-            HttpEvent::Head {
-                head: Head::Request(head),
-                first_byte,
+            Http2Event::Stream {
+                id,
+                event:
+                    HttpEvent::Head {
+                        head: Head::Request(head),
+                        first_byte,
+                    },
             } => {
+                // The framer bounds the streams open at once.
                 stats.requests += 1;
-                // Requests pair with responses in order, so none can be
-                // skipped: past the cap the connection is given up.
-                if exchanges.len() >= limits.max_pending {
-                    self.overflow = true;
-                    return;
-                }
-                exchanges.push_back(Exchange::new(head, first_byte));
+                self.streams.insert(id, Exchange::new(head, first_byte));
             }
-            HttpEvent::Head {
-                head: Head::Response(head),
-                first_byte,
-            } => match exchanges.front_mut() {
-                Some(exchange) if exchange.response.is_none() => {
-                    // An early response (before the request ended) still pairs.
-                    exchange.resolve(exchange.request_sent.is_some(), stats);
-                    exchange.respond(&head, first_byte, limits);
-                }
-                _ => stats.unmatched_responses += 1,
-            },
-            HttpEvent::Body {
-                role: Role::Request,
-                bytes,
-            } => {
-                if let Some(exchange) = exchanges.back_mut() {
-                    exchange.request_body(bytes, limits, stats);
-                }
-            }
-            HttpEvent::Body {
-                role: Role::Response,
-                bytes,
-            } => {
-                if let Some(exchange) = exchanges.front_mut() {
-                    let llm = exchange.llm;
-                    if let Some(response) = &mut exchange.response {
-                        response.body(bytes, time.end, llm, limits);
-                    }
-                }
-            }
-            HttpEvent::BodyTruncated {
-                role: Role::Request,
-            } => {
-                if let Some(exchange) = exchanges.back_mut() {
-                    exchange.truncate_request(stats);
-                }
-            }
-            HttpEvent::BodyTruncated {
-                role: Role::Response,
-            } => {
-                if let Some(response) = exchanges.front_mut().and_then(|e| e.response.as_mut()) {
-                    response.truncated = true;
-                }
-            }
-            HttpEvent::End {
-                role: Role::Request,
-                last_byte,
-            } => {
-                if let Some(exchange) = exchanges.back_mut() {
-                    exchange.request_sent = Some(last_byte.end);
-                    exchange.resolve(true, stats);
-                }
-            }
-            HttpEvent::End {
-                role: Role::Response,
-                last_byte,
-            } => {
-                if exchanges.front().is_some_and(|e| e.response.is_some()) {
-                    if let Some(mut exchange) = exchanges.pop_front() {
-                        // The end (e.g. the last chunk's terminator) may come
-                        // in a later read than the last body byte.
-                        if let Some(response) = &mut exchange.response {
-                            response.last_byte = last_byte.end;
-                        }
+            Http2Event::Stream { id, event } => match self.streams.get_mut(&id) {
+                Some(exchange) => {
+                    if apply(exchange, event, time, limits, stats) {
+                        let exchange = self.streams.remove(&id).expect("just seen");
                         self.finished.push((exchange, Ending::Complete));
                     }
+                }
+                None => unmatched(&event, stats),
+            },
+            Http2Event::Reset { id } => {
+                if let Some(exchange) = self.streams.remove(&id) {
+                    self.finished.push(cut(exchange, CloseReason::Reset, stats));
                 }
             }
         }
     }
+}
+
+/// An event with no exchange to go to.
+fn unmatched(event: &HttpEvent<'_>, stats: &mut ReconstructionStats) {
+    if let HttpEvent::Head { .. } = event {
+        stats.unmatched_responses += 1;
+    }
+}
+
+/// Applies one event (other than a request head) to its exchange; returns
+/// whether it completed the exchange (the response ended).
+fn apply(
+    exchange: &mut Exchange,
+    event: HttpEvent<'_>,
+    time: ChunkTime,
+    limits: &Limits,
+    stats: &mut ReconstructionStats,
+) -> bool {
+    match event {
+        HttpEvent::Head {
+            head: Head::Request(_),
+            ..
+        } => {}
+        HttpEvent::Head {
+            head: Head::Response(head),
+            first_byte,
+        } => {
+            if exchange.response.is_none() {
+                // An early response (before the request ended) still pairs.
+                exchange.resolve(exchange.request_sent.is_some(), stats);
+                exchange.respond(&head, first_byte, limits);
+            } else {
+                stats.unmatched_responses += 1;
+            }
+        }
+        HttpEvent::Body {
+            role: Role::Request,
+            bytes,
+        } => exchange.request_body(bytes, limits, stats),
+        HttpEvent::Body {
+            role: Role::Response,
+            bytes,
+        } => {
+            let llm = exchange.llm;
+            if let Some(response) = &mut exchange.response {
+                response.body(bytes, time.end, llm, limits);
+            }
+        }
+        HttpEvent::BodyTruncated {
+            role: Role::Request,
+        } => exchange.truncate_request(stats),
+        HttpEvent::BodyTruncated {
+            role: Role::Response,
+        } => {
+            if let Some(response) = &mut exchange.response {
+                response.truncated = true;
+            }
+        }
+        HttpEvent::End {
+            role: Role::Request,
+            last_byte,
+        } => {
+            exchange.request_sent = Some(last_byte.end);
+            exchange.resolve(true, stats);
+        }
+        HttpEvent::End {
+            role: Role::Response,
+            last_byte,
+        } => {
+            if let Some(response) = &mut exchange.response {
+                // The end (e.g. the last chunk's terminator) may come in a
+                // later read than the last body byte.
+                response.last_byte = last_byte.end;
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The `traceparent` header's trace id and parent span id, if well formed.

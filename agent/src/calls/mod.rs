@@ -79,7 +79,7 @@ pub struct ReconstructionStats {
     pub connections_rejected: u64,
     /// Data or close events for a connection never opened.
     pub events_without_open: u64,
-    /// Connections whose bytes were not HTTP/1.x (HTTP/2, other protocols).
+    /// Connections whose bytes were neither HTTP/1.x nor HTTP/2.
     pub non_http_connections: u64,
     /// Connections whose HTTP framing failed (garbage, truncation, gaps).
     pub parse_failures: u64,
@@ -197,8 +197,7 @@ impl CallTracker {
             return;
         }
         self.stats.connections_opened += 1;
-        self.connections
-            .insert(id, Connection::new(info, &self.limits));
+        self.connections.insert(id, Connection::new(info));
         self.stats.open_connections = self.connections.len() as u64;
     }
 }

@@ -4,12 +4,15 @@
 //! Inside, a request flows `request` (HTTP head, body fields) → `reply`
 //! (which API, which scenario; the APIs live in `replies/`) → `wire`
 //! (HTTP framing and timing of each write) → `connection` (the I/O), with
-//! every write recorded by `send_log`.
+//! every write recorded by `send_log`. HTTP/2 clients are answered by
+//! `h2` instead of `wire` and `connection`, with the same replies.
 
 mod connection;
+mod h2;
 mod replies;
 mod reply;
 mod request;
+mod rewound;
 mod send_log;
 pub mod server;
 mod tls;

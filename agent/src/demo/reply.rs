@@ -98,6 +98,15 @@ impl Events {
         self.push(Pace::FirstToken, text);
     }
 
+    /// Each event with its time, counted from reading the request.
+    pub fn timed(self, pacing: &Pacing) -> impl Iterator<Item = (Duration, String)> + '_ {
+        let mut at = Duration::ZERO;
+        self.events.into_iter().map(move |(pace, event)| {
+            at += pacing.delay(pace);
+            (at, event)
+        })
+    }
+
     /// Appends `text` with pace `before_first_token` until the first token
     /// has been written, [`Pace::Next`] after.
     fn push(&mut self, before_first_token: Pace, text: String) {

@@ -10,12 +10,16 @@
 //! one before, each in its own flushed write on a `TCP_NODELAY` socket. The
 //! request's model name is echoed back; `error-NNN`, `error-midstream` and
 //! `cut-midstream` ask for failures.
+//!
+//! HTTP/1.1 always; HTTP/2 (`h2`) to plaintext clients that open with its
+//! preface, and over TLS when ALPN picks it ([`ServerConfig::http2`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -25,8 +29,11 @@ pub use super::reply::Pacing;
 pub use super::send_log::SendRecord;
 
 use super::connection::{serve, Settings};
+use super::h2;
+use super::rewound::Rewound;
 use super::send_log::SendLog;
 use super::tls;
+use crate::http2::PREFACE;
 
 /// How to run the server.
 #[derive(Clone, Debug)]
@@ -37,6 +44,9 @@ pub struct ServerConfig {
     /// Serve TLS, with a fresh CA whose PEM certificate is written here.
     /// `None` serves plaintext HTTP.
     pub tls_cert_out: Option<PathBuf>,
+    /// Offer HTTP/2 in TLS's ALPN (`h2` before `http/1.1`). Plaintext
+    /// HTTP/2 (h2c with prior knowledge) is always served.
+    pub http2: bool,
     /// Output tokens (content chunks) per reply, unless the request's
     /// `max_tokens` asks for fewer.
     pub chunks: usize,
@@ -53,6 +63,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls_cert_out: None,
+            http2: false,
             chunks: 12,
             pacing: Pacing::default(),
             send_log_file: None,
@@ -108,7 +119,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let tls = config
         .tls_cert_out
         .as_deref()
-        .map(tls::acceptor)
+        .map(|ca_out| tls::acceptor(ca_out, config.http2))
         .transpose()?;
     let log = SendLog::new(config.keep_send_log, config.send_log_file.as_deref())?;
     let settings = Arc::new(Settings {
@@ -160,7 +171,7 @@ async fn accept_loop(
 }
 
 async fn connection(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     tls: Option<TlsAcceptor>,
     conn: u64,
     settings: &Settings,
@@ -168,8 +179,40 @@ async fn connection(
     // Each chunk must leave at once, not wait for Nagle's algorithm.
     tcp.set_nodelay(true)?;
     match tls {
-        Some(acceptor) => serve(acceptor.accept(tcp).await?, conn, settings).await,
-        None => serve(tcp, conn, settings).await,
+        Some(acceptor) => {
+            let tls = acceptor.accept(tcp).await?;
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                h2::serve(tls, conn, settings).await
+            } else {
+                serve(tls, conn, settings).await
+            }
+        }
+        None => {
+            let (head, h2) = read_first_bytes(&mut tcp).await?;
+            let tcp = Rewound::new(head, tcp);
+            if h2 {
+                h2::serve(tcp, conn, settings).await
+            } else {
+                serve(tcp, conn, settings).await
+            }
+        }
+    }
+}
+
+/// Reads a plaintext connection's first bytes, enough to tell whether the
+/// client opens with HTTP/2's preface (h2c with prior knowledge).
+async fn read_first_bytes(tcp: &mut TcpStream) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = tcp.read(&mut buf).await?;
+        head.extend_from_slice(&buf[..n]);
+        if head.starts_with(PREFACE) {
+            return Ok((head, true));
+        }
+        if n == 0 || !PREFACE.starts_with(&head) {
+            return Ok((head, false));
+        }
     }
 }
 

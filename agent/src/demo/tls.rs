@@ -17,9 +17,9 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
 /// Makes a fresh CA and server certificate, writes the CA's PEM to
-/// `ca_out`, and returns an acceptor serving HTTP/1.1 with the server
-/// certificate.
-pub fn acceptor(ca_out: &Path) -> anyhow::Result<TlsAcceptor> {
+/// `ca_out`, and returns an acceptor with the server certificate, offering
+/// HTTP/1.1 by ALPN, and HTTP/2 first if `http2`.
+pub fn acceptor(ca_out: &Path, http2: bool) -> anyhow::Result<TlsAcceptor> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
@@ -55,5 +55,8 @@ pub fn acceptor(ca_out: &Path) -> anyhow::Result<TlsAcceptor> {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if http2 {
+        config.alpn_protocols.insert(0, b"h2".to_vec());
+    }
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

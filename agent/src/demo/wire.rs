@@ -63,9 +63,7 @@ pub fn plan(reply: Reply, pacing: &Pacing, request_id: &str) -> Plan {
                 data: head,
                 body: String::new(),
             }];
-            let mut at = Duration::ZERO;
-            for (pace, event) in events.events {
-                at += pacing.delay(pace);
+            for (at, event) in events.timed(pacing) {
                 writes.push(Write {
                     at,
                     data: format!("{:x}\r\n{event}\r\n", event.len()),

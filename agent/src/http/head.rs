@@ -77,17 +77,23 @@ impl ResponseHead {
     }
 }
 
+impl Header {
+    /// A header from its bytes on the wire (HTTP/1 line or HPACK field):
+    /// the name lowercased, credentials emptied.
+    pub(crate) fn from_raw(name: &[u8], value: &[u8]) -> Self {
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let value = if REDACTED.contains(&name.as_str()) {
+            String::new()
+        } else {
+            String::from_utf8_lossy(value).trim().to_owned()
+        };
+        Header { name, value }
+    }
+}
+
 fn convert(raw: &[httparse::Header<'_>]) -> Vec<Header> {
     raw.iter()
-        .map(|h| {
-            let name = h.name.to_ascii_lowercase();
-            let value = if REDACTED.contains(&name.as_str()) {
-                String::new()
-            } else {
-                String::from_utf8_lossy(h.value).trim().to_owned()
-            };
-            Header { name, value }
-        })
+        .map(|h| Header::from_raw(h.name.as_bytes(), h.value))
         .collect()
 }
 

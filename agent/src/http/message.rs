@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 
+use super::body::{decoder_for, BodyOutput};
 use super::chunked::Chunked;
-use super::encoding::ContentDecoder;
 use super::head::{self, Framing};
 use super::{ChunkTime, Head, HttpError, HttpEvent, HttpLimits, Role};
 
@@ -20,72 +20,9 @@ enum State {
     UntilClose,
     /// Not HTTP any more (101 Switching Protocols): bytes are ignored.
     Opaque,
-}
-
-/// Where body bytes go: content decoding, then the per-message cap.
-#[derive(Debug)]
-struct BodyOutput {
-    role: Role,
-    max: u64,
-    decoder: Option<ContentDecoder>,
-    /// Bytes passed on for the current message.
-    passed: u64,
-    /// Nothing more is passed on for the current message.
-    stopped: bool,
-}
-
-impl BodyOutput {
-    fn pass(&mut self, bytes: &[u8], sink: &mut dyn FnMut(HttpEvent<'_>)) {
-        if self.stopped || bytes.is_empty() {
-            return;
-        }
-        let Self {
-            role,
-            max,
-            decoder,
-            passed,
-            stopped,
-        } = self;
-        let mut emit = |piece: &[u8]| {
-            if *stopped {
-                return;
-            }
-            let room = (*max - *passed).min(piece.len() as u64) as usize;
-            if room > 0 {
-                sink(HttpEvent::Body {
-                    role: *role,
-                    bytes: &piece[..room],
-                });
-            }
-            *passed += room as u64;
-            if room < piece.len() {
-                *stopped = true;
-                sink(HttpEvent::BodyTruncated { role: *role });
-            }
-        };
-        match decoder {
-            None => emit(bytes),
-            Some(decoder) => {
-                if decoder.write(bytes, &mut emit).is_err() {
-                    self.stop(sink);
-                }
-            }
-        }
-    }
-
-    /// Stops passing bytes of this message on, once, with a notice.
-    fn stop(&mut self, sink: &mut dyn FnMut(HttpEvent<'_>)) {
-        if !self.stopped {
-            self.stopped = true;
-            sink(HttpEvent::BodyTruncated { role: self.role });
-        }
-    }
-
-    fn reset(&mut self, decoder: Option<ContentDecoder>) {
-        self.decoder = decoder;
-        self.passed = 0;
-        self.stopped = false;
-    }
+    /// Switched to HTTP/2 by a 101 answering `Upgrade: h2c`; holds the
+    /// bytes that followed the 101 in its chunk, for the HTTP/2 framer.
+    H2c(Vec<u8>),
 }
 
 /// Reads the messages of one direction.
@@ -112,18 +49,24 @@ impl MessageReader {
             state: State::Head,
             first_byte: None,
             last_byte: ChunkTime::default(),
-            out: BodyOutput {
-                role,
-                max: limits.max_decoded_body,
-                decoder: None,
-                passed: 0,
-                stopped: false,
-            },
+            out: BodyOutput::new(role, limits.max_decoded_body),
         }
     }
 
     pub(crate) fn is_opaque(&self) -> bool {
-        matches!(self.state, State::Opaque)
+        matches!(self.state, State::Opaque | State::H2c(_))
+    }
+
+    /// After a 101 to h2c: the bytes that followed it (once; later bytes
+    /// are the HTTP/2 framer's to read).
+    pub(crate) fn take_h2c(&mut self) -> Option<Vec<u8>> {
+        match std::mem::replace(&mut self.state, State::Opaque) {
+            State::H2c(rest) => Some(rest),
+            other => {
+                self.state = other;
+                None
+            }
+        }
     }
 
     pub(crate) fn set_opaque(&mut self) {
@@ -150,8 +93,15 @@ impl MessageReader {
         let mut rest = bytes;
         while !rest.is_empty() {
             let used = match &mut self.state {
-                State::Opaque => return Ok(()),
-                State::Head => self.head(rest, time, bodyless, sink)?,
+                State::Opaque | State::H2c(_) => return Ok(()),
+                State::Head => {
+                    let used = self.head(rest, time, bodyless, sink)?;
+                    if let State::H2c(after) = &mut self.state {
+                        after.extend_from_slice(&rest[used..]);
+                        return Ok(());
+                    }
+                    used
+                }
                 State::Length(left) => {
                     let take = (*left).min(rest.len() as u64);
                     *left -= take;
@@ -194,7 +144,7 @@ impl MessageReader {
         sink: &mut dyn FnMut(HttpEvent<'_>),
     ) -> Result<(), HttpError> {
         let skipped = match &mut self.state {
-            State::Opaque => return Ok(()),
+            State::Opaque | State::H2c(_) => return Ok(()),
             State::Length(left) if gap <= *left => {
                 *left -= gap;
                 true
@@ -272,6 +222,18 @@ impl MessageReader {
                 self.first_byte = None;
                 return Ok(used);
             }
+            Head::Response(res)
+                if res.status == 101
+                    && res
+                        .header("upgrade")
+                        .is_some_and(|p| p.trim().eq_ignore_ascii_case("h2c")) =>
+            {
+                // Not the answer: that comes on HTTP/2 stream 1.
+                bodyless.pop_front();
+                self.first_byte = None;
+                self.state = State::H2c(Vec::new());
+                return Ok(used);
+            }
             Head::Response(res) => {
                 self.out.reset(decoder_for(&res.headers));
                 let no_body =
@@ -296,8 +258,4 @@ impl MessageReader {
         }
         Ok(used)
     }
-}
-
-fn decoder_for(headers: &[head::Header]) -> Option<ContentDecoder> {
-    head::find(headers, "content-encoding").and_then(ContentDecoder::for_coding)
 }

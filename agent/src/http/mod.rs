@@ -9,10 +9,13 @@
 //! A parse error stops the whole connection ([`HttpError`]); other
 //! connections are unaffected because each has its own [`HttpConnection`].
 
+mod body;
 mod chunked;
 mod encoding;
 mod head;
 mod message;
+
+pub(crate) use body::{decoder_for, BodyOutput};
 
 use std::collections::VecDeque;
 
@@ -45,6 +48,9 @@ pub enum HttpError {
     /// Data arrived in a direction after that direction failed or closed.
     #[error("connection already failed")]
     Failed,
+    /// HTTP/2 framing or HPACK broke the protocol.
+    #[error("HTTP/2: {0}")]
+    Http2(&'static str),
 }
 
 /// Which message of an exchange.
@@ -106,6 +112,25 @@ pub enum HttpEvent<'a> {
     },
 }
 
+impl HttpEvent<'_> {
+    /// Whose message the event is about.
+    pub fn role(&self) -> Role {
+        match self {
+            HttpEvent::Head {
+                head: Head::Request(_),
+                ..
+            } => Role::Request,
+            HttpEvent::Head {
+                head: Head::Response(_),
+                ..
+            } => Role::Response,
+            HttpEvent::Body { role, .. }
+            | HttpEvent::BodyTruncated { role }
+            | HttpEvent::End { role, .. } => *role,
+        }
+    }
+}
+
 /// Caps for one connection's framing buffers.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpLimits {
@@ -114,6 +139,9 @@ pub struct HttpLimits {
     /// Decoded (decompressed) bytes passed on per message; the rest is
     /// dropped and reported with [`HttpEvent::BodyTruncated`].
     pub max_decoded_body: u64,
+    /// HTTP/2 streams open at once on one connection; past it the
+    /// connection is given up.
+    pub max_streams: usize,
 }
 
 impl Default for HttpLimits {
@@ -121,6 +149,7 @@ impl Default for HttpLimits {
         Self {
             max_head_bytes: 64 * 1024,
             max_decoded_body: 64 * 1024 * 1024,
+            max_streams: 256,
         }
     }
 }
@@ -200,6 +229,13 @@ impl HttpConnection {
         };
         self.failed = result.is_err();
         result
+    }
+
+    /// After a `101` answering `Upgrade: h2c`: the bytes that followed it,
+    /// once. From then on the connection is HTTP/2's
+    /// ([`crate::http2::Http2Connection::upgraded`]).
+    pub fn take_h2c(&mut self) -> Option<Vec<u8>> {
+        self.responses.take_h2c()
     }
 
     /// The connection closed: ends bodies delimited by the close.

@@ -216,3 +216,34 @@ fn credentials_are_not_kept() {
     assert_eq!(head.header("x-api-key"), Some(""));
     assert_eq!(head.header("authorization"), Some(""));
 }
+
+#[test]
+fn a_101_to_h2c_is_no_answer_and_hands_over_the_bytes_after_it() {
+    let mut conn = HttpConnection::new(Side::Client, HttpLimits::default());
+    let mut seen = Seen::default();
+    let upgrade = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n";
+    conn.feed(Direction::Egress, 0, upgrade, at(1), &mut record(&mut seen))
+        .unwrap();
+    let answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n\0\0\0\x04";
+    conn.feed(Direction::Ingress, 0, answer, at(2), &mut record(&mut seen))
+        .unwrap();
+    assert_eq!(seen.heads, ["GET /"], "the 101 is not the response");
+    assert_eq!(conn.take_h2c(), Some(b"\0\0\0\x04".to_vec()));
+    assert_eq!(conn.take_h2c(), None, "handed over once");
+    // Other upgrades stay a final 101 and opaque bytes.
+    let mut conn = HttpConnection::new(Side::Client, HttpLimits::default());
+    let mut seen = Seen::default();
+    conn.feed(Direction::Egress, 0, upgrade, at(1), &mut record(&mut seen))
+        .unwrap();
+    let websocket = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x00";
+    conn.feed(
+        Direction::Ingress,
+        0,
+        websocket,
+        at(2),
+        &mut record(&mut seen),
+    )
+    .unwrap();
+    assert_eq!(seen.heads, ["GET /", "101"]);
+    assert_eq!(conn.take_h2c(), None);
+}

@@ -2,6 +2,8 @@
 //! the end-to-end tests and by hand. Prints one JSON ready line on stdout,
 //! `{"listening":"127.0.0.1:PORT","url":"https://127.0.0.1:PORT","cert":"/path"|null}`,
 //! once it accepts connections, then serves until SIGINT or SIGTERM.
+//! HTTP/1.1 always; HTTP/2 to plaintext clients that open with its preface,
+//! and over TLS with `--http2`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -26,6 +28,10 @@ struct Args {
     /// Where to write the CA certificate (PEM) clients must trust.
     #[arg(long)]
     cert_out: Option<PathBuf>,
+    /// Offer HTTP/2 (ALPN h2) over TLS. Plaintext HTTP/2 with prior
+    /// knowledge (h2c) is served either way.
+    #[arg(long)]
+    http2: bool,
     /// Delay between consecutive chunks after the first token.
     #[arg(long, default_value_t = 20)]
     chunk_delay_ms: u64,
@@ -46,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen,
         tls_cert_out: args.tls.then_some(args.cert_out).flatten(),
+        http2: args.http2,
         chunks: args.chunks,
         pacing: Pacing {
             first_token: Duration::from_millis(args.first_token_delay_ms),
