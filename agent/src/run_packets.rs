@@ -1,0 +1,242 @@
+//! The agent on packets: a pcap/pcapng file replayed as fast as it reads,
+//! or a live interface captured until stopped, through the same pipeline
+//! and outputs as the eBPF path (`run::Pipeline`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::capture::ebpf::KernelCounters;
+use crate::capture::pcap::source::{CaptureDrops, Next, PacketSource};
+use crate::capture::pcap::tcp::{AbandonReason, TcpLimits};
+use crate::capture::pcap::PacketStage;
+use crate::export::prometheus::PacketTotals;
+use crate::export::semconv::value;
+use crate::export::telemetry::Telemetry;
+use crate::run::{now, Outcome, Pipeline};
+use crate::stream::WallNanos;
+
+/// Where packets come from.
+#[derive(Clone, Debug)]
+pub enum PacketInput {
+    /// `--read FILE`: replay, then exit.
+    File(PathBuf),
+    /// `--capture pcap --iface IFACE`: capture until stopped.
+    Live { iface: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct PacketOptions {
+    pub input: PacketInput,
+    /// BPF filter expression (tcpdump syntax), `--port` already folded in.
+    pub filter: String,
+    pub print: bool,
+    pub print_payload: bool,
+    pub export: crate::config::ExportSettings,
+}
+
+/// The BPF filter for `--filter` and `--port`.
+pub fn filter_expression(filter: Option<&str>, port: Option<u16>) -> String {
+    let base = filter.unwrap_or("tcp");
+    match port {
+        Some(port) => format!("({base}) and tcp port {port}"),
+        None => base.to_string(),
+    }
+}
+
+pub async fn run(options: PacketOptions) -> anyhow::Result<Outcome> {
+    match &options.input {
+        PacketInput::File(path) => {
+            // Before anything starts: a bad file is the one line said.
+            let source = PacketSource::open_file(path, &options.filter)?;
+            let telemetry = Telemetry::start(&options.export).await?;
+            replay(source, &options, telemetry).await
+        }
+        PacketInput::Live { iface } => live(iface, &options).await,
+    }
+}
+
+async fn replay(
+    mut source: PacketSource<pcap::Offline>,
+    options: &PacketOptions,
+    telemetry: Telemetry,
+) -> anyhow::Result<Outcome> {
+    let mut pipeline = Pipeline::new(options.print, options.print_payload, telemetry);
+    let mut stage = PacketStage::new(source.link(), TcpLimits::default());
+    let mut events = Vec::new();
+    let mut last: WallNanos = 0;
+    loop {
+        match source.next_packet()? {
+            Next::Packet(at, frame) => {
+                last = last.max(at);
+                stage.push(at, frame, &mut events);
+                pipeline.feed_connections(events.drain(..))?;
+            }
+            Next::Timeout => continue,
+            Next::End => break,
+        }
+    }
+    // What the file ends in the middle of is cut there, at its last packet.
+    stage.finish(last, &mut events);
+    pipeline.feed_connections(events.drain(..))?;
+    observe(&pipeline, &stage, CaptureDrops::default(), 0);
+    tracing::info!(
+        packets = stage.packets_seen(),
+        flows = stage.tcp_stats().flows_opened,
+        bytes_skipped = stage.tcp_stats().bytes_skipped,
+        "replayed"
+    );
+    pipeline.telemetry.shutdown().await;
+    Ok(Outcome::Stopped)
+}
+
+/// Packets the capture thread hands over at once.
+type Batch = Vec<(WallNanos, Vec<u8>)>;
+
+/// From the capture thread.
+enum Report {
+    Packets(Batch),
+    Drops(CaptureDrops),
+    Failed(anyhow::Error),
+}
+
+/// Batches queued between the capture thread and the pipeline; past it,
+/// packets are dropped (and counted) rather than buffered without bound.
+const QUEUED_BATCHES: usize = 1024;
+
+async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let source = PacketSource::open_live(iface, &options.filter)?;
+    let link = source.link();
+    std::thread::spawn(crate::calls::prepare_tokenizer);
+    let telemetry = Telemetry::start(&options.export).await?;
+    tracing::info!("metrics on http://{}/metrics", telemetry.metrics_addr());
+    tracing::info!(iface, filter = %options.filter, "capturing packets (plaintext HTTP only); stop with Ctrl-C");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::channel(QUEUED_BATCHES);
+    let agent_drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let thread = {
+        let (stop, agent_drops) = (stop.clone(), agent_drops.clone());
+        std::thread::spawn(move || capture_loop(source, &tx, &stop, &agent_drops))
+    };
+    telemetry.set_ready(true);
+    let mut pipeline = Pipeline::new(options.print, options.print_payload, telemetry);
+    let mut stage = PacketStage::new(link, TcpLimits::default());
+    let mut events = Vec::new();
+    let mut drops = CaptureDrops::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            report = rx.recv() => match report {
+                Some(Report::Packets(batch)) => {
+                    for (at, frame) in batch {
+                        stage.push(at, &frame, &mut events);
+                    }
+                    pipeline.feed_connections(events.drain(..))?;
+                }
+                Some(Report::Drops(latest)) => drops = latest,
+                Some(Report::Failed(e)) => break Err(e),
+                None => break Ok(()),
+            },
+            _ = tick.tick() => {
+                stage.tick(now(), &mut events);
+                pipeline.feed_connections(events.drain(..))?;
+                observe(&pipeline, &stage, drops, agent_drops.load(Ordering::Relaxed));
+            }
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    // Whatever the thread had read is fed before the end.
+    while let Some(report) = rx.recv().await {
+        if let Report::Packets(batch) = report {
+            for (at, frame) in batch {
+                stage.push(at, &frame, &mut events);
+            }
+        }
+    }
+    let _ = thread.join();
+    stage.finish(now(), &mut events);
+    pipeline.feed_connections(events.drain(..))?;
+    observe(
+        &pipeline,
+        &stage,
+        drops,
+        agent_drops.load(Ordering::Relaxed),
+    );
+    pipeline.telemetry.shutdown().await;
+    result.map(|()| Outcome::Stopped)
+}
+
+/// Longest a read packet waits in a partial batch.
+const BATCH_DELAY: Duration = Duration::from_millis(5);
+const BATCH_PACKETS: usize = 256;
+
+/// Reads packets on its own thread (libpcap blocks) until `stop`.
+fn capture_loop(
+    mut source: PacketSource<pcap::Active>,
+    tx: &mpsc::Sender<Report>,
+    stop: &AtomicBool,
+    agent_drops: &std::sync::atomic::AtomicU64,
+) {
+    let mut batch: Batch = Vec::new();
+    let mut batch_started = Instant::now();
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let timed_out = match source.next_packet() {
+            Ok(Next::Packet(at, frame)) => {
+                if batch.is_empty() {
+                    batch_started = Instant::now();
+                }
+                batch.push((at, frame.to_vec()));
+                false
+            }
+            Ok(Next::Timeout | Next::End) => true,
+            Err(e) => {
+                let _ = tx.blocking_send(Report::Failed(e));
+                return;
+            }
+        };
+        let due =
+            timed_out || batch.len() >= BATCH_PACKETS || batch_started.elapsed() >= BATCH_DELAY;
+        if due && !batch.is_empty() {
+            let sent = std::mem::take(&mut batch);
+            let count = sent.len() as u64;
+            if tx.try_send(Report::Packets(sent)).is_err() {
+                agent_drops.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            let _ = tx.try_send(Report::Drops(source.drops()));
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(Report::Packets(batch));
+    }
+}
+
+/// Brings the metrics up to the capture's running totals.
+fn observe(pipeline: &Pipeline, stage: &PacketStage, drops: CaptureDrops, agent_drops: u64) {
+    pipeline.observe_with(&KernelCounters::default(), stage.open_flows());
+    let abandoned = &stage.tcp_stats().abandoned;
+    let health = pipeline.telemetry.health();
+    health.observe_packets(&PacketTotals {
+        seen: stage.packets_seen(),
+        dropped: vec![
+            (value::DROPPED_BY_KERNEL, drops.kernel),
+            (value::DROPPED_BY_INTERFACE, drops.interface),
+            (value::DROPPED_BY_AGENT, agent_drops),
+        ],
+        abandoned: AbandonReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), abandoned.get(r).copied().unwrap_or(0)))
+            .collect(),
+    });
+}
