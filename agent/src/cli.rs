@@ -79,7 +79,8 @@ pub struct WatchArgs {
     pub iface: Option<String>,
 
     /// With --capture pcap or --read: which packets to read, as a BPF
-    /// filter expression (tcpdump's syntax). Default: tcp.
+    /// filter expression (tcpdump's syntax), ANDed with "TCP, 802.1Q-tagged
+    /// or not". Default: all TCP.
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use llmtap::capture::ebpf::scope::{ScopeArgs, Scopes};
 use llmtap::capture::ebpf::EbpfConfig;
+use llmtap::capture::pcap::source::PacketFilter;
 use llmtap::cli::{CaptureMode, Cli, Command, LogFormat, WatchArgs};
 use llmtap::run::{self, AgentOptions, Outcome};
 use llmtap::run_packets::{self, PacketInput, PacketOptions};
@@ -48,7 +49,10 @@ fn packet_options(watch: &WatchArgs) -> anyhow::Result<Option<PacketOptions>> {
     };
     Ok(Some(PacketOptions {
         input,
-        filter: run_packets::filter_expression(watch.filter.as_deref(), watch.port),
+        filter: PacketFilter {
+            expression: watch.filter.clone(),
+            port: watch.port,
+        },
         print: watch.print,
         print_payload: watch.print_payload,
         export: llmtap::config::ExportSettings::from_args(&watch.export)?,

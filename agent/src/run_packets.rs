@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::capture::ebpf::KernelCounters;
-use crate::capture::pcap::source::{CaptureDrops, Next, PacketSource};
+use crate::capture::pcap::source::{CaptureDrops, Next, PacketFilter, PacketSource};
 use crate::capture::pcap::tcp::{AbandonReason, TcpLimits};
 use crate::capture::pcap::PacketStage;
 use crate::export::prometheus::PacketTotals;
@@ -32,20 +32,10 @@ pub enum PacketInput {
 #[derive(Clone, Debug)]
 pub struct PacketOptions {
     pub input: PacketInput,
-    /// BPF filter expression (tcpdump syntax), `--port` already folded in.
-    pub filter: String,
+    pub filter: PacketFilter,
     pub print: bool,
     pub print_payload: bool,
     pub export: crate::config::ExportSettings,
-}
-
-/// The BPF filter for `--filter` and `--port`.
-pub fn filter_expression(filter: Option<&str>, port: Option<u16>) -> String {
-    let base = filter.unwrap_or("tcp");
-    match port {
-        Some(port) => format!("({base}) and tcp port {port}"),
-        None => base.to_string(),
-    }
 }
 
 pub async fn run(options: PacketOptions) -> anyhow::Result<Outcome> {
@@ -116,7 +106,7 @@ async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
     std::thread::spawn(crate::calls::prepare_tokenizer);
     let telemetry = Telemetry::start(&options.export).await?;
     tracing::info!("metrics on http://{}/metrics", telemetry.metrics_addr());
-    tracing::info!(iface, filter = %options.filter, "capturing packets (plaintext HTTP only); stop with Ctrl-C");
+    tracing::info!(iface, filter = %source.filter(), "capturing packets (plaintext HTTP only); stop with Ctrl-C");
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::channel(QUEUED_BATCHES);
     let agent_drops = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -28,9 +28,39 @@ pub struct CaptureDrops {
     pub interface: u64,
 }
 
+/// Which packets to read: `--filter` and `--port`.
+#[derive(Clone, Debug, Default)]
+pub struct PacketFilter {
+    /// A BPF expression (tcpdump's syntax).
+    pub expression: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl PacketFilter {
+    /// The BPF program's source for a link type. On Ethernet a plain `tcp`
+    /// misses 802.1Q-tagged frames, so the test is also made behind a tag
+    /// (`vlan` shifts the offsets of what follows it, so it comes last);
+    /// libpcap knows no tags on other link types.
+    pub fn for_link(&self, link: LinkType) -> String {
+        let tcp = match self.port {
+            Some(port) => format!("tcp port {port}"),
+            None => "tcp".to_string(),
+        };
+        let tcp = match link {
+            LinkType::Ethernet => format!("{tcp} or (vlan and {tcp})"),
+            _ => tcp,
+        };
+        match &self.expression {
+            Some(expression) => format!("({expression}) and ({tcp})"),
+            None => tcp,
+        }
+    }
+}
+
 pub struct PacketSource<T: Activated + ?Sized> {
     capture: Capture<T>,
     link: LinkType,
+    filter: String,
 }
 
 /// Frames are read whole: a cut frame cannot be decoded, so its bytes
@@ -39,7 +69,7 @@ const SNAPLEN: i32 = 262_144;
 
 impl PacketSource<Offline> {
     /// Opens a pcap or pcapng file; `filter` is a BPF expression (tcpdump's).
-    pub fn open_file(path: &Path, filter: &str) -> anyhow::Result<Self> {
+    pub fn open_file(path: &Path, filter: &PacketFilter) -> anyhow::Result<Self> {
         let capture = Capture::from_file_with_precision(path, Precision::Nano)
             .map_err(pcap_error)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -49,7 +79,7 @@ impl PacketSource<Offline> {
 
 impl PacketSource<Active> {
     /// Starts capturing on `iface`, packets matching `filter` only.
-    pub fn open_live(iface: &str, filter: &str) -> anyhow::Result<Self> {
+    pub fn open_live(iface: &str, filter: &PacketFilter) -> anyhow::Result<Self> {
         let capture = Capture::from_device(iface)
             .and_then(|c| {
                 c.snaplen(SNAPLEN)
@@ -76,7 +106,7 @@ impl PacketSource<Active> {
 }
 
 impl<T: Activated + ?Sized> PacketSource<T> {
-    fn new(mut capture: Capture<T>, filter: &str) -> anyhow::Result<Self> {
+    fn new(mut capture: Capture<T>, filter: &PacketFilter) -> anyhow::Result<Self> {
         let linktype = capture.get_datalink();
         let link = LinkType::from_linktype(linktype.0).with_context(|| {
             format!(
@@ -85,11 +115,21 @@ impl<T: Activated + ?Sized> PacketSource<T> {
                 linktype.get_name().unwrap_or_default()
             )
         })?;
+        let filter = filter.for_link(link);
         capture
-            .filter(filter, true)
+            .filter(&filter, true)
             .map_err(pcap_error)
             .with_context(|| format!("bad filter {filter:?}"))?;
-        Ok(PacketSource { capture, link })
+        Ok(PacketSource {
+            capture,
+            link,
+            filter,
+        })
+    }
+
+    /// The BPF filter in force.
+    pub fn filter(&self) -> &str {
+        &self.filter
     }
 
     pub fn link(&self) -> LinkType {
@@ -115,4 +155,24 @@ impl<T: Activated + ?Sized> PacketSource<T> {
 fn pcap_error(e: pcap::Error) -> anyhow::Error {
     let text = e.to_string();
     anyhow::anyhow!("{}", text.strip_prefix("libpcap error: ").unwrap_or(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_take_tagged_ethernet_frames_too() {
+        let all = PacketFilter::default();
+        assert_eq!(all.for_link(LinkType::Ethernet), "tcp or (vlan and tcp)");
+        assert_eq!(all.for_link(LinkType::LinuxSll2), "tcp");
+        let narrow = PacketFilter {
+            expression: Some("host 10.0.0.1".into()),
+            port: Some(80),
+        };
+        assert_eq!(
+            narrow.for_link(LinkType::Ethernet),
+            "(host 10.0.0.1) and (tcp port 80 or (vlan and tcp port 80))"
+        );
+    }
 }
