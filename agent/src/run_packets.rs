@@ -84,31 +84,30 @@ async fn replay(
     Ok(Outcome::Stopped)
 }
 
-/// Packets the capture thread hands over at once.
-type Batch = Vec<(WallNanos, Vec<u8>)>;
-
 /// From the capture thread.
 enum Report {
-    Packets(Batch),
+    /// A frame and its capture time.
+    Packet(WallNanos, Vec<u8>),
     Drops(CaptureDrops),
     Failed(anyhow::Error),
 }
 
-/// Batches queued between the capture thread and the pipeline; past it,
+/// Packets queued between the capture thread and the pipeline; past it,
 /// packets are dropped (and counted) rather than buffered without bound.
-const QUEUED_BATCHES: usize = 1024;
+const QUEUED_PACKETS: usize = 65_536;
 
 async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let source = PacketSource::open_live(iface, &options.filter)?;
+    let mut source = PacketSource::open_live(iface, &options.filter)?;
+    let breaker = source.breaker();
     let link = source.link();
     std::thread::spawn(crate::calls::prepare_tokenizer);
     let telemetry = Telemetry::start(&options.export).await?;
     tracing::info!("metrics on http://{}/metrics", telemetry.metrics_addr());
     tracing::info!(iface, filter = %source.filter(), "capturing packets (plaintext HTTP only); stop with Ctrl-C");
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, mut rx) = mpsc::channel(QUEUED_BATCHES);
+    let (tx, mut rx) = mpsc::channel(QUEUED_PACKETS);
     let agent_drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let thread = {
         let (stop, agent_drops) = (stop.clone(), agent_drops.clone());
@@ -123,10 +122,8 @@ async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
     let result = loop {
         tokio::select! {
             report = rx.recv() => match report {
-                Some(Report::Packets(batch)) => {
-                    for (at, frame) in batch {
-                        stage.push(at, &frame, &mut events);
-                    }
+                Some(Report::Packet(at, frame)) => {
+                    stage.push(at, &frame, &mut events);
                     pipeline.feed_connections(events.drain(..))?;
                 }
                 Some(Report::Drops(latest)) => drops = latest,
@@ -143,12 +140,12 @@ async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
         }
     };
     stop.store(true, Ordering::Relaxed);
+    // libpcap waits for a packet however long: this wakes it.
+    breaker.breakloop();
     // Whatever the thread had read is fed before the end.
     while let Some(report) = rx.recv().await {
-        if let Report::Packets(batch) = report {
-            for (at, frame) in batch {
-                stage.push(at, &frame, &mut events);
-            }
+        if let Report::Packet(at, frame) = report {
+            stage.push(at, &frame, &mut events);
         }
     }
     let _ = thread.join();
@@ -164,51 +161,34 @@ async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
     result.map(|()| Outcome::Stopped)
 }
 
-/// Longest a read packet waits in a partial batch.
-const BATCH_DELAY: Duration = Duration::from_millis(5);
-const BATCH_PACKETS: usize = 256;
-
-/// Reads packets on its own thread (libpcap blocks) until `stop`.
+/// Reads packets on its own thread (libpcap blocks) until `stop`, handing
+/// each over at once: its time is already taken, but the pipeline should
+/// see it now.
 fn capture_loop(
     mut source: PacketSource<pcap::Active>,
     tx: &mpsc::Sender<Report>,
     stop: &AtomicBool,
     agent_drops: &std::sync::atomic::AtomicU64,
 ) {
-    let mut batch: Batch = Vec::new();
-    let mut batch_started = Instant::now();
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let timed_out = match source.next_packet() {
+        match source.next_packet() {
             Ok(Next::Packet(at, frame)) => {
-                if batch.is_empty() {
-                    batch_started = Instant::now();
+                if tx.try_send(Report::Packet(at, frame.to_vec())).is_err() {
+                    agent_drops.fetch_add(1, Ordering::Relaxed);
                 }
-                batch.push((at, frame.to_vec()));
-                false
             }
-            Ok(Next::Timeout | Next::End) => true,
+            Ok(Next::Timeout | Next::End) => {}
             Err(e) => {
                 let _ = tx.blocking_send(Report::Failed(e));
                 return;
             }
-        };
-        let due =
-            timed_out || batch.len() >= BATCH_PACKETS || batch_started.elapsed() >= BATCH_DELAY;
-        if due && !batch.is_empty() {
-            let sent = std::mem::take(&mut batch);
-            let count = sent.len() as u64;
-            if tx.try_send(Report::Packets(sent)).is_err() {
-                agent_drops.fetch_add(count, Ordering::Relaxed);
-            }
         }
+        // Losses only grow with traffic, so reading them between packets is enough.
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
             let _ = tx.try_send(Report::Drops(source.drops()));
         }
-    }
-    if !batch.is_empty() {
-        let _ = tx.blocking_send(Report::Packets(batch));
     }
 }
 

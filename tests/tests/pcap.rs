@@ -231,3 +231,142 @@ fn a_missing_or_bad_file_is_one_line() {
     let not_pcap = fixture("ipv4").with_extension("client.json");
     assert_one_line_error(&run(not_pcap.to_str().unwrap()), "unknown file format");
 }
+
+/// The openai Python SDK client against `server`, at real-time priority
+/// (so its reads follow the packets), under the eBPF agent; returns what
+/// the eBPF agent printed.
+fn ebpf_run_of_the_client(server: &MockServer, model: &str) -> AgentRun {
+    let script = workspace_root().join("tests/clients/openai_stream.py");
+    let (script, url, report) = (
+        script.display().to_string(),
+        server.base_url(),
+        ClientReport::new(),
+    );
+    let output = report.arg();
+    let command = [
+        "python3", &script, &url, "--model", model, "--output", &output,
+    ];
+    run_agent_on_command_in_real_time(&[], &command, server.cert.as_deref())
+}
+
+/// `llmtap --capture pcap --iface lo --port PORT --print`, once capturing.
+fn live_pcap_agent(port: u16) -> RunningAgent {
+    let port = port.to_string();
+    let mut agent = RunningAgent::start(&[
+        "--capture",
+        "pcap",
+        "--iface",
+        "lo",
+        "--port",
+        &port,
+        "--print",
+    ]);
+    agent.wait_for_log("capturing packets", std::time::Duration::from_secs(20));
+    agent
+}
+
+#[test]
+fn live_capture_on_lo_gives_the_ebpf_paths_call_record() {
+    let _serial = serial();
+    let server = MockServer::start(
+        false,
+        &[
+            "--chunks",
+            "10",
+            "--chunk-delay-ms",
+            "30",
+            "--first-token-delay-ms",
+            "80",
+        ],
+    );
+    let mut packets = live_pcap_agent(server.addr.port());
+    let metrics = packets.metrics_addr();
+    let ebpf = ebpf_run_of_the_client(&server, "gpt-live");
+    assert!(ebpf.status.success(), "{}", ebpf.stderr);
+    // The client closed its connection: the packet side ends the flow on
+    // the FINs, and the call is out without a stop.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (_, scrape) = llmtap_tests::prometheus::http_get(metrics, "/metrics").expect("/metrics");
+    let packets = packets.stop();
+    assert!(packets.status.success(), "{}", packets.stderr);
+    let (pcap_calls, ebpf_calls) = (calls(&packets.lines), calls(&ebpf.lines));
+    assert_eq!(pcap_calls.len(), 1, "{pcap_calls:#?}\n{}", packets.stderr);
+    assert_eq!(ebpf_calls.len(), 1, "{ebpf_calls:#?}");
+    let (p, e) = (&pcap_calls[0], &ebpf_calls[0]);
+    for field in [
+        "provider",
+        "api",
+        "request_model",
+        "response_model",
+        "response_id",
+        "http_status",
+        "input_tokens",
+        "output_tokens",
+        "output_tokens_estimated",
+        "output_chunks",
+        "finish_reasons",
+        "error_type",
+        "server_port",
+        "side",
+    ] {
+        assert_eq!(p[field], e[field], "{field}");
+    }
+    assert_eq!(p["request_model"], "gpt-live");
+    assert_eq!(p["pid"], 0);
+    let (p_ttft, e_ttft) = (p["ttft_s"].as_f64().unwrap(), e["ttft_s"].as_f64().unwrap());
+    assert!(p_ttft > 0.080, "the server waited 80 ms: {p_ttft}");
+    assert!(
+        (p_ttft - e_ttft).abs() < 0.002,
+        "TTFT: packets {p_ttft} s, eBPF {e_ttft} s"
+    );
+
+    use llmtap_tests::prometheus::scraped;
+    let seen = scraped(&scrape, "llmtap_packets_seen_total", &[]).unwrap();
+    assert!(seen >= 20.0, "a stream is tens of packets: {seen}");
+    for by in ["kernel", "interface", "agent"] {
+        assert_eq!(
+            scraped(&scrape, "llmtap_packets_dropped_total", &[("by", by)]),
+            Some(0.0),
+            "{by}"
+        );
+    }
+    assert_eq!(
+        scraped(
+            &scrape,
+            "llmtap_flows_abandoned_total",
+            &[("reason", "tls")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn live_capture_drops_tls_flows_and_says_so() {
+    let _serial = serial();
+    let server = MockServer::start(true, &["--chunks", "3"]);
+    let mut packets = live_pcap_agent(server.addr.port());
+    let metrics = packets.metrics_addr();
+    let ebpf = ebpf_run_of_the_client(&server, "gpt-tls");
+    assert!(ebpf.status.success(), "{}", ebpf.stderr);
+    assert_eq!(calls(&ebpf.lines).len(), 1, "the eBPF path reads TLS");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (_, scrape) = llmtap_tests::prometheus::http_get(metrics, "/metrics").expect("/metrics");
+    let packets = packets.stop();
+    assert!(calls(&packets.lines).is_empty(), "{:#?}", packets.lines);
+    assert!(
+        !packets.lines.iter().any(|l| l["type"] == "data"),
+        "no TLS bytes are passed on"
+    );
+    assert_eq!(
+        packets.stderr.matches("is TLS").count(),
+        1,
+        "{}",
+        packets.stderr
+    );
+    let abandoned = llmtap_tests::prometheus::scraped(
+        &scrape,
+        "llmtap_flows_abandoned_total",
+        &[("reason", "tls")],
+    );
+    assert_eq!(abandoned, Some(1.0));
+}

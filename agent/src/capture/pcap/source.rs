@@ -95,6 +95,12 @@ impl PacketSource<Active> {
         Self::new(capture, filter)
     }
 
+    /// A handle that makes a blocked [`PacketSource::next_packet`] return
+    /// (libpcap waits for a packet however long, whatever its timeout).
+    pub fn breaker(&mut self) -> pcap::BreakLoop {
+        self.capture.breakloop_handle()
+    }
+
     pub fn drops(&mut self) -> CaptureDrops {
         self.capture
             .stats()
