@@ -59,16 +59,10 @@ async fn replay(
     let mut stage = PacketStage::new(source.link(), TcpLimits::default());
     let mut events = Vec::new();
     let mut last: WallNanos = 0;
-    loop {
-        match source.next_packet()? {
-            Next::Packet(at, frame) => {
-                last = last.max(at);
-                stage.push(at, frame, &mut events);
-                pipeline.feed_connections(events.drain(..))?;
-            }
-            Next::Timeout => continue,
-            Next::End => break,
-        }
+    while let Next::Packet(at, frame) = source.next_packet()? {
+        last = last.max(at);
+        stage.push(at, frame, &mut events);
+        pipeline.feed_connections(events.drain(..))?;
     }
     // What the file ends in the middle of is cut there, at its last packet.
     stage.finish(last, &mut events);
@@ -178,7 +172,7 @@ fn capture_loop(
                     agent_drops.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(Next::Timeout | Next::End) => {}
+            Ok(Next::End) => {}
             Err(e) => {
                 let _ = tx.blocking_send(Report::Failed(e));
                 return;

@@ -13,9 +13,7 @@ use crate::stream::WallNanos;
 pub enum Next<'a> {
     /// A frame and its capture time.
     Packet(WallNanos, &'a [u8]),
-    /// A live capture's read timeout passed with no packet.
-    Timeout,
-    /// The file has no more packets.
+    /// The file has no more packets, or a live capture was broken off.
     End,
 }
 
@@ -87,7 +85,6 @@ impl PacketSource<Active> {
                     // Each packet as it comes: timings are ours to measure,
                     // not the buffer's to batch.
                     .immediate_mode(true)
-                    .timeout(50)
                     .open()
             })
             .map_err(pcap_error)
@@ -150,7 +147,6 @@ impl<T: Activated + ?Sized> PacketSource<T> {
                 let at = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_usec as u64;
                 Ok(Next::Packet(at, packet.data))
             }
-            Err(pcap::Error::TimeoutExpired) => Ok(Next::Timeout),
             Err(pcap::Error::NoMorePackets) => Ok(Next::End),
             Err(e) => Err(pcap_error(e)).context("cannot read packets"),
         }
