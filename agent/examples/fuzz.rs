@@ -5,8 +5,14 @@
 //! huge numbers), cuts them at random, feeds one stage, and catches panics.
 //!
 //! ```text
-//! cargo run --release -p llmtap --example fuzz -- <http|http2|sse|providers|calls> <seconds> [seed]
+//! cargo run --release -p llmtap --example fuzz -- <http|http2|sse|providers|calls|tcp> <seconds> [seed]
 //! ```
+//!
+//! `tcp` fuzzes packet decoding and TCP reassembly on the frames of the
+//! pcap fixtures (`tests/fixtures/pcap/`): frames reordered, duplicated,
+//! dropped, mutated and cut, times jumbled, under small random limits;
+//! besides panics it checks that each connection opens first, closes
+//! once and last.
 //!
 //! Each execution draws from its own seed; a crash's seed is written to
 //! `target/fuzz-crashes/` and replays alone, panic and all, with
@@ -19,6 +25,10 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use llmtap::calls::{CallTracker, Limits};
+use llmtap::capture::pcap::decode::LinkType;
+use llmtap::capture::pcap::source::{Next, PacketFilter, PacketSource};
+use llmtap::capture::pcap::tcp::TcpLimits;
+use llmtap::capture::pcap::PacketStage;
 use llmtap::http::{ChunkTime, HttpConnection, HttpEvent, HttpLimits};
 use llmtap::http2::{Http2Connection, Http2Event, PREFACE};
 use llmtap::providers::{Api, PROVIDERS};
@@ -170,6 +180,34 @@ struct Seeds {
     bodies: Vec<Vec<u8>>,
     /// SSE/NDJSON frame payloads found in the fixtures.
     frames: Vec<Vec<u8>>,
+    /// Each pcap fixture's link type and timed frames.
+    captures: Vec<Capture>,
+}
+
+/// A capture's link type and its frames with their times.
+type Capture = (LinkType, Vec<(u64, Vec<u8>)>);
+
+/// The frames of every pcap fixture.
+fn captures() -> Vec<Capture> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pcap");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/pcap")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            let mut source =
+                PacketSource::open_file(path, &PacketFilter::default()).expect("opens");
+            let mut frames = Vec::new();
+            while let Ok(Next::Packet(at, frame)) = source.next_packet() {
+                frames.push((at, frame.to_vec()));
+            }
+            (source.link(), frames)
+        })
+        .collect()
 }
 
 fn seeds() -> Seeds {
@@ -202,6 +240,7 @@ fn seeds() -> Seeds {
         corpus,
         bodies,
         frames,
+        captures: captures(),
     }
 }
 
@@ -458,6 +497,73 @@ fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) -> u64 {
     records
 }
 
+/// Packets to connection events, with the frames and their order damaged;
+/// yields the data bytes delivered.
+fn fuzz_tcp(rng: &mut Rng, seeds: &Seeds) -> u64 {
+    let (link, frames) = &seeds.captures[rng.below(seeds.captures.len())];
+    let corpus: Vec<Vec<u8>> = frames.iter().map(|(_, f)| f.clone()).collect();
+    let mut frames = frames.clone();
+    for _ in 0..rng.below(12) {
+        let i = rng.below(frames.len());
+        match rng.below(6) {
+            0 => {
+                let j = rng.below(frames.len());
+                frames.swap(i, j);
+            }
+            1 => frames.insert(i, frames[i].clone()),
+            2 => drop(frames.remove(i)),
+            3 => {
+                let len = rng.below(frames[i].1.len() + 1);
+                frames[i].1.truncate(len);
+            }
+            4 => frames[i].0 = rng.next() % (frames[i].0 * 2 + 1),
+            _ => mutate(rng, &mut frames[i].1, &corpus),
+        }
+        if frames.is_empty() {
+            return 0;
+        }
+    }
+    let limits = TcpLimits {
+        max_flows: 1 + rng.below(3),
+        max_buffered: rng.below(4096),
+        hole_timeout_ns: rng.next() % 2_000_000_000,
+        idle_timeout_ns: rng.next() % 400_000_000_000,
+    };
+    let mut stage = PacketStage::new(*link, limits);
+    let mut events = Vec::new();
+    let mut last = 0;
+    for (at, frame) in &frames {
+        stage.push(*at, frame, &mut events);
+        last = *at;
+    }
+    stage.finish(last, &mut events);
+    let mut open = std::collections::HashMap::new();
+    let mut delivered = 0;
+    for (id, event) in &events {
+        match event {
+            StreamEvent::Opened(_) => {
+                assert!(open.insert(*id, true).is_none(), "{id:?} opened twice")
+            }
+            StreamEvent::Data(chunk) => {
+                assert_eq!(open.get(id), Some(&true), "{id:?} data outside its life");
+                delivered += chunk.bytes.len() as u64;
+            }
+            StreamEvent::Closed { .. } => {
+                assert_eq!(
+                    open.insert(*id, false),
+                    Some(true),
+                    "{id:?} closed unopened or twice"
+                )
+            }
+        }
+    }
+    assert!(
+        open.values().all(|o| !o),
+        "a connection left open at the end"
+    );
+    delivered
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let target = args.get(1).map(String::as_str).unwrap_or("calls");
@@ -469,8 +575,9 @@ fn main() {
         "sse" => fuzz_sse,
         "providers" => fuzz_providers,
         "calls" => fuzz_calls,
+        "tcp" => fuzz_tcp,
         other => {
-            eprintln!("unknown target {other}: use http, http2, sse, providers or calls");
+            eprintln!("unknown target {other}: use http, http2, sse, providers, calls or tcp");
             std::process::exit(2);
         }
     };

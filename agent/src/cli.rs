@@ -66,6 +66,35 @@ pub struct WatchArgs {
     #[arg(long)]
     pub all: bool,
 
+    /// Where bytes are captured: `ebpf` (the default) hooks the watched
+    /// processes' TLS and socket calls; `pcap` reads the TCP packets on
+    /// --iface instead, with no process to give, but sees plaintext HTTP
+    /// only (TLS connections are dropped, and logged once each).
+    #[arg(long, value_enum, default_value_t = CaptureMode::Ebpf)]
+    pub capture: CaptureMode,
+
+    /// With --capture pcap: the network interface to capture on (lo, eth0,
+    /// any).
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Option<String>,
+
+    /// With --capture pcap or --read: which packets to read, as a BPF
+    /// filter expression (tcpdump's syntax), ANDed with "TCP, 802.1Q-tagged
+    /// or not". Default: all TCP.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// With --capture pcap or --read: only TCP traffic to or from this port
+    /// (narrows --filter).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Replay a pcap or pcapng file (tcpdump -w) through the same
+    /// reconstruction and outputs as fast as it reads, then exit. Timings
+    /// come from the packets' capture times. Plaintext HTTP only.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pid", "exe", "cgroup", "container", "all", "command", "iface"])]
+    pub read: Option<std::path::PathBuf>,
+
     /// Print one JSON line per connection event and per read/write (time,
     /// pid, tid, connection, direction, length, a printable preview), for
     /// debugging. The preview shows traffic content.
@@ -104,6 +133,12 @@ pub struct WatchArgs {
     /// exits (with its exit status). Use this for short-lived clients.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CaptureMode {
+    Ebpf,
+    Pcap,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,6 +192,25 @@ mod tests {
         .unwrap();
         assert_eq!(cli.watch.exe, ["python3", "node"]);
         assert_eq!(cli.watch.cgroup, [std::path::PathBuf::from("/a/b")]);
+    }
+
+    #[test]
+    fn packet_flags() {
+        let cli = Cli::try_parse_from([
+            "llmtap",
+            "--capture",
+            "pcap",
+            "--iface",
+            "lo",
+            "--port",
+            "8080",
+        ])
+        .unwrap();
+        assert_eq!(cli.watch.capture, CaptureMode::Pcap);
+        assert_eq!(cli.watch.iface.as_deref(), Some("lo"));
+        assert_eq!(cli.watch.port, Some(8080));
+        assert!(Cli::try_parse_from(["llmtap", "--read", "a.pcap", "--pid", "1"]).is_err());
+        assert!(Cli::try_parse_from(["llmtap", "--read", "a.pcap", "--iface", "lo"]).is_err());
     }
 
     #[test]

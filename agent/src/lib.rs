@@ -22,6 +22,7 @@ pub mod launch;
 pub mod providers;
 pub mod reassembly;
 pub mod run;
+pub mod run_packets;
 pub mod sse;
 pub mod stream;
 pub mod workload;

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use llmtap::capture::ebpf::scope::{ScopeArgs, Scopes};
 use llmtap::capture::ebpf::EbpfConfig;
-use llmtap::cli::{Cli, Command, LogFormat, WatchArgs};
+use llmtap::capture::pcap::source::PacketFilter;
+use llmtap::cli::{CaptureMode, Cli, Command, LogFormat, WatchArgs};
 use llmtap::run::{self, AgentOptions, Outcome};
+use llmtap::run_packets::{self, PacketInput, PacketOptions};
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMTAP_LOG")
@@ -21,6 +23,40 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// The packet path's options, when `--read` or `--capture pcap` asks for it.
+fn packet_options(watch: &WatchArgs) -> anyhow::Result<Option<PacketOptions>> {
+    let input = match (&watch.read, watch.capture) {
+        (Some(path), _) => PacketInput::File(path.clone()),
+        (None, CaptureMode::Pcap) => {
+            if !watch.pid.is_empty() || !watch.command.is_empty() {
+                anyhow::bail!(
+                    "--capture pcap reads packets, not processes: drop --pid and the command"
+                );
+            }
+            let iface = watch.iface.clone().ok_or_else(|| {
+                anyhow::anyhow!("--capture pcap needs --iface IFACE (lo, eth0, any)")
+            })?;
+            PacketInput::Live { iface }
+        }
+        (None, CaptureMode::Ebpf) => {
+            if watch.iface.is_some() || watch.filter.is_some() || watch.port.is_some() {
+                anyhow::bail!("--iface, --filter and --port go with --capture pcap or --read");
+            }
+            return Ok(None);
+        }
+    };
+    Ok(Some(PacketOptions {
+        input,
+        filter: PacketFilter {
+            expression: watch.filter.clone(),
+            port: watch.port,
+        },
+        print: watch.print,
+        print_payload: watch.print_payload,
+        export: llmtap::config::ExportSettings::from_args(&watch.export)?,
+    }))
 }
 
 fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
@@ -53,8 +89,12 @@ async fn main() -> ExitCode {
     init_logging(cli.watch.log_format);
     let result = match cli.command {
         Some(Command::Demo(args)) => llmtap::demo::run(args).await.map(|()| ExitCode::SUCCESS),
-        None => match agent_options(cli.watch) {
-            Ok(options) => run::run(options).await,
+        None => match packet_options(&cli.watch) {
+            Ok(Some(options)) => run_packets::run(options).await,
+            Ok(None) => match agent_options(cli.watch) {
+                Ok(options) => run::run(options).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         }
         .map(|outcome| match outcome {

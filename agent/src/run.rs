@@ -58,7 +58,7 @@ const DRAIN_AT_STOP: Duration = Duration::from_millis(500);
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     if options.pids.is_empty() && options.command.is_empty() && options.scopes.is_empty() {
-        anyhow::bail!("nothing to watch: give --pid PID, --exe NAME, --cgroup PATH, --container ID, --all, or a command after `--` (llmtap --print -- curl ...)");
+        anyhow::bail!("nothing to watch: give --pid PID, --exe NAME, --cgroup PATH, --container ID, --all, or a command after `--` (llmtap --print -- curl ...); packets instead: --capture pcap --iface IFACE, or --read FILE");
     }
     if !options.export.enabled {
         tracing::info!("ENABLE_TELEMETRY is false: attaching nothing, exporting nothing");
@@ -135,7 +135,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         }
     );
 
-    let mut pipeline = Pipeline::new(&options, telemetry);
+    let mut pipeline = Pipeline::new(options.print, options.print_payload, telemetry);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
     let mut reported = KernelCounters::default();
@@ -369,18 +369,19 @@ fn report_kernel_losses(now: KernelCounters, before: KernelCounters) -> KernelCo
     now
 }
 
-fn now() -> WallNanos {
+pub(crate) fn now() -> WallNanos {
     std::time::UNIX_EPOCH
         .elapsed()
         .map_or(0, |d| d.as_nanos() as WallNanos)
 }
 
-/// Everything after capture, fed one batch at a time.
-struct Pipeline {
+/// Everything after capture, fed one batch at a time: capture events
+/// (eBPF) through reassembly, or connection events (packets) directly.
+pub(crate) struct Pipeline {
     reassembler: Reassembler,
     calls: CallTracker,
     printer: Option<StreamPrinter<std::io::Stdout>>,
-    telemetry: Telemetry,
+    pub(crate) telemetry: Telemetry,
     connection_events: Vec<ConnectionEvent>,
     /// Container and pod of each process with a connection.
     workloads: Workloads,
@@ -388,13 +389,11 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(options: &AgentOptions, telemetry: Telemetry) -> Self {
+    pub(crate) fn new(print: bool, print_payload: bool, telemetry: Telemetry) -> Self {
         Pipeline {
             reassembler: Reassembler::new(ReassemblyLimits::default()),
             calls: CallTracker::new(Limits::default()),
-            printer: options
-                .print
-                .then(|| StreamPrinter::new(std::io::stdout(), options.print_payload)),
+            printer: print.then(|| StreamPrinter::new(std::io::stdout(), print_payload)),
             telemetry,
             connection_events: Vec::new(),
             workloads: Workloads::default(),
@@ -426,24 +425,39 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Takes connection events already reassembled (the packet path).
+    pub(crate) fn feed_connections(
+        &mut self,
+        events: impl Iterator<Item = ConnectionEvent>,
+    ) -> std::io::Result<()> {
+        self.connection_events.extend(events);
+        self.flush()
+    }
+
     fn evict_idle(&mut self, now: WallNanos) -> std::io::Result<()> {
         self.reassembler
             .evict_idle(now, &mut self.connection_events);
         self.flush()
     }
 
-    fn finish(&mut self, now: WallNanos) -> std::io::Result<()> {
+    pub(crate) fn finish(&mut self, now: WallNanos) -> std::io::Result<()> {
         self.reassembler.close_all(now, &mut self.connection_events);
         self.flush()
     }
 
     /// Brings the health metrics up to the stages' running totals.
     fn observe(&self, kernel: &KernelCounters) {
+        self.observe_with(kernel, self.reassembler.open_streams());
+    }
+
+    /// The same, with the open streams counted by the capture (packets
+    /// are reassembled before the pipeline).
+    pub(crate) fn observe_with(&self, kernel: &KernelCounters, open_streams: usize) {
         self.telemetry.observe_totals(kernel, self.calls.stats());
         self.telemetry
             .health()
             .open_streams
-            .set(self.reassembler.open_streams() as i64);
+            .set(open_streams as i64);
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

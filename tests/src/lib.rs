@@ -119,12 +119,17 @@ impl MockServer {
     /// Starts `mock-llm` on a free loopback port, with TLS or not, and extra
     /// flags (chunk count, delays).
     pub fn start(tls: bool, extra: &[&str]) -> MockServer {
+        Self::start_on("127.0.0.1:0", tls, extra)
+    }
+
+    /// [`MockServer::start`] on another address (`[::1]:0` for IPv6).
+    pub fn start_on(listen: &str, tls: bool, extra: &[&str]) -> MockServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let send_log = dir.path().join("sent.jsonl");
         let cert = dir.path().join("cert.pem");
         let mut command = Command::new(mock_llm_bin());
         command
-            .args(["--listen", "127.0.0.1:0", "--send-log"])
+            .args(["--listen", listen, "--send-log"])
             .arg(&send_log)
             .args(extra)
             .stdout(Stdio::piped());

@@ -44,11 +44,13 @@ enum Task {
 }
 
 /// Debian packages the build needs: clang compiles the kernel programs
-/// against libbpf's headers; linux-libc-dev gives the asm/ headers.
+/// against libbpf's headers; linux-libc-dev gives the asm/ headers;
+/// libpcap-dev is what the packet-capture path links against.
 const BUILD_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
     "libbpf-dev",
+    "libpcap-dev",
     "linux-libc-dev",
     "curl",
     "ca-certificates",
@@ -56,10 +58,11 @@ const BUILD_PACKAGES: &[&str] = &[
 
 /// Debian packages the tests add: bpftool to check nothing stays loaded,
 /// util-linux's setpriv to drop privileges, node and npm for the node client,
-/// gcc and libgnutls28-dev to build the GnuTLS client, golang-go the Go one.
+/// gcc and libgnutls28-dev to build the GnuTLS client, golang-go the Go one,
+/// tcpdump to record the packet-capture fixtures.
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
-    "libpcap-dev",
+    "tcpdump",
     "libssl-dev",
     "openssl",
     "util-linux",

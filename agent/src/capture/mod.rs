@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod ebpf;
+pub mod pcap;
 
 use std::net::SocketAddr;
 

@@ -108,6 +108,12 @@ pub struct Health {
     pub exporter_failures: IntCounterVec,
     /// Label values reported as `other`, by `metric`.
     pub label_values_folded: IntCounterVec,
+    /// Packet capture: frames read from libpcap.
+    pub packets_seen: IntCounter,
+    /// Packet capture: frames lost, `by` the kernel, the interface or the agent.
+    pub packets_dropped: IntCounterVec,
+    /// Packet capture: TCP flows given up, by `reason`.
+    pub flows_abandoned: IntCounterVec,
 }
 
 impl Health {
@@ -124,6 +130,29 @@ impl Health {
         ];
         for (stage, total) in stages {
             advance(&self.parse_failures.with_label_values(&[stage]), total);
+        }
+    }
+}
+
+/// Running totals of the packet capture, for [`Health::observe_packets`].
+#[derive(Clone, Debug, Default)]
+pub struct PacketTotals {
+    pub seen: u64,
+    /// `(by, total)` for each dropper.
+    pub dropped: Vec<(&'static str, u64)>,
+    /// `(reason, total)` for each abandon reason.
+    pub abandoned: Vec<(&'static str, u64)>,
+}
+
+impl Health {
+    /// Brings the packet-capture counters up to their running totals.
+    pub fn observe_packets(&self, totals: &PacketTotals) {
+        advance(&self.packets_seen, totals.seen);
+        for &(by, total) in &totals.dropped {
+            advance(&self.packets_dropped.with_label_values(&[by]), total);
+        }
+        for &(reason, total) in &totals.abandoned {
+            advance(&self.flows_abandoned.with_label_values(&[reason]), total);
         }
     }
 }
@@ -236,6 +265,9 @@ impl MetricsRegistry {
             spans_dropped: f.counters(metric::SPANS_DROPPED, "Spans lost: export queue full or export failed.", &exporter)?,
             exporter_failures: f.counters(metric::EXPORTER_FAILURES, "Failed export attempts.", &exporter)?,
             label_values_folded: f.counters(metric::LABEL_VALUES_FOLDED, "Label values reported as \"other\" because the label reached --max-label-values, by metric.", &[label::METRIC])?,
+            packets_seen: f.counter(metric::PACKETS_SEEN, "Packets read from libpcap (--capture pcap, --read).")?,
+            packets_dropped: f.counters(metric::PACKETS_DROPPED, "Packets lost before reassembly, by who dropped them: kernel (capture buffer full), interface, agent (too slow).", &[label::BY])?,
+            flows_abandoned: f.counters(metric::FLOWS_ABANDONED, "TCP flows the packet capture gave up, by reason: idle, flow_limit, tls (unreadable from packets).", &[label::REASON])?,
         };
         Ok(MetricsRegistry {
             token_rate: f.histogram(metric::TOKEN_GENERATION_RATE, "Output tokens per second of each call (1/TPOT when streamed).", &TOKEN_RATE_BUCKETS, &SEED)?,

@@ -33,6 +33,9 @@ pub mod metric {
     pub const SPANS_DROPPED: &str = "llmtap_spans_dropped_total";
     pub const EXPORTER_FAILURES: &str = "llmtap_exporter_failures_total";
     pub const LABEL_VALUES_FOLDED: &str = "llmtap_label_values_folded_total";
+    pub const PACKETS_SEEN: &str = "llmtap_packets_seen_total";
+    pub const PACKETS_DROPPED: &str = "llmtap_packets_dropped_total";
+    pub const FLOWS_ABANDONED: &str = "llmtap_flows_abandoned_total";
 }
 
 /// Prometheus label names.
@@ -66,6 +69,7 @@ pub mod label {
     pub const MAP: &str = "map";
     pub const STACK: &str = "stack";
     pub const STATE: &str = "state";
+    pub const BY: &str = "by";
 }
 
 /// Label values with a fixed meaning.
@@ -82,6 +86,10 @@ pub mod value {
     /// `llmtap_parse_failures_total` stages.
     pub const STAGE_HTTP: &str = "http";
     pub const STAGE_PROVIDER: &str = "provider";
+    /// `llmtap_packets_dropped_total` droppers.
+    pub const DROPPED_BY_KERNEL: &str = "kernel";
+    pub const DROPPED_BY_INTERFACE: &str = "interface";
+    pub const DROPPED_BY_AGENT: &str = "agent";
 }
 
 /// OpenTelemetry span, event and resource attribute names.
