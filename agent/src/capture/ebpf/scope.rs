@@ -260,9 +260,8 @@ fn parse_container_id(value: &str) -> Result<String, ScopeError> {
 /// The cgroup v2 directory a process of a container is in, when its v2
 /// path names that container (on cgroup v1 only hosts it is `/`, which
 /// must not be watched).
-fn container_cgroup_v2(pid: u32, container_id: &str) -> Option<WatchedCgroup> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+fn container_cgroup_v2(cgroup_file: &str, container_id: &str) -> Option<WatchedCgroup> {
+    let path = cgroup_file.lines().find_map(|l| l.strip_prefix("0::"))?;
     if !path.contains(container_id) {
         return None;
     }
@@ -366,19 +365,17 @@ impl Scopes {
     /// Whether a process the kernel did not match at exec is in a scope
     /// that user space decides: an `--exe` pattern, a v1 cgroup, a container.
     pub fn matches_in_user_space(&self, pid: u32) -> bool {
-        if self.exes.iter().any(|e| e.matches(&ProcessNames::of(pid))) {
+        if self.exe_matches(pid) {
             return true;
         }
         if self.v1_cgroups.is_empty() && self.containers.is_empty() {
             return false;
         }
-        let Ok(cgroup_file) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        let Some(cgroup_file) = cgroup_file(pid) else {
             return false;
         };
         self.v1_cgroups.iter().any(|c| c.contains(&cgroup_file))
-            || CgroupIdentity::parse(&cgroup_file)
-                .container_id
-                .is_some_and(|id| self.containers.iter().any(|c| container_id_matches(c, &id)))
+            || self.watched_container(&cgroup_file).is_some()
     }
 
     /// The processes already inside a scope when the agent starts.
@@ -390,8 +387,10 @@ impl Scopes {
             pids.extend(all_pids().filter(|&pid| {
                 pid != me
                     && (self.all
-                        || self.exes.iter().any(|e| e.matches(&ProcessNames::of(pid)))
-                        || self.in_container(pid))
+                        || self.exe_matches(pid)
+                        || (!self.containers.is_empty()
+                            && cgroup_file(pid)
+                                .is_some_and(|f| self.watched_container(&f).is_some())))
             }));
         }
         pids.sort_unstable();
@@ -399,30 +398,41 @@ impl Scopes {
         pids
     }
 
-    fn in_container(&self, pid: u32) -> bool {
-        !self.containers.is_empty()
-            && CgroupIdentity::of(pid)
-                .container_id
-                .is_some_and(|id| self.containers.iter().any(|c| container_id_matches(c, &id)))
+    fn exe_matches(&self, pid: u32) -> bool {
+        !self.exes.is_empty() && {
+            let names = ProcessNames::of(pid);
+            self.exes.iter().any(|e| e.matches(&names))
+        }
+    }
+
+    /// The id of the watched container a `/proc/PID/cgroup` text names.
+    fn watched_container(&self, cgroup_file: &str) -> Option<String> {
+        CgroupIdentity::parse(cgroup_file)
+            .container_id
+            .filter(|id| self.containers.iter().any(|c| container_id_matches(c, id)))
     }
 
     /// The cgroup v2 directories of the watched containers' running
     /// processes, for the kernel to match their later execs itself.
     pub fn container_cgroups(&self, running: &[u32]) -> Vec<WatchedCgroup> {
+        if self.containers.is_empty() {
+            return Vec::new();
+        }
         let mut found: Vec<WatchedCgroup> = running
             .iter()
             .filter_map(|&pid| {
-                let id = CgroupIdentity::of(pid).container_id?;
-                self.containers
-                    .iter()
-                    .any(|c| container_id_matches(c, &id))
-                    .then(|| container_cgroup_v2(pid, &id))?
+                let text = cgroup_file(pid)?;
+                container_cgroup_v2(&text, &self.watched_container(&text)?)
             })
             .collect();
         found.sort_unstable_by_key(|c| c.id);
         found.dedup();
         found
     }
+}
+
+fn cgroup_file(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
 }
 
 fn all_pids() -> impl Iterator<Item = u32> {
