@@ -22,6 +22,20 @@ pub struct Settings {
     pub log: SendLog,
 }
 
+impl Settings {
+    /// What the reply to request `request` of connection `conn`, made
+    /// now, is built from (HTTP/1.1 and HTTP/2 alike).
+    pub fn reply_context(&self, conn: u64, request: u64) -> ReplyContext {
+        ReplyContext {
+            conn,
+            request,
+            created: now_ns().1 / 1_000_000_000,
+            chunks: self.chunks,
+            pacing: self.pacing,
+        }
+    }
+}
+
 /// Serves requests on `stream` until the client closes it, asks to close
 /// it, or a reply cuts it.
 pub async fn serve<S>(mut stream: S, conn: u64, settings: &Settings) -> io::Result<()>
@@ -56,13 +70,7 @@ where
             }
         }
         let received = Instant::now();
-        let cx = ReplyContext {
-            conn,
-            request,
-            created: now_ns().1 / 1_000_000_000,
-            chunks: settings.chunks,
-            pacing: settings.pacing,
-        };
+        let cx = settings.reply_context(conn, request);
         let reply = reply::reply(&head.method, &head.path, &buf[head.len..end], &cx);
         buf.drain(..end);
         let plan = plan(

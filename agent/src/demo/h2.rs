@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::connection::Settings;
-use super::reply::{self, Body, ReplyContext};
+use super::reply::{self, Body};
 use super::send_log::{now_ns, SendRecord};
 
 /// Serves streams on `stream` until the client goes away.
@@ -68,13 +68,7 @@ async fn answer(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let cx = ReplyContext {
-        conn,
-        request,
-        created: now_ns().1 / 1_000_000_000,
-        chunks: settings.chunks,
-        pacing: settings.pacing,
-    };
+    let cx = settings.reply_context(conn, request);
     let reply = reply::reply(parts.method.as_str(), &path, &bytes, &cx);
     let head = http::Response::builder()
         .status(reply.status)
