@@ -586,3 +586,23 @@ pub fn llmtap_bpf_objects() -> Vec<String> {
     }
     found
 }
+
+/// Checks a call record against the Go test client's own report (its
+/// `--output` file): the same tokens, and the first token seen by the agent
+/// (the read that returned it) at most 5 ms before the client saw it.
+pub fn assert_matches_go_report(call: &Value, report: &Path) {
+    let client: Value = serde_json::from_str(&std::fs::read_to_string(report).expect("go report"))
+        .expect("go report JSON");
+    assert_eq!(call["output_tokens"], client["output_tokens"]);
+    assert_eq!(call["input_tokens"], client["input_tokens"]);
+    let agent_first = call["first_output_ns"].as_u64().expect("first_output_ns");
+    let client_first = client["first_token_ns"].as_u64().expect("first_token_ns");
+    assert!(
+        agent_first <= client_first,
+        "{agent_first} after {client_first}"
+    );
+    assert!(
+        client_first - agent_first < 5_000_000,
+        "{agent_first} vs {client_first}"
+    );
+}
