@@ -137,8 +137,13 @@ pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
         );
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    // Wait for another apt run (a second checkout's setup) instead of failing.
+    let wait_for_lock = ["-o", "DPkg::Lock::Timeout=600"];
     run(Command::new("apt-get")
+        .args(wait_for_lock)
+        .args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(wait_for_lock)
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
