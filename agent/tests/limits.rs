@@ -3,7 +3,7 @@
 
 mod common;
 
-use llmtap::calls::{CallTracker, Limits, LlmCall};
+use llmtap::calls::{CallTracker, ErrorType, Limits, LlmCall};
 use llmtap::stream::{ConnectionId, DataChunk, Direction, StreamEvent};
 
 fn fixture(name: &str, id: u64) -> Vec<StreamEvent> {
@@ -133,4 +133,50 @@ fn records_serialize_as_flat_json() {
     assert!(!text.contains("Say hello") && !text.contains("How can I help"));
     assert!(!text.contains("sk-secret"));
     assert_eq!(calls[0].inter_chunk_gaps().count(), 8);
+}
+
+/// The fixture's call with its `n`th response read lost (a capture gap).
+fn with_response_read_lost(events: &[StreamEvent], n: usize) -> Vec<StreamEvent> {
+    let ingress: Vec<usize> = (0..events.len())
+        .filter(
+            |&i| matches!(&events[i], StreamEvent::Data(c) if c.direction == Direction::Ingress),
+        )
+        .collect();
+    let (lost, next) = (ingress[n], ingress[n + 1]);
+    let StreamEvent::Data(lost_chunk) = &events[lost] else {
+        unreachable!()
+    };
+    let mut lossy = events.to_vec();
+    if let StreamEvent::Data(chunk) = &mut lossy[next] {
+        chunk.gap_before = lost_chunk.bytes.len() as u64;
+    }
+    lossy.remove(lost);
+    lossy
+}
+
+#[test]
+fn a_capture_gap_keeps_the_call_as_incomplete_with_nothing_invented() {
+    let whole = fixture("openai_chat_stream_usage", 1);
+    let full = &common::replay(&whole)[0];
+    // Read 5 lies inside one chunk's data, so the chunked framing steps over
+    // it and sees the end; read 8 starts with a chunk-size line, so the
+    // framing cannot go on and the response is cut there.
+    for (lost, end_seen) in [(5, true), (8, false)] {
+        let mut tracker = CallTracker::new(Limits::default());
+        let calls = feed(&mut tracker, 1, &with_response_read_lost(&whole, lost));
+        assert_eq!(calls.len(), 1, "read {lost}: the call is kept, not lost");
+        let call = &calls[0];
+        assert_eq!(call.error_type, Some(ErrorType::CaptureIncomplete));
+        assert!(call.response_truncated);
+        assert_eq!(call.end_ns.is_some(), end_seen, "read {lost}");
+        assert!(call.finish_reasons.is_empty());
+        // What came before the hole is the whole call's, nothing after it.
+        assert!(!call.chunks.is_empty() && call.chunks.len() < full.chunks.len());
+        let times = |c: &LlmCall| c.chunks.iter().map(|c| c.t_ns).collect::<Vec<_>>();
+        assert!(times(full).starts_with(&times(call)));
+        assert_eq!(call.ttft_s, full.ttft_s);
+        let stats = tracker.stats();
+        assert_eq!((stats.capture_gaps, stats.calls_lost), (1, 0));
+        assert_eq!(stats.parse_failures, 0);
+    }
 }

@@ -334,6 +334,24 @@ impl RunningAgent {
         }
     }
 
+    /// `llmtap --capture pcap --iface lo --port PORT --print
+    /// --print-payload`, once it captures.
+    pub fn capturing_packets_on_lo(port: u16) -> RunningAgent {
+        let port = port.to_string();
+        let mut agent = RunningAgent::start(&[
+            "--capture",
+            "pcap",
+            "--iface",
+            "lo",
+            "--port",
+            &port,
+            "--print",
+            "--print-payload",
+        ]);
+        agent.wait_for_log("capturing packets", Duration::from_secs(20));
+        agent
+    }
+
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

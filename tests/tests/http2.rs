@@ -99,26 +99,29 @@ fn curl_with_prior_knowledge_streams_one_call_over_h2c() {
     assert_streamed_call(&calls[0], 6);
 }
 
-#[test]
-fn three_streams_at_once_on_one_h2c_connection_are_three_calls() {
-    let _serial = serial();
-    let server = server(false);
+/// The h2c client running three streams at once on one connection, with
+/// its own report of each.
+fn three_parallel_streams(server: &MockServer) -> (ClientReport, [String; 6]) {
     let report = ClientReport::new();
     let script = workspace_root().join("tests/clients/h2c_parallel.py");
-    let (script, url, output) = (
+    let command = [
+        "python3".to_owned(),
         script.display().to_string(),
         server.base_url(),
+        "gpt-h2c".to_owned(),
+        "3".to_owned(),
         report.arg(),
-    );
-    let command = ["python3", &script, &url, "gpt-h2c", "3", &output];
-    let run = run_agent_on_command(&[], &command, None);
-    the_one_h2_connection(&run);
+    ];
+    (report, command)
+}
+
+/// The three calls are the client's three streams, multiplexed.
+fn assert_three_multiplexed_calls(calls: &[Value], report: &ClientReport) {
     let client = report.calls();
     assert!(
         client.iter().all(|c| c["http_version"] == "HTTP/2"),
         "{client:#?}"
     );
-    let calls = calls(&run);
     assert_eq!(calls.len(), 3, "{calls:#?}");
     let models: BTreeSet<&str> = calls
         .iter()
@@ -128,11 +131,11 @@ fn three_streams_at_once_on_one_h2c_connection_are_three_calls() {
         models,
         BTreeSet::from(["gpt-h2c-0", "gpt-h2c-1", "gpt-h2c-2"])
     );
-    for call in &calls {
+    for call in calls {
         assert_streamed_call(call, 6);
         assert_eq!(call["connection_id"], calls[0]["connection_id"]);
         // Each stream's first token, as the client saw it, came just after
-        // the read the agent timed it by.
+        // the read (or packet) the agent timed it by.
         let seen = client
             .iter()
             .find(|c| c["model"] == call["request_model"])
@@ -152,6 +155,36 @@ fn three_streams_at_once_on_one_h2c_connection_are_three_calls() {
     let latest_start = calls.iter().map(|c| c["t0_ns"].as_u64().unwrap()).max();
     let earliest_end = calls.iter().map(|c| c["end_ns"].as_u64().unwrap()).min();
     assert!(latest_start < earliest_end, "the streams did not overlap");
+}
+
+#[test]
+fn three_streams_at_once_on_one_h2c_connection_are_three_calls() {
+    let _serial = serial();
+    let server = server(false);
+    let (report, command) = three_parallel_streams(&server);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let run = run_agent_on_command(&[], &command, None);
+    the_one_h2_connection(&run);
+    assert_three_multiplexed_calls(&calls(&run), &report);
+}
+
+#[test]
+fn three_h2c_streams_captured_as_packets_are_the_same_three_calls() {
+    let _serial = serial();
+    let server = server(false);
+    let agent = RunningAgent::capturing_packets_on_lo(server.addr.port());
+    let (report, command) = three_parallel_streams(&server);
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .status()
+        .expect("run the h2c client");
+    assert!(status.success());
+    // The flow ends on the FINs; give the capture a moment to read them.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    the_one_h2_connection(&run);
+    assert_three_multiplexed_calls(&calls(&run), &report);
 }
 
 #[test]

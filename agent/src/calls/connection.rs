@@ -24,6 +24,9 @@ enum Ending {
     Cut(CloseReason),
     /// The connection ended before a response started.
     NoResponse,
+    /// The capture lost bytes the framing could not step over; what the
+    /// response did after them is unknown.
+    CaptureLost,
 }
 
 /// How the connection's bytes are framed, decided by its first bytes.
@@ -141,6 +144,14 @@ impl Connection {
                 result = result.and_then(|()| self.feed(direction, 0, &rest, time, limits, stats));
             }
         }
+        if let Err(HttpError::Gap(_)) = result {
+            // HTTP/2 cannot resume after lost frame bytes (HPACK state is
+            // gone): the open calls end where the capture stopped.
+            self.end_all(Ending::CaptureLost, stats);
+            self.failed = true;
+            self.flush(stats, out);
+            return;
+        }
         let failure = match result {
             Err(HttpError::NotHttp) => Some(&mut stats.non_http_connections),
             Err(_) => Some(&mut stats.parse_failures),
@@ -190,15 +201,22 @@ impl Connection {
             if let Framing::Http1(http) = &mut self.framing {
                 http.close(&mut |event| exchanges.on_http(event, time, limits, stats));
             }
-            let open = exchanges
-                .queue
-                .drain(..)
-                .chain(std::mem::take(&mut exchanges.streams).into_values());
-            for exchange in open {
-                exchanges.finished.push(cut(exchange, reason, stats));
-            }
+            self.end_all(Ending::Cut(reason), stats);
         }
         self.flush(stats, out);
+    }
+
+    /// Ends every open exchange early: with `ending` if its response had
+    /// started, else as unanswered.
+    fn end_all(&mut self, ending: Ending, stats: &mut ReconstructionStats) {
+        let exchanges = &mut self.exchanges;
+        let open = exchanges
+            .queue
+            .drain(..)
+            .chain(std::mem::take(&mut exchanges.streams).into_values());
+        for exchange in open {
+            exchanges.finished.push(cut(exchange, ending, stats));
+        }
     }
 
     /// Gives up on the connection; its open LLM exchanges are lost.
@@ -224,15 +242,18 @@ impl Connection {
     }
 }
 
-/// An exchange ended early, by `reason`.
+/// An exchange ended early: with `ending` if its response had started.
 fn cut(
     mut exchange: Exchange,
-    reason: CloseReason,
+    ending: Ending,
     stats: &mut ReconstructionStats,
 ) -> (Exchange, Ending) {
     exchange.resolve(false, stats);
+    if let (Some(response), Ending::CaptureLost) = (&mut exchange.response, ending) {
+        response.truncated = true;
+    }
     let ending = if exchange.response.is_some() {
-        Ending::Cut(reason)
+        ending
     } else {
         Ending::NoResponse
     };
@@ -273,9 +294,9 @@ impl Exchanges {
         };
         match exchange {
             Some(exchange) => {
-                if apply(exchange, event, time, limits, stats) {
+                if let Some(ending) = apply(exchange, event, time, limits, stats) {
                     let exchange = self.queue.pop_front().expect("the front one");
-                    self.finished.push((exchange, Ending::Complete));
+                    self.finished.push((exchange, ending));
                 }
             }
             None => unmatched(&event, stats),
@@ -305,16 +326,17 @@ impl Exchanges {
             }
             Http2Event::Stream { id, event } => match self.streams.get_mut(&id) {
                 Some(exchange) => {
-                    if apply(exchange, event, time, limits, stats) {
+                    if let Some(ending) = apply(exchange, event, time, limits, stats) {
                         let exchange = self.streams.remove(&id).expect("just seen");
-                        self.finished.push((exchange, Ending::Complete));
+                        self.finished.push((exchange, ending));
                     }
                 }
                 None => unmatched(&event, stats),
             },
             Http2Event::Reset { id } => {
                 if let Some(exchange) = self.streams.remove(&id) {
-                    self.finished.push(cut(exchange, CloseReason::Reset, stats));
+                    self.finished
+                        .push(cut(exchange, Ending::Cut(CloseReason::Reset), stats));
                 }
             }
         }
@@ -329,14 +351,15 @@ fn unmatched(event: &HttpEvent<'_>, stats: &mut ReconstructionStats) {
 }
 
 /// Applies one event (other than a request head) to its exchange; returns
-/// whether it completed the exchange (the response ended).
+/// how the exchange ended if this event ended it (its response ended or
+/// was cut).
 fn apply(
     exchange: &mut Exchange,
     event: HttpEvent<'_>,
     time: ChunkTime,
     limits: &Limits,
     stats: &mut ReconstructionStats,
-) -> bool {
+) -> Option<Ending> {
     match event {
         HttpEvent::Head {
             head: Head::Request(_),
@@ -377,6 +400,20 @@ fn apply(
                 response.truncated = true;
             }
         }
+        HttpEvent::Cut {
+            role: Role::Request,
+        } => {
+            exchange.truncate_request(stats);
+            exchange.resolve(false, stats);
+        }
+        HttpEvent::Cut {
+            role: Role::Response,
+        } => {
+            if let Some(response) = &mut exchange.response {
+                response.truncated = true;
+            }
+            return Some(Ending::CaptureLost);
+        }
         HttpEvent::End {
             role: Role::Request,
             last_byte,
@@ -392,11 +429,11 @@ fn apply(
                 // The end (e.g. the last chunk's terminator) may come in a
                 // later read than the last body byte.
                 response.last_byte = last_byte.end;
-                return true;
+                return Some(Ending::Complete);
             }
         }
     }
-    false
+    None
 }
 
 /// The `traceparent` header's trace id and parent span id, if well formed.
@@ -533,7 +570,8 @@ fn fill_response(
     if response.truncated {
         stats.response_bodies_truncated += 1;
     }
-    call.response_truncated = response.truncated;
+    let truncated = response.truncated;
+    call.response_truncated = truncated;
     call.response_model = info.model;
     call.response_id = info.id;
     call.first_chunk_ns = acc.first_chunk;
@@ -580,6 +618,8 @@ fn fill_response(
         _ if call.provider_error_type.is_some() || call.error_message.is_some() => {
             Some(ErrorType::StreamErrorEvent)
         }
+        // Unseen bytes may have held the end marker.
+        _ if truncated && !finished => Some(ErrorType::CaptureIncomplete),
         _ if streamed && !finished => Some(ErrorType::StreamTruncated),
         _ => None,
     };

@@ -38,6 +38,10 @@ pub enum ErrorType {
     /// request itself was cut short).
     #[serde(rename = "no_response")]
     NoResponse,
+    /// Part of the response was not observed (bytes lost by the capture,
+    /// or past a size cap) and what was seen does not show how it ended.
+    #[serde(rename = "capture_incomplete")]
+    CaptureIncomplete,
 }
 
 impl ErrorType {
@@ -52,6 +56,7 @@ impl ErrorType {
             Self::ConnectionClosed => "connection_closed",
             Self::ClientAborted => "client_aborted",
             Self::NoResponse => "no_response",
+            Self::CaptureIncomplete => "capture_incomplete",
         }
     }
 }

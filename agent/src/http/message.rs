@@ -23,6 +23,9 @@ enum State {
     /// Switched to HTTP/2 by a 101 answering `Upgrade: h2c`; holds the
     /// bytes that followed the 101 in its chunk, for the HTTP/2 framer.
     H2c(Vec<u8>),
+    /// Bytes were lost where framing cannot resume: chunks are skipped
+    /// until one starts like a message head.
+    Resync,
 }
 
 /// Reads the messages of one direction.
@@ -85,15 +88,26 @@ impl MessageReader {
         sink: &mut dyn FnMut(HttpEvent<'_>),
     ) -> Result<(), HttpError> {
         if gap > 0 {
-            self.skip_gap(gap, time, sink)?;
+            self.skip_gap(gap, time, sink);
         }
         if !bytes.is_empty() {
             self.last_byte = time;
         }
+        if matches!(self.state, State::Resync) {
+            // Packets start where writes did, so a head usually opens one.
+            let head_starts = match self.role {
+                Role::Request => head::looks_like_request(bytes),
+                Role::Response => bytes.starts_with(b"HTTP/1."),
+            };
+            if !head_starts {
+                return Ok(());
+            }
+            self.state = State::Head;
+        }
         let mut rest = bytes;
         while !rest.is_empty() {
             let used = match &mut self.state {
-                State::Opaque | State::H2c(_) => return Ok(()),
+                State::Opaque | State::H2c(_) | State::Resync => return Ok(()),
                 State::Head => {
                     let used = self.head(rest, time, bodyless, sink)?;
                     if let State::H2c(after) = &mut self.state {
@@ -137,14 +151,13 @@ impl MessageReader {
         }
     }
 
-    fn skip_gap(
-        &mut self,
-        gap: u64,
-        time: ChunkTime,
-        sink: &mut dyn FnMut(HttpEvent<'_>),
-    ) -> Result<(), HttpError> {
+    /// Steps over `gap` lost bytes. Inside a body whose framing can count
+    /// them, the message goes on without its decoded rest; anywhere else
+    /// the message in progress is cut ([`HttpEvent::Cut`]) and the reader
+    /// looks for the next head.
+    fn skip_gap(&mut self, gap: u64, time: ChunkTime, sink: &mut dyn FnMut(HttpEvent<'_>)) {
         let skipped = match &mut self.state {
-            State::Opaque | State::H2c(_) => return Ok(()),
+            State::Opaque | State::H2c(_) | State::Resync => return,
             State::Length(left) if gap <= *left => {
                 *left -= gap;
                 true
@@ -153,15 +166,22 @@ impl MessageReader {
             State::UntilClose => true,
             _ => false,
         };
-        if !skipped {
-            return Err(HttpError::Gap(gap));
+        if skipped {
+            // Decoding cannot resume after lost bytes.
+            self.out.stop(sink);
+            if matches!(self.state, State::Length(0)) {
+                self.end(time, sink);
+            }
+            return;
         }
-        // Decoding cannot resume after lost bytes.
-        self.out.stop(sink);
-        if matches!(self.state, State::Length(0)) {
-            self.end(time, sink);
+        // A head cut short was never reported, so only a body is cut.
+        if !matches!(self.state, State::Head) {
+            sink(HttpEvent::Cut { role: self.role });
         }
-        Ok(())
+        self.buf.clear();
+        self.first_byte = None;
+        self.out.reset(None);
+        self.state = State::Resync;
     }
 
     fn end(&mut self, time: ChunkTime, sink: &mut dyn FnMut(HttpEvent<'_>)) {

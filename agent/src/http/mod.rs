@@ -103,6 +103,13 @@ pub enum HttpEvent<'a> {
         /// Whose body.
         role: Role,
     },
+    /// Bytes of the current message of `role` were lost where its framing
+    /// cannot step over them: the message ends here, incomplete, and the
+    /// direction resumes at the next message head it finds.
+    Cut {
+        /// Whose message.
+        role: Role,
+    },
     /// The current message of `role` is complete.
     End {
         /// Whose message.
@@ -126,6 +133,7 @@ impl HttpEvent<'_> {
             } => Role::Response,
             HttpEvent::Body { role, .. }
             | HttpEvent::BodyTruncated { role }
+            | HttpEvent::Cut { role }
             | HttpEvent::End { role, .. } => *role,
         }
     }

@@ -12,6 +12,7 @@ struct Seen {
     response_body: Vec<u8>,
     ends: Vec<(Role, ChunkTime)>,
     truncated: usize,
+    cut: Vec<Role>,
 }
 
 fn record(seen: &mut Seen) -> impl FnMut(HttpEvent<'_>) + '_ {
@@ -29,6 +30,7 @@ fn record(seen: &mut Seen) -> impl FnMut(HttpEvent<'_>) + '_ {
             bytes,
         } => seen.response_body.extend_from_slice(bytes),
         HttpEvent::BodyTruncated { .. } => seen.truncated += 1,
+        HttpEvent::Cut { role } => seen.cut.push(role),
         HttpEvent::End { role, last_byte } => seen.ends.push((role, last_byte)),
     }
 }
@@ -206,6 +208,43 @@ fn gap_inside_length_body_is_skipped() {
     assert_eq!(seen.response_body, b"ab");
     assert_eq!(seen.truncated, 1);
     assert_eq!(seen.ends.last(), Some(&(Role::Response, at(3))));
+}
+
+#[test]
+fn gap_across_chunk_framing_cuts_the_message_and_the_next_head_resumes() {
+    let mut conn = HttpConnection::new(Side::Client, HttpLimits::default());
+    let mut seen = Seen::default();
+    let mut on = record(&mut seen);
+    conn.feed(Direction::Egress, 0, REQ, at(1), &mut on)
+        .unwrap();
+    let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n";
+    conn.feed(Direction::Ingress, 0, head, at(2), &mut on)
+        .unwrap();
+    // A whole chunk lost: the next bytes' place in the framing is unknown.
+    conn.feed(
+        Direction::Ingress,
+        7,
+        b"2\r\nef\r\n0\r\n\r\n",
+        at(3),
+        &mut on,
+    )
+    .unwrap();
+    // The next exchange on the connection frames from its head on.
+    conn.feed(Direction::Egress, 0, REQ, at(4), &mut on)
+        .unwrap();
+    let next = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    conn.feed(Direction::Ingress, 0, next, at(5), &mut on)
+        .unwrap();
+    drop(on);
+    assert_eq!(seen.cut, [Role::Response]);
+    assert_eq!(
+        seen.response_body, b"abok",
+        "nothing after the gap is guessed"
+    );
+    assert_eq!(seen.heads.len(), 4);
+    assert_eq!(seen.ends.last(), Some(&(Role::Response, at(5))));
+    let response_ends = seen.ends.iter().filter(|e| e.0 == Role::Response).count();
+    assert_eq!(response_ends, 1, "the cut response never ended");
 }
 
 #[test]

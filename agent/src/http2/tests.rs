@@ -53,6 +53,7 @@ fn run(
                             Seen::Body(id, role, String::from_utf8_lossy(bytes).into_owned())
                         }
                         HttpEvent::BodyTruncated { role } => Seen::Truncated(id, role),
+                        HttpEvent::Cut { .. } => unreachable!("HTTP/2 fails on unframeable gaps"),
                         HttpEvent::End { role, last_byte } => Seen::End(id, role, last_byte.end),
                     },
                     Http2Event::Reset { id } => Seen::Reset(id),
