@@ -6,6 +6,10 @@
 //! interleaved, in one go: without llmtap; with llmtap's probes attached but
 //! the process not watched (each probe exits at the in-kernel PID check: the
 //! cost of the uprobe traps alone); and watched, with full capture.
+//!
+//! Capture replay throughput: see [`replay`].
+
+mod replay;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -107,11 +111,12 @@ pub fn run(root: &Path) -> Result<()> {
         per_call(bare - none),
     );
     println!("{report}");
-    write_section(
-        &root.join("BENCHMARKS.md"),
-        "per-call-capture-cost",
-        &report,
-    )
+    let benchmarks = root.join("BENCHMARKS.md");
+    write_section(&benchmarks, "per-call-capture-cost", &report)?;
+
+    let report = replay::run(root, &llmtap, &work)?;
+    println!("{report}");
+    write_section(&benchmarks, "capture-replay-throughput", &report)
 }
 
 fn start_agent(llmtap: &Path, target: &Child) -> Result<Child> {
