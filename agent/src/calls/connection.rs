@@ -249,9 +249,6 @@ fn cut(
     stats: &mut ReconstructionStats,
 ) -> (Exchange, Ending) {
     exchange.resolve(false, stats);
-    if let (Some(response), Ending::CaptureLost) = (&mut exchange.response, ending) {
-        response.truncated = true;
-    }
     let ending = if exchange.response.is_some() {
         ending
     } else {
@@ -408,12 +405,7 @@ fn apply(
         }
         HttpEvent::Cut {
             role: Role::Response,
-        } => {
-            if let Some(response) = &mut exchange.response {
-                response.truncated = true;
-            }
-            return Some(Ending::CaptureLost);
-        }
+        } => return Some(Ending::CaptureLost),
         HttpEvent::End {
             role: Role::Request,
             last_byte,
@@ -475,6 +467,8 @@ fn build(
     let mut response = exchange.response.take();
     let mut end = None;
     if let Some(response) = &mut response {
+        // Bytes the capture lost are a truncation like any other.
+        response.truncated |= matches!(ending, Ending::CaptureLost);
         stats.oversized_events += response.finish(response.last_byte, exchange.llm);
         if matches!(ending, Ending::Complete | Ending::Cut(_)) {
             end = Some(response.last_byte);
@@ -570,8 +564,7 @@ fn fill_response(
     if response.truncated {
         stats.response_bodies_truncated += 1;
     }
-    let truncated = response.truncated;
-    call.response_truncated = truncated;
+    call.response_truncated = response.truncated;
     call.response_model = info.model;
     call.response_id = info.id;
     call.first_chunk_ns = acc.first_chunk;
@@ -619,7 +612,7 @@ fn fill_response(
             Some(ErrorType::StreamErrorEvent)
         }
         // Unseen bytes may have held the end marker.
-        _ if truncated && !finished => Some(ErrorType::CaptureIncomplete),
+        _ if response.truncated && !finished => Some(ErrorType::CaptureIncomplete),
         _ if streamed && !finished => Some(ErrorType::StreamTruncated),
         _ => None,
     };
