@@ -4,6 +4,7 @@
 //! The tests load BPF programs into the running kernel, so they need root
 //! and run one at a time ([`serial`]).
 
+pub mod capture_file;
 pub mod otlp_receiver;
 pub mod prometheus;
 pub mod rotel;

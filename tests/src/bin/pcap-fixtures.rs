@@ -10,13 +10,14 @@
 //! LINUX_SLL2` drops packets on loopback in the kernel, so it is made by
 //! rewriting instead), reordered, retransmitted (with an overlap), lossy.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use llmtap_tests::capture_file::{read, write, Frame};
 use llmtap_tests::{client_env, workspace_root, ClientReport, MockServer, REAL_TIME};
-use pcap::{Capture, Linktype, Packet, PacketHeader, Precision};
+use pcap::Linktype;
 
 fn main() -> anyhow::Result<()> {
     let dir = workspace_root().join("tests/fixtures/pcap");
@@ -55,13 +56,6 @@ fn main() -> anyhow::Result<()> {
     }
     println!("fixtures written to {}", dir.display());
     Ok(())
-}
-
-/// A frame and its capture time in nanoseconds.
-#[derive(Clone)]
-struct Frame {
-    at: u64,
-    data: Vec<u8>,
 }
 
 /// One client run against a mock server on `listen`, recorded on
@@ -114,37 +108,6 @@ fn record(dir: &Path, listen: &str, name: &str) -> anyhow::Result<()> {
     unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };
     dump.wait()?;
     std::fs::copy(&report.path, dir.join(format!("{name}.client.json")))?;
-    Ok(())
-}
-
-fn read(path: &Path) -> anyhow::Result<Vec<Frame>> {
-    let mut capture = Capture::from_file_with_precision(path, Precision::Nano)?;
-    let mut frames = Vec::new();
-    while let Ok(packet) = capture.next_packet() {
-        let ts = packet.header.ts;
-        frames.push(Frame {
-            at: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_usec as u64,
-            data: packet.data.to_vec(),
-        });
-    }
-    Ok(frames)
-}
-
-fn write(path: &PathBuf, link: Linktype, frames: &[Frame]) -> anyhow::Result<()> {
-    let dead = Capture::dead_with_precision(link, Precision::Nano)?;
-    let mut file = dead.savefile(path)?;
-    for frame in frames {
-        let header = PacketHeader {
-            ts: libc::timeval {
-                tv_sec: (frame.at / 1_000_000_000) as _,
-                tv_usec: (frame.at % 1_000_000_000) as _,
-            },
-            caplen: frame.data.len() as u32,
-            len: frame.data.len() as u32,
-        };
-        file.write(&Packet::new(&header, &frame.data));
-    }
-    file.flush()?;
     Ok(())
 }
 
