@@ -7,6 +7,7 @@
 pub mod otlp_receiver;
 pub mod prometheus;
 pub mod rotel;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
