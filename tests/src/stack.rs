@@ -161,14 +161,13 @@ pub fn panels(dashboard: &Value) -> Vec<&Value> {
     out
 }
 
-/// One PromQL expression of the dashboard, where it comes from, and the
-/// query Prometheus is sent.
+/// One PromQL expression of the dashboard, as Prometheus is sent it, and
+/// where it comes from.
 #[derive(Clone, Debug)]
 pub struct DashboardQuery {
     /// The panel's title and refId, or the template variable's name.
     pub source: String,
-    pub expr: String,
-    /// `expr` with Grafana's variables substituted.
+    /// The expression with Grafana's variables substituted.
     pub promql: String,
 }
 
@@ -218,7 +217,6 @@ pub fn dashboard_queries(dashboard: &Value) -> Vec<DashboardQuery> {
                     panel["title"].as_str().unwrap_or_default(),
                     target["refId"].as_str().unwrap_or_default()
                 ),
-                expr: expr.to_owned(),
                 promql: substitute(expr),
             });
         }
@@ -232,7 +230,6 @@ pub fn dashboard_queries(dashboard: &Value) -> Vec<DashboardQuery> {
             .unwrap_or_else(|| panic!("not label_values(SELECTOR, LABEL): {expr}"));
         queries.push(DashboardQuery {
             source: format!("variable {}", variable["name"].as_str().unwrap_or_default()),
-            expr: expr.to_owned(),
             promql: substitute(&format!("count by ({}) ({selector})", label.trim())),
         });
     }

@@ -187,7 +187,7 @@ fn every_dashboard_query_returns_series_from_prometheus_scraping_the_compose_age
     assert!(queries.len() >= 20, "{} queries", queries.len());
     let mut problems = Vec::new();
     for query in &queries {
-        let DashboardQuery { source, promql, .. } = query;
+        let DashboardQuery { source, promql } = query;
         if promql.contains('$') {
             problems.push(format!("{source}: a variable is left in {promql}"));
             continue;
@@ -278,16 +278,8 @@ fn prometheus_and_grafana_provisioning_point_at_the_compose_services() {
         llmtap_job["static_configs"][0]["targets"][0],
         format!("{AGENT_SERVICE}:{agent_port}")
     );
-    assert_eq!(
-        services["prometheus"]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| v.as_str()
-                == Some("./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"))
-            .count(),
-        1
-    );
+    let mount = "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro";
+    assert!(strings(&services["prometheus"]["volumes"]).contains(&mount.to_owned()));
 
     // Grafana's data sources: the compose services, on their ports; the
     // dashboard's uids and types among them; the scrape interval as
@@ -313,11 +305,9 @@ fn prometheus_and_grafana_provisioning_point_at_the_compose_services() {
         assert_eq!(source["url"], url);
         let service = url.trim_start_matches("http://").split(':').next().unwrap();
         let port = port_of(url);
-        let published = services[service]["ports"].as_array().unwrap();
+        let published = strings(&services[service]["ports"]);
         assert!(
-            published
-                .iter()
-                .any(|p| p.as_str().is_some_and(|p| port_of(p) == port)),
+            published.iter().any(|p| port_of(p) == port),
             "{service} does not listen on {port}: {published:?}"
         );
     }
@@ -431,14 +421,7 @@ fn the_compose_file_validates_and_has_what_the_readmes_name() {
     // docker/README.md's tables: each service's container, ports and
     // volume, and each variable the agent takes.
     let readme = read("docker/README.md");
-    let published = |service: &Value| -> Vec<String> {
-        service["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| p.as_str().unwrap().to_owned())
-            .collect()
-    };
+    let published = |service: &Value| strings(&service["ports"]);
     let rows = table_rows(&readme, "## Services, ports and volumes");
     assert_eq!(rows.len(), services.as_object().unwrap().len(), "{rows:?}");
     for row in &rows {
@@ -475,11 +458,20 @@ fn the_compose_file_validates_and_has_what_the_readmes_name() {
         .collect();
     let named = read(COMPOSE_FILE);
     for row in table_rows(&readme, "## Settings") {
-        let variable = row[0].as_str();
+        let (variable, default) = (row[0].as_str(), row[1].as_str());
         assert!(
             agent_variables.contains(variable) || named.contains(&format!("${{{variable}")),
             "the README names {variable}, which the compose file neither sets nor reads"
         );
+        // With nothing set in the shell, the agent gets the README's default.
+        let actual = match variable {
+            "LLMTAP_ARGS" => args.join(" "),
+            _ => agent_env
+                .iter()
+                .find(|(k, _)| k == variable)
+                .map_or(String::new(), |(_, v)| v.clone()),
+        };
+        assert_eq!(actual, default, "{variable}'s default");
     }
     assert_eq!(env_value(&agent_env, "LLMTAP_METRICS_ADDR"), "0.0.0.0:9464");
 
