@@ -728,6 +728,10 @@ fn the_manifests_and_the_chart_validate_for_kubernetes_1_30_and_later() {
         .collect();
     assert_eq!(monitors.len(), 3);
     validate_monitors(&monitors).unwrap_or_else(|e| panic!("{e}"));
+    // Not vacuous: a selector that is not a label selector fails.
+    let mut broken = monitors[0].clone();
+    broken["spec"]["selector"] = "everything".into();
+    validate_monitors(&[broken]).expect_err("an invalid monitor must fail");
 
     for objects in [&manifest_objects, &default_objects, &example_objects] {
         check_daemonset(of_kind(objects, "DaemonSet")[0], &default_capabilities);
