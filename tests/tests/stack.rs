@@ -27,8 +27,9 @@ const RELEASE: &str = "llmtap";
 /// non-default values.
 const MANIFEST_VALUES: &str = "deploy/kubernetes/render-values.yaml";
 const EXAMPLE_VALUES: &str = "deploy/helm/llmtap/examples/scoped-values.yaml";
-/// The capabilities the agent checks for at startup (preflight).
-const REQUIRED_CAPABILITIES: [&str; 3] = ["BPF", "PERFMON", "SYS_PTRACE"];
+/// The capabilities the agent needs: those it checks for at startup, and
+/// SYS_ADMIN, without which current kernels refuse to create its uprobes.
+const REQUIRED_CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"];
 
 /// The agent's command line as a container runs it: compose's `command`
 /// (a string is split as a shell would, without quoting, which the file
@@ -607,7 +608,7 @@ fn check_daemonset(daemonset: &Value, values_capabilities: &[String]) {
             added, values_capabilities,
             "{name}: the values' capabilities"
         );
-        for required in REQUIRED_CAPABILITIES.iter().chain(&["SYS_ADMIN"]) {
+        for required in REQUIRED_CAPABILITIES {
             assert!(added.iter().any(|c| c == required), "{name}: no {required}");
         }
     }
@@ -847,7 +848,7 @@ fn the_daemonsets_agent_captures_calls_with_only_its_capabilities() {
         0,
         "the agent has more than the pod's capabilities"
     );
-    for required in REQUIRED_CAPABILITIES.iter().chain(&["SYS_ADMIN"]) {
+    for required in REQUIRED_CAPABILITIES {
         assert_ne!(
             effective & (1 << capability_bit(required)),
             0,
