@@ -8,6 +8,7 @@ pub mod capture_file;
 pub mod otlp_receiver;
 pub mod prometheus;
 pub mod rotel;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -241,6 +242,23 @@ fn run_agent(mut agent: Command, args: &[&str], command: &[&str], cert: Option<&
     }
 }
 
+/// A streamed chat completion request body for curl.
+pub fn chat_body(model: &str) -> String {
+    serde_json::json!({
+        "model": model,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Say hello to llmtap."}],
+    })
+    .to_string()
+}
+
+/// One streamed call with curl: `$url`, `$body` and `$tp` (a traceparent)
+/// set by the surrounding script. `-f`: an HTTP error fails the script.
+pub const CURL_CALL: &str = "curl -sS -f -N --max-time 20 -o /dev/null \
+    -H 'content-type: application/json' -H 'authorization: Bearer sk-test' \
+    -H \"traceparent: $tp\" -d \"$body\" \"$url/v1/chat/completions\"";
+
 /// A file for an SDK client script's JSON report (its `--output`).
 pub struct ClientReport {
     _dir: tempfile::TempDir,
@@ -305,7 +323,14 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub fn start(args: &[&str]) -> RunningAgent {
-        let mut child = Command::new(llmtap_bin())
+        Self::start_with(Command::new(llmtap_bin()), args)
+    }
+
+    /// [`RunningAgent::start`] on a command the caller prepared: llmtap
+    /// with its own environment, or behind a wrapper that execs it
+    /// (`setpriv … llmtap`).
+    pub fn start_with(mut agent: Command, args: &[&str]) -> RunningAgent {
+        let mut child = agent
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())

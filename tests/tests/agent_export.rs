@@ -174,23 +174,6 @@ fn openai_client(
     .into()
 }
 
-/// A streamed chat completion request body for curl.
-fn chat_body(model: &str) -> String {
-    serde_json::json!({
-        "model": model,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-        "messages": [{"role": "user", "content": "Say hello to llmtap."}],
-    })
-    .to_string()
-}
-
-/// One streamed call with curl: `$url`, `$body` and `$tp` (a traceparent)
-/// set by the surrounding script. `-f`: an HTTP error fails the script.
-const CURL_CALL: &str = "curl -sS -f -N --max-time 20 -o /dev/null \
-    -H 'content-type: application/json' -H 'authorization: Bearer sk-test' \
-    -H \"traceparent: $tp\" -d \"$body\" \"$url/v1/chat/completions\"";
-
 /// A script making one curl call per traceparent given after the URL and
 /// the body.
 fn curl_calls_script() -> String {

@@ -59,7 +59,8 @@ const BUILD_PACKAGES: &[&str] = &[
 /// Debian packages the tests add: bpftool to check nothing stays loaded,
 /// util-linux's setpriv to drop privileges, node and npm for the node client,
 /// gcc and libgnutls28-dev to build the GnuTLS client, golang-go the Go one,
-/// tcpdump to record the packet-capture fixtures.
+/// tcpdump to record the packet-capture fixtures, prometheus (and promtool)
+/// to scrape the agent and check the monitoring stack's configuration.
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "tcpdump",
@@ -71,6 +72,7 @@ const TEST_PACKAGES: &[&str] = &[
     "gcc",
     "libgnutls28-dev",
     "golang-go",
+    "prometheus",
 ];
 
 fn main() -> Result<()> {
