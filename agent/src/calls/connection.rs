@@ -506,7 +506,10 @@ fn build(
     let mut response = exchange.response.take();
     let mut end = None;
     if let Some(response) = &mut response {
-        stats.oversized_events += response.finish(response.last_byte, exchange.llm);
+        let oversized = response.finish(response.last_byte, exchange.llm);
+        stats.oversized_events += oversized;
+        // A dropped event is output the record cannot count.
+        response.truncated |= oversized > 0;
         if matches!(ending, Ending::Complete | Ending::Cut(_)) {
             end = Some(response.last_byte);
         }
