@@ -59,9 +59,11 @@ const BUILD_PACKAGES: &[&str] = &[
 /// Debian packages the tests add: bpftool to check nothing stays loaded,
 /// util-linux's setpriv to drop privileges, node and npm for the node client,
 /// gcc and libgnutls28-dev to build the GnuTLS client, golang-go the Go one,
-/// tcpdump to record the packet-capture fixtures.
+/// tcpdump to record the packet-capture fixtures, prometheus (the server and
+/// promtool) to scrape the agent as users do.
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
+    "prometheus",
     "tcpdump",
     "libssl-dev",
     "openssl",
