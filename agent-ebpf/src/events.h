@@ -32,6 +32,10 @@ enum llmtap_event_kind {
 	 * exec, ran a new program (a conn_event with fd -1 and its comm). With
 	 * `report_all_execs`, every exec on the host, for user-space matching. */
 	LLMTAP_EVENT_EXEC = 6,
+	/* A TCP socket the watched process had before it was watched (or
+	 * before llmtap started), seen at its first read or write since:
+	 * its addresses, side unknown. */
+	LLMTAP_EVENT_FOUND = 7,
 };
 
 enum llmtap_direction {

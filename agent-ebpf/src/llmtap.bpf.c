@@ -446,11 +446,13 @@ static __always_inline int enter_socket_call(__s32 fd, __u64 buf, __u32 iovcnt, 
 		struct socket_state *state = bpf_map_lookup_elem(&sockets, &key);
 		if (state) {
 			state->tls = 1;
-		} else if (tcp_sock_of_fd(fd)) {
+		} else {
+			struct sock *sk = tcp_sock_of_fd(fd);
+			if (!sk)
+				return 0;
 			fresh.tls = 1;
 			bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
-		} else {
-			return 0;
+			emit_conn_event(LLMTAP_EVENT_FOUND, 0, fd, sk, bpf_ktime_get_ns());
 		}
 		struct ssl_key skey = { .ssl = ssl->ssl, .pid = pid };
 		bpf_map_update_elem(&ssl_fds, &skey, &fd, BPF_ANY);
@@ -461,9 +463,11 @@ static __always_inline int enter_socket_call(__s32 fd, __u64 buf, __u32 iovcnt, 
 	struct socket_state *state = bpf_map_lookup_elem(&sockets, &key);
 	if (!state) {
 		/* A socket opened before we watched, or not a TCP socket. */
-		if (!tcp_sock_of_fd(fd))
+		struct sock *sk = tcp_sock_of_fd(fd);
+		if (!sk)
 			return 0;
 		bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
+		emit_conn_event(LLMTAP_EVENT_FOUND, 0, fd, sk, bpf_ktime_get_ns());
 	} else if (state->tls) {
 		bpf_map_update_elem(&thread_tls_fd, &pid_tgid, &fd, BPF_ANY);
 		count(LLMTAP_COUNTER_TLS_CIPHERTEXT);

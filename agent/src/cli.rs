@@ -112,8 +112,9 @@ pub struct WatchArgs {
           value_parser = clap::value_parser!(u32).range(1..=16384))]
     pub capture_bytes: u32,
 
-    /// Size of the kernel-to-agent ring buffer, in KiB (a power of two).
-    /// When it overflows, records are dropped and counted.
+    /// Size of the kernel-to-agent ring buffer, in KiB (a power of two,
+    /// 4 to 1048576). When it overflows, records are dropped and counted
+    /// in llmtap_events_lost_total.
     #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_buffer_kib: u32,
 

@@ -133,17 +133,21 @@ impl Reassembler {
                 comm,
                 at,
             } => {
-                // A fd reused without a close we saw: whatever used it is over.
-                self.close_matching(|k, s| on_fd(k, s, pid, fd), at, CloseReason::Closed, out);
-                self.sockets.insert(
-                    (pid, fd),
-                    SocketInfo {
-                        side,
-                        local,
-                        peer,
-                        comm,
-                    },
-                );
+                let info = SocketInfo {
+                    side,
+                    local,
+                    peer,
+                    comm,
+                };
+                if side == Side::Unknown {
+                    // Found open: nothing it replaces, and its streams may
+                    // have started already.
+                    self.sockets.entry((pid, fd)).or_insert(info);
+                } else {
+                    // A fd reused without a close we saw: whatever used it is over.
+                    self.close_matching(|k, s| on_fd(k, s, pid, fd), at, CloseReason::Closed, out);
+                    self.sockets.insert((pid, fd), info);
+                }
             }
             CaptureEvent::Closed { pid, fd, at } => {
                 self.close_matching(|k, s| on_fd(k, s, pid, fd), at, CloseReason::Closed, out);
@@ -348,6 +352,32 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn a_socket_found_open_names_its_peer_and_ends_nothing() {
+        let found = |at| CaptureEvent::Connected {
+            pid: 7,
+            fd: 3,
+            side: Side::Unknown,
+            local: "127.0.0.1:5000".parse().ok(),
+            peer: "127.0.0.1:443".parse().ok(),
+            comm: "python3".into(),
+            at,
+        };
+        let out = run(vec![
+            found(1),
+            data(TLS, Some(3), Direction::Ingress, 10, b"data: x", 7),
+            found(11),
+            data(TLS, Some(3), Direction::Egress, 12, b"POST /", 6),
+        ]);
+        assert_eq!(out.len(), 3, "{out:?}");
+        let StreamEvent::Opened(info) = &out[0].1 else {
+            panic!("{out:?}")
+        };
+        assert_eq!(info.side, Side::Unknown);
+        assert_eq!(info.peer, "127.0.0.1:443".parse().ok());
+        assert!(out.iter().all(|(id, _)| id.0 == 0));
     }
 
     #[test]

@@ -153,6 +153,12 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
                 break Outcome::CommandExited(status.context("lost the started command")??);
             }
             _ = tick.tick() => {
+                let exits = discovery.unreported_exits(now());
+                if !exits.is_empty() {
+                    tracing::info!(count = exits.len(), "watched processes exited without their exit reported (ring buffer full): forgotten now");
+                    discovery.after_batch(&mut capture, pipeline.telemetry.health(), Vec::new(), &exits)?;
+                    pipeline.feed(exits.into_iter())?;
+                }
                 pipeline.evict_idle(now())?;
                 pipeline.observe(&capture.counters());
                 discovery.observe(&mut capture, pipeline.telemetry.health());
@@ -203,6 +209,9 @@ struct Discovery {
     watched: HashSet<u32>,
     /// Containers' cgroup v2 ids already given to the kernel.
     container_cgroups: HashSet<u64>,
+    /// Watched processes found gone at the last look, their exit not
+    /// reported yet.
+    gone_unreported: HashSet<u32>,
 }
 
 impl Discovery {
@@ -211,7 +220,26 @@ impl Discovery {
             scopes,
             watched: HashSet::new(),
             container_cgroups: HashSet::new(),
+            gone_unreported: HashSet::new(),
         }
+    }
+
+    /// Exits the kernel could not report (their record was dropped with the
+    /// ring buffer full), made up now for the processes found gone at two
+    /// looks in a row: an exit still on its way has arrived by the second.
+    fn unreported_exits(&mut self, at: WallNanos) -> Vec<CaptureEvent> {
+        let gone: HashSet<u32> = self
+            .watched
+            .iter()
+            .copied()
+            .filter(|&pid| has_exited(pid))
+            .collect();
+        let overdue: Vec<u32> = gone.intersection(&self.gone_unreported).copied().collect();
+        self.gone_unreported = gone;
+        overdue
+            .into_iter()
+            .map(|pid| CaptureEvent::ProcessExited { pid, at })
+            .collect()
     }
 
     /// Watches `pid` and hooks the TLS files it uses now; returns how
@@ -347,6 +375,19 @@ impl Discovery {
                 .set(entries as i64);
         }
     }
+}
+
+/// Whether process `pid` is gone or a zombie: it exited, reaped or not.
+fn has_exited(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // hold anything.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    matches!(state, Some('Z' | 'X'))
 }
 
 /// Logs what the kernel side dropped since the last report.

@@ -4,7 +4,7 @@
 mod common;
 
 use llmtap::calls::{CallTracker, ErrorType, Limits, LlmCall};
-use llmtap::stream::{ConnectionId, DataChunk, Direction, StreamEvent};
+use llmtap::stream::{ConnectionId, DataChunk, Direction, Side, StreamEvent};
 
 fn fixture(name: &str, id: u64) -> Vec<StreamEvent> {
     common::load(
@@ -88,7 +88,7 @@ fn garbage_fails_one_connection_only() {
 }
 
 #[test]
-fn non_http_and_orphan_events_are_counted() {
+fn orphan_events_are_counted_as_a_connection_joined_midway() {
     let mut tracker = CallTracker::new(Limits::default());
     let tls = StreamEvent::Data(DataChunk {
         direction: Direction::Egress,
@@ -98,12 +98,42 @@ fn non_http_and_orphan_events_are_counted() {
         gap_before: 0,
         bytes: b"\x16\x03\x01\x00\xa5\x01\x00\x00".to_vec(),
     });
+    // Never seen opening, and not the start of a request: whatever it
+    // carries, it was joined in the middle.
     assert!(tracker.on_event(ConnectionId(9), &tls).is_empty());
     let stats = tracker.stats();
     assert_eq!(stats.events_without_open, 1);
-    assert_eq!(stats.non_http_connections, 1);
+    assert_eq!(stats.connections_joined_midway, 1);
+    assert_eq!(stats.non_http_connections, 0);
     assert_eq!(stats.open_connections, 1);
     assert_eq!(tracker.open_connections(), 1);
+}
+
+#[test]
+fn a_connection_joined_midway_skips_the_call_in_flight_and_records_the_next() {
+    let whole = fixture("anthropic_messages_stream", 1);
+    let StreamEvent::Opened(opened) = &whole[0] else {
+        panic!("a fixture opens first")
+    };
+    // Its opening was not seen: the side is unknown.
+    let mut info = opened.clone();
+    info.side = Side::Unknown;
+    let data: Vec<&StreamEvent> = whole
+        .iter()
+        .filter(|e| matches!(e, StreamEvent::Data(_)))
+        .collect();
+    let mut events = vec![StreamEvent::Opened(info)];
+    // The tail of a response in flight, then a whole exchange on the
+    // same connection (keep-alive), then the close.
+    events.extend(data[3..].iter().map(|e| (*e).clone()));
+    events.extend(whole[1..].iter().cloned());
+    let mut tracker = CallTracker::new(Limits::default());
+    let calls = feed(&mut tracker, 1, &events);
+    assert_eq!(calls, common::replay(&whole));
+    let stats = tracker.stats();
+    assert_eq!(stats.connections_joined_midway, 1);
+    assert_eq!((stats.parse_failures, stats.calls_lost), (0, 0));
+    assert_eq!(tracker.open_connections(), 0);
 }
 
 #[test]

@@ -37,6 +37,12 @@ def parse_args(description, default_model):
         help="import and set up, then wait for a line on stdin before calling (to attach by PID first)",
     )
     p.add_argument(
+        "--step",
+        action="store_true",
+        help="make each round of calls (one per thread) only when a line arrives on stdin, "
+        "and print `done N` once round N is over (for tests that act between calls)",
+    )
+    p.add_argument(
         "--warm-up",
         action="store_true",
         help="first make one unreported call on a client of its own, so the reported calls run warm "
@@ -114,21 +120,34 @@ def run(description, default_model, make_client, one_call, sdk_version):
         one_call(make_client(args.base_url), args, Call(0))
     if args.wait_for_stdin:
         sys.stdin.readline()
+    # With --step, the main thread meets the workers here before and after
+    # every round.
+    rounds = threading.Barrier(threads + 1) if args.step else None
 
     def worker(i):
         client = make_client(args.base_url)
         barrier.wait()
         for _ in range(args.calls):
+            if rounds:
+                rounds.wait()
             call = Call(i)
             try:
                 one_call(client, args, call)
             except Exception as exc:  # an API or transport error is a result here
                 call.fail(exc)
             results[i].append(call.finish())
+            if rounds:
+                rounds.wait()
 
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
+    if rounds:
+        for n in range(1, args.calls + 1):
+            sys.stdin.readline()
+            rounds.wait()
+            rounds.wait()
+            print(f"done {n}", flush=True)
     for w in workers:
         w.join()
     calls = [r for rs in results for r in rs]

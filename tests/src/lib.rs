@@ -70,6 +70,15 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The path of a client script in `tests/clients`.
+pub fn client_script(name: &str) -> String {
+    workspace_root()
+        .join("tests/clients")
+        .join(name)
+        .display()
+        .to_string()
+}
+
 /// Environment for a client process: trust only the test's certificate and
 /// talk to loopback directly. This machine sets several such variables
 /// globally; each is replaced or removed here.
@@ -155,6 +164,22 @@ impl MockServer {
             send_log,
             _dir: dir,
         }
+    }
+
+    /// The mock over TLS: `chunks` output tokens per call, the first after
+    /// `first_token_ms`, then one every `chunk_ms`.
+    pub fn paced_tls(chunks: u64, first_token_ms: u64, chunk_ms: u64) -> MockServer {
+        MockServer::start(
+            true,
+            &[
+                "--chunks",
+                &chunks.to_string(),
+                "--first-token-delay-ms",
+                &first_token_ms.to_string(),
+                "--chunk-delay-ms",
+                &chunk_ms.to_string(),
+            ],
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -304,12 +329,160 @@ pub fn assert_one_line_error(output: &std::process::Output, needle: &str) {
     assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
 }
 
+/// A memory figure of process `pid` from `/proc/PID/status`, in KiB:
+/// `VmRSS` (resident now), `VmHWM` (its peak), `RssAnon` (the anonymous
+/// part: heap, stacks; not the mapped executable, some 40 MiB in a debug
+/// build, which does not grow with traffic).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process runs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+/// `llmtap_bpf_map_entries` by map, in a scrape.
+pub fn bpf_map_gauges(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("llmtap_bpf_map_entries{map=\""))
+        .filter_map(|l| {
+            let (map, value) = l.split_once("\"} ")?;
+            Some((map.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `"type":"call"` lines the agent printed.
+pub fn call_lines(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|l| l["type"] == "call").collect()
+}
+
+/// `llm_request_duration_seconds_count` summed over the series of `model`,
+/// in a scrape.
+pub fn calls_counted(text: &str, model: &str) -> Option<f64> {
+    prometheus::scraped(
+        text,
+        "llm_request_duration_seconds_count",
+        &[("model", model)],
+    )
+}
+
+/// The `exporter="otlp"` value of a self-health counter, in a scrape.
+pub fn otlp_counter(text: &str, name: &str) -> f64 {
+    prometheus::scraped(text, name, &[("exporter", "otlp")]).unwrap_or(0.0)
+}
+
 pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(bytes)
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
+}
+
+/// A child process driven line by line: it waits for lines on its stdin
+/// (each lets it take a step) and reports on its stdout. Killed when dropped.
+pub struct HeldProcess {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl HeldProcess {
+    /// Starts `command` with its stdin and stdout piped to the test.
+    pub fn spawn(mut command: Command) -> HeldProcess {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        HeldProcess {
+            stdin: child.stdin.take().expect("piped"),
+            stdout: BufReader::new(child.stdout.take().expect("piped")),
+            child,
+        }
+    }
+
+    /// A shell for the agent to watch by PID. It waits for a line on stdin,
+    /// runs `script` (in a subshell, so a failing call ends only that, with
+    /// `args` as `$1`, `$2`, …), prints `exit STATUS`, and waits again: it
+    /// outlives the calls, and so does the agent watching it. Its children
+    /// are watched because llmtap follows forks.
+    pub fn shell(script: &str, args: &[String], cert: &Path) -> HeldProcess {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "read go; ( {script} ); echo \"exit $?\"; read done"
+            ))
+            .arg("sh")
+            .args(args);
+        client_env(&mut command, Some(cert));
+        HeldProcess::spawn(command)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes one line to its stdin.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").expect("the held process reads its stdin");
+    }
+
+    /// The next line it prints; fails when it ended instead.
+    pub fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read the held process");
+        assert!(!line.is_empty(), "the held process ended");
+        line.trim_end().to_owned()
+    }
+
+    /// Lets a [`HeldProcess::shell`]'s script run; returns what it printed
+    /// once it succeeded.
+    pub fn run(&mut self) -> Vec<String> {
+        self.send("go");
+        let mut printed = Vec::new();
+        loop {
+            let line = self.next_line();
+            if let Some(status) = line.strip_prefix("exit ") {
+                assert_eq!(status, "0", "the script failed: {printed:?}");
+                return printed;
+            }
+            printed.push(line);
+        }
+    }
+}
+
+impl Drop for HeldProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent's `/metrics` text (which must answer 200).
+pub fn scrape(addr: SocketAddr) -> String {
+    let (status, text) = prometheus::http_get(addr, "/metrics").expect("the agent serves /metrics");
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// Scrapes until `done` holds for the scrape (or `timeout` passes); returns
+/// the last scrape.
+pub fn scrape_until(addr: SocketAddr, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = scrape(addr);
+        if done(&text) || Instant::now() >= deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A long-running agent (for `--pid` runs), stopped with SIGINT.
@@ -378,9 +551,25 @@ impl RunningAgent {
         agent
     }
 
+    /// Starts the agent with `args` and waits until it watches; returns it
+    /// with its metrics address.
+    pub fn attached(args: &[&str]) -> (RunningAgent, SocketAddr) {
+        let mut agent = RunningAgent::start(args);
+        agent.wait_for_log("stop with Ctrl-C", Duration::from_secs(30));
+        let addr = agent.metrics_addr();
+        (agent, addr)
+    }
+
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Ends the agent with SIGKILL, as a crash or an OOM kill would: no
+    /// clean detach.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Where the agent serves `/metrics` (it logs the bound address at

@@ -85,13 +85,24 @@ impl Prometheus {
     /// Starts Prometheus scraping `target`'s `/metrics` every second and
     /// waits until it is ready. `bearer`: a token to scrape with.
     pub fn start(target: SocketAddr, bearer: Option<&str>) -> Self {
+        Self::start_scraping_every(target, bearer, Duration::from_secs(1))
+    }
+
+    /// [`Prometheus::start`] scraping every `interval`, each scrape given
+    /// as long to answer.
+    pub fn start_scraping_every(
+        target: SocketAddr,
+        bearer: Option<&str>,
+        interval: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let auth = bearer
             .map(|t| format!("    authorization:\n      credentials: {t}\n"))
             .unwrap_or_default();
+        let every = format!("{}ms", interval.as_millis());
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: llmtap\n    scrape_interval: 1s\n    scrape_timeout: 1s\n{auth}\
+            "global:\n  scrape_interval: {every}\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: llmtap\n    scrape_interval: {every}\n    scrape_timeout: {every}\n{auth}\
              \x20   static_configs:\n      - targets: ['{target}']\n"
         );
         let config_path = dir.path().join("prometheus.yml");
@@ -119,6 +130,13 @@ impl Prometheus {
             std::thread::sleep(Duration::from_millis(100));
         }
         prometheus
+    }
+
+    /// Prometheus's own `/metrics` text (its scrape-error counters).
+    pub fn self_metrics(&self) -> String {
+        let (status, body) = http_get(self.addr, "/metrics").expect("prometheus answers");
+        assert_eq!(status, 200, "{body}");
+        body
     }
 
     /// An instant PromQL query; returns `data.result`.

@@ -40,9 +40,14 @@ pub struct Rotel {
 impl Rotel {
     /// Starts rotel on two free loopback ports and waits until it listens.
     pub fn start() -> Self {
+        let port = || format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_on(port(), port())
+    }
+
+    /// Starts rotel on these addresses (again, after a stop) and waits
+    /// until it listens.
+    pub fn start_on(grpc_addr: SocketAddr, http_addr: SocketAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(rotel_agent())
             .arg("start")
             .arg(format!("--otlp-grpc-endpoint={grpc_addr}"))

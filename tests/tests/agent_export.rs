@@ -5,10 +5,8 @@
 //! an absent collector for a minute, every bad setting, and scoping to the
 //! watched process (issue 4's acceptance).
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
@@ -22,134 +20,13 @@ use serde_json::Value;
 /// its words as the prompt's tokens.
 const PROMPT_TOKENS: u64 = 4;
 
-/// A shell the agent watches by PID. It waits for a line on stdin, runs its
-/// script (in a subshell, so a failing call ends only that), prints
-/// `exit STATUS`, and waits again: it outlives the calls, and so does the
-/// agent watching it, which the test then scrapes. Its children are watched
-/// because llmtap follows forks.
-struct HeldShell {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl HeldShell {
-    /// `script` sees `args` as `$1`, `$2`, …
-    fn start(script: &str, args: &[String], cert: &Path) -> HeldShell {
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(format!(
-                "read go; ( {script} ); echo \"exit $?\"; read done"
-            ))
-            .arg("sh")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        client_env(&mut command, Some(cert));
-        let mut child = command.spawn().expect("start sh");
-        HeldShell {
-            stdin: child.stdin.take().expect("piped"),
-            stdout: BufReader::new(child.stdout.take().expect("piped")),
-            child,
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Lets the script run; returns what it printed once it succeeded.
-    fn run(&mut self) -> Vec<String> {
-        writeln!(self.stdin, "go").expect("the shell waits for go");
-        let mut printed = Vec::new();
-        loop {
-            let mut line = String::new();
-            self.stdout.read_line(&mut line).expect("read the shell");
-            let line = line.trim_end().to_owned();
-            assert!(!line.is_empty(), "the shell ended early: {printed:?}");
-            if let Some(status) = line.strip_prefix("exit ") {
-                assert_eq!(status, "0", "the script failed: {printed:?}");
-                return printed;
-            }
-            printed.push(line);
-        }
-    }
-}
-
-impl Drop for HeldShell {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts llmtap watching `shell` (plus `extra` flags) and waits until it
 /// is attached; returns it with its metrics address.
-fn watch(shell: &HeldShell, extra: &[&str]) -> (RunningAgent, SocketAddr) {
-    let pid = shell.pid();
+fn watch(shell: &HeldProcess, extra: &[&str]) -> (RunningAgent, SocketAddr) {
+    let pid = shell.pid().to_string();
     let mut args = vec!["--pid", pid.as_str()];
     args.extend_from_slice(extra);
-    let mut agent = RunningAgent::start(&args);
-    agent.wait_for_log("watching", Duration::from_secs(20));
-    let addr = agent.metrics_addr();
-    (agent, addr)
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let (status, text) = http_get(addr, "/metrics").expect("the agent serves /metrics");
-    assert_eq!(status, 200, "{text}");
-    text
-}
-
-/// Scrapes until `done` holds for the scrape (or `timeout` passes); returns
-/// the last scrape.
-fn scrape_until(addr: SocketAddr, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = scrape(addr);
-        if done(&text) || Instant::now() >= deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The `exporter="otlp"` value of a self-health counter.
-fn otlp_counter(text: &str, name: &str) -> f64 {
-    scraped(text, name, &[("exporter", "otlp")]).unwrap_or(0.0)
-}
-
-/// `llm_request_duration_seconds_count` summed over the series of `model`.
-fn calls_counted(text: &str, model: &str) -> Option<f64> {
-    scraped(
-        text,
-        "llm_request_duration_seconds_count",
-        &[("model", model)],
-    )
-}
-
-/// The mock server over TLS: `chunks` output tokens per call, the first
-/// after `first_token_ms`, then one every `chunk_ms`.
-fn tls_mock(chunks: u64, first_token_ms: u64, chunk_ms: u64) -> MockServer {
-    MockServer::start(
-        true,
-        &[
-            "--chunks",
-            &chunks.to_string(),
-            "--first-token-delay-ms",
-            &first_token_ms.to_string(),
-            "--chunk-delay-ms",
-            &chunk_ms.to_string(),
-        ],
-    )
-}
-
-fn openai_script() -> String {
-    workspace_root()
-        .join("tests/clients/openai_stream.py")
-        .display()
-        .to_string()
+    RunningAgent::attached(&args)
 }
 
 /// `python3 openai_stream.py` streaming `calls` calls of `model` from
@@ -162,7 +39,7 @@ fn openai_client(
 ) -> Vec<String> {
     [
         "python3".to_owned(),
-        openai_script(),
+        client_script("openai_stream.py"),
         server.base_url(),
         "--model".into(),
         model.into(),
@@ -204,11 +81,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The `"type":"call"` lines the agent printed.
-fn call_lines(lines: &[Value]) -> Vec<&Value> {
-    lines.iter().filter(|l| l["type"] == "call").collect()
-}
-
 #[test]
 fn a_real_prometheus_scrapes_exact_values_of_openai_sdk_streams() {
     let _serial = serial();
@@ -216,11 +88,11 @@ fn a_real_prometheus_scrapes_exact_values_of_openai_sdk_streams() {
     const CHUNKS: u64 = 8;
     const FIRST_TOKEN_MS: u64 = 60;
     const CHUNK_MS: u64 = 15;
-    let server = tls_mock(CHUNKS, FIRST_TOKEN_MS, CHUNK_MS);
+    let server = MockServer::paced_tls(CHUNKS, FIRST_TOKEN_MS, CHUNK_MS);
     let cert = server.cert.clone().unwrap();
     let model = "e2e-prometheus";
     let report = ClientReport::new();
-    let mut shell = HeldShell::start(
+    let mut shell = HeldProcess::shell(
         "\"$@\"",
         &openai_client(&server, model, CALLS, &report),
         &cert,
@@ -401,7 +273,8 @@ fn sampled_run(
 ) -> (Vec<Value>, String) {
     let mut args = vec![server.base_url(), chat_body(model)];
     args.extend(traceparents.iter().map(|(tp, _, _)| tp.clone()));
-    let mut shell = HeldShell::start(&curl_calls_script(), &args, server.cert.as_deref().unwrap());
+    let mut shell =
+        HeldProcess::shell(&curl_calls_script(), &args, server.cert.as_deref().unwrap());
     let endpoint = receiver.grpc_endpoint();
     let (agent, addr) = watch(
         &shell,
@@ -518,7 +391,7 @@ fn spans_reach_real_otlp_receivers_with_their_parents_and_sampling_holds() {
     let _serial = serial();
     const CALLS: u64 = 20;
     const CHUNKS: u64 = 4;
-    let server = tls_mock(CHUNKS, 10, 5);
+    let server = MockServer::paced_tls(CHUNKS, 10, 5);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let model = "e2e-otlp";
 
@@ -631,18 +504,6 @@ fn spans_reach_real_otlp_receivers_with_their_parents_and_sampling_holds() {
     }
 }
 
-/// The anonymous part of a process's RSS (`RssAnon`: heap, stacks, anonymous
-/// maps), in KiB. The file-backed rest is mostly the mapped executable,
-/// some 40 MiB for a debug build, and does not grow with traffic.
-fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the agent runs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon")
-}
-
 #[test]
 fn with_no_collector_a_minute_of_streams_is_counted_exactly_in_bounded_memory() {
     let _serial = serial();
@@ -655,7 +516,7 @@ fn with_no_collector_a_minute_of_streams_is_counted_exactly_in_bounded_memory() 
     /// noise. A leak of 6 KiB per call (some 300 calls) crosses it.
     const RSS_GROWTH_KIB: u64 = 2 * 1024;
     const CHUNKS: u64 = 6;
-    let server = tls_mock(CHUNKS, 20, 10);
+    let server = MockServer::paced_tls(CHUNKS, 20, 10);
     let model = "e2e-no-collector";
     // Nothing listens there.
     let endpoint = format!("http://127.0.0.1:{}", free_port());
@@ -666,7 +527,7 @@ fn with_no_collector_a_minute_of_streams_is_counted_exactly_in_bounded_memory() 
          echo \"calls $n\""
     );
     let args = [server.base_url(), chat_body(model), SECONDS.to_string()];
-    let mut shell = HeldShell::start(&script, &args, server.cert.as_deref().unwrap());
+    let mut shell = HeldProcess::shell(&script, &args, server.cert.as_deref().unwrap());
     let (agent, addr) = watch(
         &shell,
         &["--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc"],
@@ -676,7 +537,10 @@ fn with_no_collector_a_minute_of_streams_is_counted_exactly_in_bounded_memory() 
         let mut samples = Vec::new();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(SECONDS) {
-            samples.push((started.elapsed().as_secs(), rss_anon_kib(agent_pid)));
+            samples.push((
+                started.elapsed().as_secs(),
+                memory_kib(agent_pid, "RssAnon"),
+            ));
             std::thread::sleep(Duration::from_secs(2));
         }
         samples
@@ -842,11 +706,11 @@ fn a_client_in_another_process_is_not_counted() {
     let _serial = serial();
     const CALLS: u32 = 3;
     const CHUNKS: u32 = 10;
-    let server = tls_mock(CHUNKS.into(), 40, 40);
+    let server = MockServer::paced_tls(CHUNKS.into(), 40, 40);
     let cert = server.cert.clone().unwrap();
     let (watched_model, other_model) = ("e2e-watched", "e2e-unwatched");
     let watched_report = ClientReport::new();
-    let mut shell = HeldShell::start(
+    let mut shell = HeldProcess::shell(
         "\"$@\"",
         &openai_client(&server, watched_model, CALLS, &watched_report),
         &cert,

@@ -7,6 +7,7 @@
 //! that model are counted: other processes on the host (which `--exe
 //! python3` also watches) cannot change the counts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -584,29 +585,11 @@ fn a_libssl_loaded_late_by_a_watched_process_is_hooked_then() {
     assert!(run.status.success(), "{}", run.stderr);
 }
 
-/// The agent's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// `llmtap_bpf_map_entries`, by map, once the agent has refreshed it.
-fn map_entries(addr: SocketAddr) -> Vec<(String, u64)> {
+fn map_entries(addr: SocketAddr) -> BTreeMap<String, u64> {
     std::thread::sleep(Duration::from_millis(1500));
     let text = metrics(addr);
-    let mut entries: Vec<(String, u64)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("llmtap_bpf_map_entries{map=\""))
-        .filter_map(|l| {
-            let (map, value) = l.split_once("\"} ")?;
-            Some((map.to_owned(), value.parse().ok()?))
-        })
-        .collect();
-    entries.sort();
+    let entries = bpf_map_gauges(&text);
     assert!(entries.len() >= 7, "map gauges missing: {text}");
     entries
 }
@@ -634,7 +617,7 @@ fn two_hundred_short_processes_leave_no_map_entries_or_memory_behind() {
     short_processes(&cgroup, &server, 20, &model);
     assert_eq!(wait_for_calls(addr, &model, 20), 20);
     let before = map_entries(addr);
-    let rss_before = rss_kib(agent.pid());
+    let rss_before = memory_kib(agent.pid(), "VmRSS");
 
     short_processes(&cgroup, &server, 200, &model);
     assert_eq!(
@@ -643,7 +626,7 @@ fn two_hundred_short_processes_leave_no_map_entries_or_memory_behind() {
         "every call captured"
     );
     let after = map_entries(addr);
-    let rss_after = rss_kib(agent.pid());
+    let rss_after = memory_kib(agent.pid(), "VmRSS");
     assert_eq!(after, before, "kernel map entries grew");
     for (map, entries) in &after {
         assert!(*entries <= 1, "{map} keeps {entries} entries");

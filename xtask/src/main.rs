@@ -63,6 +63,7 @@ const BUILD_PACKAGES: &[&str] = &[
 /// to scrape the agent and check the monitoring stack's configuration.
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
+    "prometheus",
     "tcpdump",
     "libssl-dev",
     "openssl",
@@ -72,7 +73,6 @@ const TEST_PACKAGES: &[&str] = &[
     "gcc",
     "libgnutls28-dev",
     "golang-go",
-    "prometheus",
 ];
 
 fn main() -> Result<()> {

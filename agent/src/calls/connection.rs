@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, VecDeque};
 use super::exchange::Exchange;
 use super::record::{ErrorType, LlmCall, OutputChunk};
 use super::{tokens, Limits, ReconstructionStats};
-use crate::http::{ChunkTime, Head, HttpConnection, HttpError, HttpEvent, Role};
+use crate::http::{
+    starts_request_line, ChunkTime, Head, HttpConnection, HttpError, HttpEvent, Role,
+};
 use crate::http2::{self, Http2Connection, Http2Event, Opening};
 use crate::stream::{CloseReason, ConnectionInfo, DataChunk, Direction, Side};
 use crate::workload::Workload;
@@ -33,6 +35,10 @@ enum Ending {
 // One per connection, set once: boxing a variant would only add a pointer.
 #[allow(clippy::large_enum_variant)]
 enum Framing {
+    /// Open before it was watched (its opening was not seen) and first
+    /// seen in the middle of a message: bytes are skipped until a chunk
+    /// starts a request, where framing starts afresh.
+    JoinedMidway,
     /// The first chunks, too short to tell (`PR` could be `PRI` or `PUT`).
     Undecided(Vec<DataChunk>),
     Http1(HttpConnection),
@@ -74,7 +80,7 @@ impl Connection {
     /// The side, as the framing knows it.
     fn side(&self) -> Side {
         match &self.framing {
-            Framing::Undecided(_) => self.info.side,
+            Framing::JoinedMidway | Framing::Undecided(_) => self.info.side,
             Framing::Http1(http) => http.side(),
             Framing::Http2(http) => http.side(),
         }
@@ -88,6 +94,21 @@ impl Connection {
         stats: &mut ReconstructionStats,
         out: &mut Vec<LlmCall>,
     ) {
+        match &self.framing {
+            // The rest of what was in flight when the agent started.
+            Framing::JoinedMidway if !opens_exchange(&chunk.bytes) => return,
+            Framing::JoinedMidway => self.framing = Framing::Undecided(Vec::new()),
+            Framing::Undecided(pending)
+                if pending.is_empty()
+                    && self.info.side == Side::Unknown
+                    && !opens_exchange(&chunk.bytes) =>
+            {
+                stats.connections_joined_midway += 1;
+                self.framing = Framing::JoinedMidway;
+                return;
+            }
+            _ => {}
+        }
         let Framing::Undecided(pending) = &mut self.framing else {
             return self.frame(chunk, limits, stats, out);
         };
@@ -177,7 +198,7 @@ impl Connection {
     ) -> Result<(), HttpError> {
         let exchanges = &mut self.exchanges;
         match &mut self.framing {
-            Framing::Undecided(_) => Ok(()),
+            Framing::JoinedMidway | Framing::Undecided(_) => Ok(()),
             Framing::Http1(http) => http.feed(direction, gap, bytes, time, &mut |event| {
                 exchanges.on_http(event, time, limits, stats)
             }),
@@ -239,6 +260,16 @@ impl Connection {
                 out.push(call);
             }
         }
+    }
+}
+
+/// Whether a chunk's bytes start an exchange: an HTTP/1.x request line or
+/// (the start of) the HTTP/2 client preface. A connection seen opening
+/// starts that way; one joined mid-way is followed from such a chunk on.
+fn opens_exchange(bytes: &[u8]) -> bool {
+    match http2::detect(Direction::Egress, bytes) {
+        Opening::Http2(Side::Client) | Opening::Unsure => true,
+        _ => starts_request_line(bytes),
     }
 }
 
@@ -469,7 +500,10 @@ fn build(
     if let Some(response) = &mut response {
         // Bytes the capture lost are a truncation like any other.
         response.truncated |= matches!(ending, Ending::CaptureLost);
-        stats.oversized_events += response.finish(response.last_byte, exchange.llm);
+        let oversized = response.finish(response.last_byte, exchange.llm);
+        stats.oversized_events += oversized;
+        // A dropped event is output the record cannot count.
+        response.truncated |= oversized > 0;
         if matches!(ending, Ending::Complete | Ending::Cut(_)) {
             end = Some(response.last_byte);
         }

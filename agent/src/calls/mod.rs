@@ -81,6 +81,10 @@ pub struct ReconstructionStats {
     pub events_without_open: u64,
     /// Connections whose bytes were neither HTTP/1.x nor HTTP/2.
     pub non_http_connections: u64,
+    /// Connections open before they were watched and first seen in the
+    /// middle of a message (the agent started, or restarted, meanwhile):
+    /// what was in flight is not recorded, the requests after it are.
+    pub connections_joined_midway: u64,
     /// Connections whose HTTP framing failed (garbage, truncation, gaps).
     pub parse_failures: u64,
     /// Chunks that arrived after lost bytes.

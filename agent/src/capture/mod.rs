@@ -45,7 +45,9 @@ pub enum CaptureEvent {
         len: u64,
         bytes: Vec<u8>,
     },
-    /// A TCP connection the process connected (client) or accepted (server).
+    /// A TCP connection the process connected (client) or accepted
+    /// (server), or, with side unknown, one it had before it was watched,
+    /// found at its first read or write since.
     Connected {
         pid: u32,
         fd: i32,

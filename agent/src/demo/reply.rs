@@ -134,6 +134,9 @@ pub enum Scenario {
     ErrorMidstream,
     /// `cut-midstream`: half the tokens, then the connection closes.
     CutMidstream,
+    /// `big-tokens-N` (N up to 16 MiB): a normal answer whose every token
+    /// is N bytes of text, for tests of the observer's caps.
+    BigTokens(usize),
 }
 
 impl Scenario {
@@ -141,10 +144,14 @@ impl Scenario {
         match model {
             "error-midstream" => Self::ErrorMidstream,
             "cut-midstream" => Self::CutMidstream,
-            _ => match model.strip_prefix("error-").and_then(|s| s.parse().ok()) {
-                Some(status @ 400..=599) => Self::Status(status),
-                _ => Self::Normal,
-            },
+            _ => {
+                let number = |prefix| model.strip_prefix(prefix).and_then(|s| s.parse().ok());
+                match (number("error-"), number("big-tokens-")) {
+                    (Some(status @ 400..=599), _) => Self::Status(status as u16),
+                    (_, Some(bytes @ 1..=MAX_TOKEN_BYTES)) => Self::BigTokens(bytes),
+                    _ => Self::Normal,
+                }
+            }
         }
     }
 }
@@ -177,7 +184,7 @@ pub struct Generation<'a> {
     pub id: String,
     /// Unix seconds, for `created` fields.
     pub created: u64,
-    pub tokens: Vec<&'static str>,
+    pub tokens: Vec<String>,
     pub finish: Finish,
     pub ending: Ending,
     pub pacing: Pacing,
@@ -210,6 +217,22 @@ const WORDS: [&str; 12] = [
 /// The `i`th generated token.
 pub fn token(i: usize) -> &'static str {
     WORDS[i % WORDS.len()]
+}
+
+/// The largest token `big-tokens-N` asks for.
+const MAX_TOKEN_BYTES: usize = 16 << 20;
+
+/// The `i`th token repeated to exactly `bytes` bytes (or one less, when a
+/// multi-byte character would straddle the end).
+fn big_token(i: usize, bytes: usize) -> String {
+    let word = token(i);
+    let mut text = word.repeat(bytes / word.len() + 1);
+    let end = (0..=bytes)
+        .rev()
+        .find(|&at| text.is_char_boundary(at))
+        .unwrap_or(0);
+    text.truncate(end);
+    text
 }
 
 /// One LLM API the mock speaks.
@@ -261,11 +284,12 @@ pub fn reply(method: &str, path: &str, body: &[u8], cx: &ReplyContext) -> Reply 
     let Some(request) = LlmRequest::from_json(body) else {
         return error(*api, 400, "the request body is not a JSON object");
     };
-    let ending = match Scenario::from_model(&request.model) {
+    let scenario = Scenario::from_model(&request.model);
+    let ending = match scenario {
         Scenario::Status(status) => {
             return error(*api, status, "mock error asked for by the model name")
         }
-        Scenario::Normal => Ending::Complete,
+        Scenario::Normal | Scenario::BigTokens(_) => Ending::Complete,
         Scenario::ErrorMidstream => Ending::Error,
         Scenario::CutMidstream => Ending::Cut,
     };
@@ -279,7 +303,12 @@ pub fn reply(method: &str, path: &str, body: &[u8], cx: &ReplyContext) -> Reply 
         request: &request,
         id: format!("mock-{}-{}", cx.conn, cx.request),
         created: cx.created,
-        tokens: (0..count).map(token).collect(),
+        tokens: (0..count)
+            .map(|i| match scenario {
+                Scenario::BigTokens(bytes) => big_token(i, bytes),
+                _ => token(i).to_owned(),
+            })
+            .collect(),
         finish,
         ending,
         pacing: cx.pacing,
@@ -368,6 +397,29 @@ mod tests {
             Scenario::from_model("cut-midstream"),
             Scenario::CutMidstream
         );
+        assert_eq!(
+            Scenario::from_model("big-tokens-1048576"),
+            Scenario::BigTokens(1 << 20)
+        );
+        assert_eq!(Scenario::from_model("big-tokens-0"), Scenario::Normal);
+        assert_eq!(
+            Scenario::from_model("big-tokens-99999999"),
+            Scenario::Normal
+        );
+    }
+
+    #[test]
+    fn big_tokens_have_the_size_asked_for() {
+        let body = br#"{"model":"big-tokens-100000","messages":[]}"#;
+        let r = reply("POST", "/v1/chat/completions", body, &cx(3));
+        let Body::Whole { text, .. } = r.body else {
+            panic!("not whole")
+        };
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let content = json["choices"][0]["message"]["content"].as_str().unwrap();
+        // "Hello", " from" and " the" each divide 100000 bytes exactly.
+        assert_eq!(content.len(), 3 * 100_000);
+        assert!(content.starts_with("HelloHello"));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! [`Pacing::first_token`], every later event [`Pacing::chunk`] after the
 //! one before, each in its own flushed write on a `TCP_NODELAY` socket. The
 //! request's model name is echoed back; `error-NNN`, `error-midstream` and
-//! `cut-midstream` ask for failures.
+//! `cut-midstream` ask for failures, `big-tokens-N` for tokens of N bytes.
 //!
 //! HTTP/1.1 always; HTTP/2 (`h2`) to plaintext clients that open with its
 //! preface, and over TLS when ALPN picks it ([`ServerConfig::http2`]).

@@ -98,6 +98,10 @@ pub struct Health {
     pub parse_failures: IntCounterVec,
     /// LLM calls lost with a connection whose framing failed.
     pub calls_lost: IntCounter,
+    /// Connections first seen in the middle of a message.
+    pub connections_joined_midway: IntCounter,
+    /// What a cap cut, by `part`.
+    pub truncated: IntCounterVec,
     /// Calls not exported as traces because of `TELEMETRY_SAMPLE_RATE`.
     pub calls_sampled_out: IntCounter,
     /// Spans the collector accepted, by `exporter`.
@@ -124,12 +128,35 @@ impl Health {
         advance(&self.events_lost, kernel.ringbuf_full);
         advance(&self.connections_not_http, kernel.not_http_connections);
         advance(&self.calls_lost, reconstruction.calls_lost);
+        advance(
+            &self.connections_joined_midway,
+            reconstruction.connections_joined_midway,
+        );
         let stages = [
             (value::STAGE_HTTP, reconstruction.parse_failures),
             (value::STAGE_PROVIDER, reconstruction.decode_errors),
         ];
         for (stage, total) in stages {
             advance(&self.parse_failures.with_label_values(&[stage]), total);
+        }
+        let parts = [
+            (value::PART_CAPTURE, kernel.truncated),
+            (
+                value::PART_REQUEST_BODY,
+                reconstruction.request_bodies_truncated,
+            ),
+            (
+                value::PART_RESPONSE_BODY,
+                reconstruction.response_bodies_truncated,
+            ),
+            (value::PART_EVENT, reconstruction.oversized_events),
+            (
+                value::PART_OUTPUT_TEXT,
+                reconstruction.output_text_truncated,
+            ),
+        ];
+        for (part, total) in parts {
+            advance(&self.truncated.with_label_values(&[part]), total);
         }
     }
 }
@@ -260,6 +287,8 @@ impl MetricsRegistry {
                 metric::CALLS_LOST,
                 "LLM calls lost with a connection whose HTTP framing failed.",
             )?,
+            connections_joined_midway: f.counter(metric::CONNECTIONS_JOINED_MIDWAY, "Connections open before llmtap watched them and first seen in the middle of a message (llmtap started or restarted meanwhile): the call in flight is not recorded, the next requests on them are.")?,
+            truncated: f.counters(metric::TRUNCATED, "What a cap cut, by part: capture (a read/write over --capture-bytes, the rest a gap), request_body, response_body (a response whose bytes were cut or lost), event (a stream event over 1 MiB, dropped), output_text (generated text kept per call for counting tokens).", &[label::PART])?,
             calls_sampled_out: f.counter(metric::CALLS_SAMPLED_OUT, "Calls not exported as traces because of TELEMETRY_SAMPLE_RATE (metrics count them).")?,
             spans_exported: f.counters(metric::SPANS_EXPORTED, "Spans accepted by the collector.", &exporter)?,
             spans_dropped: f.counters(metric::SPANS_DROPPED, "Spans lost: export queue full or export failed.", &exporter)?,

@@ -28,6 +28,8 @@ pub mod metric {
     pub const TLS_PROCESSES: &str = "llmtap_tls_processes";
     pub const PARSE_FAILURES: &str = "llmtap_parse_failures_total";
     pub const CALLS_LOST: &str = "llmtap_calls_lost_total";
+    pub const CONNECTIONS_JOINED_MIDWAY: &str = "llmtap_connections_joined_midway_total";
+    pub const TRUNCATED: &str = "llmtap_truncated_total";
     pub const CALLS_SAMPLED_OUT: &str = "llmtap_calls_sampled_out_total";
     pub const SPANS_EXPORTED: &str = "llmtap_spans_exported_total";
     pub const SPANS_DROPPED: &str = "llmtap_spans_dropped_total";
@@ -70,6 +72,7 @@ pub mod label {
     pub const STACK: &str = "stack";
     pub const STATE: &str = "state";
     pub const BY: &str = "by";
+    pub const PART: &str = "part";
 }
 
 /// Label values with a fixed meaning.
@@ -86,6 +89,14 @@ pub mod value {
     /// `llmtap_parse_failures_total` stages.
     pub const STAGE_HTTP: &str = "http";
     pub const STAGE_PROVIDER: &str = "provider";
+    /// `llmtap_truncated_total` parts: reads/writes cut at
+    /// `--capture-bytes`, request and response bodies over their caps,
+    /// stream events over theirs (dropped), generated text kept per call.
+    pub const PART_CAPTURE: &str = "capture";
+    pub const PART_REQUEST_BODY: &str = "request_body";
+    pub const PART_RESPONSE_BODY: &str = "response_body";
+    pub const PART_EVENT: &str = "event";
+    pub const PART_OUTPUT_TEXT: &str = "output_text";
     /// `llmtap_packets_dropped_total` droppers.
     pub const DROPPED_BY_KERNEL: &str = "kernel";
     pub const DROPPED_BY_INTERFACE: &str = "interface";

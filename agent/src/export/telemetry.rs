@@ -115,10 +115,13 @@ mod tests {
         telemetry.record(&test_call("m", &[]));
         let kernel = KernelCounters {
             ringbuf_full: 5,
+            truncated: 4,
             ..KernelCounters::default()
         };
         let stats = ReconstructionStats {
             parse_failures: 2,
+            connections_joined_midway: 3,
+            oversized_events: 1,
             ..ReconstructionStats::default()
         };
         telemetry.observe_totals(&kernel, &stats);
@@ -129,10 +132,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("llmtap_events_lost_total 5"), "{text}");
-        assert!(
-            text.contains("llmtap_parse_failures_total{stage=\"http\"} 2"),
-            "{text}"
-        );
+        for line in [
+            "llmtap_parse_failures_total{stage=\"http\"} 2",
+            "llmtap_connections_joined_midway_total 3",
+            "llmtap_truncated_total{part=\"capture\"} 4",
+            "llmtap_truncated_total{part=\"event\"} 1",
+            "llmtap_truncated_total{part=\"response_body\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
         telemetry.shutdown().await;
     }
 }

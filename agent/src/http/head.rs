@@ -146,6 +146,24 @@ pub(crate) fn looks_like_request(bytes: &[u8]) -> bool {
     }
 }
 
+/// Whether `bytes` open with a whole HTTP/1.x request line
+/// (`METHOD target HTTP/1.x`): stricter than [`looks_like_request`], to
+/// find where requests start in the middle of a connection's bytes.
+pub fn starts_request_line(bytes: &[u8]) -> bool {
+    let Some(end) = memchr::memchr(b'\n', bytes) else {
+        return false;
+    };
+    let line = &bytes[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(target), Some(version), None) => {
+            looks_like_request(method) && !target.is_empty() && version.starts_with(b"HTTP/1.")
+        }
+        _ => false,
+    }
+}
+
 /// How a message body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Framing {

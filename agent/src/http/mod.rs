@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 
 use crate::stream::{Direction, Side, WallNanos};
 
-pub use head::{Header, RequestHead, ResponseHead};
+pub use head::{starts_request_line, Header, RequestHead, ResponseHead};
 use message::MessageReader;
 
 /// Why a connection's bytes could not be framed as HTTP/1.1.

@@ -286,3 +286,25 @@ fn a_101_to_h2c_is_no_answer_and_hands_over_the_bytes_after_it() {
     assert_eq!(seen.heads, ["GET /", "101"]);
     assert_eq!(conn.take_h2c(), None);
 }
+
+#[test]
+fn a_request_line_is_told_from_body_bytes() {
+    assert!(starts_request_line(
+        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\n"
+    ));
+    assert!(starts_request_line(b"GET / HTTP/1.0\n"));
+    for not_one in [
+        &b"1f4\r\ndata: {\"a\":1}\r\n"[..],
+        b"data: POST / HTTP/1.1\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"POST /v1/messages HTTP/1.1",
+        b"POST  HTTP/1.1\r\n",
+        b"POST / HTTP/2\r\n",
+    ] {
+        assert!(
+            !starts_request_line(not_one),
+            "{}",
+            String::from_utf8_lossy(not_one)
+        );
+    }
+}

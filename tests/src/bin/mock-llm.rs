@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// A mock OpenAI / Anthropic / Ollama server that streams with realistic
 /// timing. Model names `error-NNN`, `error-midstream` and `cut-midstream`
-/// ask for failures.
+/// ask for failures, `big-tokens-N` for tokens of N bytes each.
 #[derive(Parser)]
 struct Args {
     /// Address to listen on; port 0 picks a free one.

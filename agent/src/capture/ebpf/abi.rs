@@ -14,6 +14,7 @@ pub const EVENT_ACCEPT: u8 = 3;
 pub const EVENT_CLOSE: u8 = 4;
 pub const EVENT_EXIT: u8 = 5;
 pub const EVENT_EXEC: u8 = 6;
+pub const EVENT_FOUND: u8 = 7;
 
 /// `enum llmtap_direction`
 pub const EGRESS: u8 = 0;
@@ -119,7 +120,7 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, AbiError> {
                 payload: &payload[..claimed],
             })
         }
-        EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE | EVENT_EXIT | EVENT_EXEC => {
+        EVENT_CONNECT | EVENT_ACCEPT | EVENT_FOUND | EVENT_CLOSE | EVENT_EXIT | EVENT_EXEC => {
             Ok(Record::Conn(read(record)?))
         }
         other => Err(AbiError::UnknownKind(other)),

@@ -511,10 +511,10 @@ fn conn_event(event: &ConnEvent, clock: &MonotonicToWall) -> CaptureEvent {
         kind => CaptureEvent::Connected {
             pid: hdr.pid,
             fd: hdr.fd,
-            side: if kind == abi::EVENT_CONNECT {
-                Side::Client
-            } else {
-                Side::Server
+            side: match kind {
+                abi::EVENT_CONNECT => Side::Client,
+                abi::EVENT_ACCEPT => Side::Server,
+                _ => Side::Unknown,
             },
             local: socket_addr(event.family, &event.local_addr, event.local_port),
             peer: socket_addr(event.family, &event.peer_addr, event.peer_port),
