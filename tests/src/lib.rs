@@ -4,6 +4,7 @@
 //! The tests load BPF programs into the running kernel, so they need root
 //! and run one at a time ([`serial`]).
 
+pub mod llamacpp;
 pub mod otlp_receiver;
 pub mod prometheus;
 pub mod rotel;
@@ -194,7 +195,8 @@ pub struct AgentRun {
     pub stderr: String,
 }
 
-/// Runs `llmtap --print --print-payload [args] -- command...` to completion.
+/// Runs `llmtap --print --print-payload --capture-content [args] --
+/// command...` to completion.
 /// The command shares the agent's stdout: keep it quiet (curl `-o`, the
 /// SDK clients' `--output`, see [`ClientReport`]).
 pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>) -> AgentRun {
@@ -215,8 +217,21 @@ pub fn run_agent_on_command_in_real_time(
     command: &[&str],
     cert: Option<&Path>,
 ) -> AgentRun {
-    let mut agent = Command::new(REAL_TIME[0]);
-    agent.args(&REAL_TIME[1..]).arg(llmtap_bin());
+    run_agent_on_command_under(&REAL_TIME, args, command, cert)
+}
+
+/// [`run_agent_on_command`] with the agent started by `wrapper`, a command
+/// prefix that changes how it runs ([`REAL_TIME`], `setpriv …`); the
+/// command it starts inherits that too.
+pub fn run_agent_on_command_under(
+    wrapper: &[&str],
+    args: &[&str],
+    command: &[&str],
+    cert: Option<&Path>,
+) -> AgentRun {
+    let (program, wrapper_args) = wrapper.split_first().expect("a wrapper command");
+    let mut agent = Command::new(program);
+    agent.args(wrapper_args).arg(llmtap_bin());
     run_agent(agent, args, command, cert)
 }
 
@@ -225,6 +240,7 @@ fn run_agent(mut agent: Command, args: &[&str], command: &[&str], cert: Option<&
         .args([
             "--print",
             "--print-payload",
+            "--capture-content",
             "--metrics-addr",
             "127.0.0.1:0",
         ])

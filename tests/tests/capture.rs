@@ -248,7 +248,13 @@ fn attaching_by_pid_captures_a_running_client_and_detaches_cleanly() {
     let mut client = client.spawn().expect("start python client");
     let pid = client.id().to_string();
 
-    let mut agent = RunningAgent::start(&["--pid", &pid, "--print", "--print-payload"]);
+    let mut agent = RunningAgent::start(&[
+        "--pid",
+        &pid,
+        "--print",
+        "--print-payload",
+        "--capture-content",
+    ]);
     agent.wait_for_log("watching", Duration::from_secs(20));
     assert!(
         !llmtap_bpf_objects().is_empty(),

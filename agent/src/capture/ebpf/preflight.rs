@@ -9,8 +9,8 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "llmtap needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE \
-         (missing: {missing}): run it with sudo"
+        "llmtap needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE, and \
+         CAP_SYS_ADMIN for TLS on Linux 6.15+ (missing: {missing}): run it with sudo"
     )]
     MissingCapabilities { missing: String },
     #[error(
@@ -52,7 +52,10 @@ pub fn check_capabilities() -> Result<(), PreflightError> {
     let caps = effective_capabilities();
     let has = |cap: u32| caps & (1 << cap) != 0;
     // CAP_SYS_ADMIN covers BPF and perf on every kernel; PTRACE reads other
-    // processes' /proc/PID/maps and exe links.
+    // processes' /proc/PID/exe and /proc/PID/root (their executables and
+    // libraries, their containers' files). The uprobes' own need for
+    // CAP_SYS_ADMIN on recent kernels shows when they are placed: without
+    // them plaintext capture still works.
     let bpf = has(CAP_BPF) || has(CAP_SYS_ADMIN);
     let perf = has(CAP_PERFMON) || has(CAP_SYS_ADMIN);
     let missing: Vec<&str> = [
