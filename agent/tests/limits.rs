@@ -54,7 +54,7 @@ fn text_stays_off_the_record_unless_kept() {
     let content = calls[0].content.as_ref().expect("content kept");
     assert!(content.prompt.contains("Say hello"), "{content:?}");
     // The completion is the counted text, under the same cap.
-    assert_eq!(content.completion, "Hello fr");
+    assert_eq!(content.completion, "Hello, w");
 }
 
 #[test]

@@ -21,6 +21,7 @@ import litellm  # noqa: E402
 from litellm._version import version as litellm_version  # noqa: E402
 
 import clientlib  # noqa: E402
+from openai_stream import record_chunk  # noqa: E402
 
 
 def make_client(base_url):
@@ -41,18 +42,7 @@ def one_call(api_base, args, call):
         **clientlib.sampling(args),
     )
     for chunk in stream:
-        choice = chunk.choices[0] if chunk.choices else None
-        call.chunk(choice.delta.content if choice else None)
-        call.record.update(id=chunk.id, model=chunk.model)
-        if choice and choice.finish_reason:
-            call.record["finish_reason"] = choice.finish_reason
-        usage = getattr(chunk, "usage", None)
-        if usage:
-            call.record["usage"] = {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            }
+        record_chunk(call, chunk)
 
 
 if __name__ == "__main__":

@@ -44,15 +44,22 @@ def one_call(client, args, call):
         **clientlib.sampling(args),
     )
     for chunk in stream:
-        choice = chunk.choices[0] if chunk.choices else None
-        call.chunk(choice.delta.content if choice else None)
-        call.record.update(id=chunk.id, model=chunk.model)
-        if choice and choice.finish_reason:
-            call.record["finish_reason"] = choice.finish_reason
-        if chunk.usage:
-            call.record["usage"] = chunk.usage.model_dump()
-        if getattr(chunk, "timings", None):
-            call.record["timings"] = chunk.timings
+        record_chunk(call, chunk)
+
+
+def record_chunk(call, chunk):
+    """Notes one Chat Completions stream chunk: the SDK's, or one shaped
+    like it (litellm's)."""
+    choice = chunk.choices[0] if chunk.choices else None
+    call.chunk(choice.delta.content if choice else None)
+    call.record.update(id=chunk.id, model=chunk.model)
+    if choice and choice.finish_reason:
+        call.record["finish_reason"] = choice.finish_reason
+    usage = getattr(chunk, "usage", None)
+    if usage:
+        call.record["usage"] = usage.model_dump()
+    if getattr(chunk, "timings", None):
+        call.record["timings"] = chunk.timings
 
 
 if __name__ == "__main__":

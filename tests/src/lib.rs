@@ -46,6 +46,18 @@ pub fn mock_llm_bin() -> PathBuf {
     debug_binary("mock-llm")
 }
 
+/// A copy of the `llmtap` binary that any user can run, wherever the
+/// checkout lives (it may sit under a directory only root can enter).
+pub fn llmtap_for_any_user() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the tempdir");
+    let binary = dir.path().join("llmtap");
+    std::fs::copy(llmtap_bin(), &binary).expect("copy llmtap");
+    (dir, binary)
+}
+
 /// The Go client (tests/clients/go_stream, on net/http and crypto/tls),
 /// built into `dir` as `name`, stripped of symbols or not.
 pub fn build_go_client(dir: &tempfile::TempDir, name: &str, stripped: bool) -> PathBuf {

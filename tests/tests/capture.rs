@@ -287,12 +287,7 @@ fn a_pid_that_does_not_exist_is_one_clear_error() {
 
 #[test]
 fn without_privileges_the_error_says_to_use_root() {
-    // A copy nobody can reach, wherever the checkout lives.
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let binary = dir.path().join("llmtap");
-    std::fs::copy(llmtap_bin(), &binary).unwrap();
+    let (_dir, binary) = llmtap_for_any_user();
     // setpriv (util-linux) drops to nobody with no capabilities.
     let output = Command::new("setpriv")
         .args([

@@ -53,14 +53,16 @@ fn mount_tracefs() {
     }
 }
 
-/// Runs the `openai` Python SDK client against `server` under llmtap
-/// started through `wrapper`; the client first notes the agent's effective
-/// capabilities (it is the agent's child) in `caps_file`.
-fn openai_call_under(
-    wrapper: &[String],
-    server: &MockServer,
-    caps_file: &Path,
-) -> (AgentRun, Value) {
+/// Runs the `openai` Python SDK client against the mock server (over TLS
+/// or not) under llmtap running as root with only `caps`; checks the one
+/// call the agent printed against the client's report. Returns the run and
+/// the agent's effective capabilities, which the client (the agent's
+/// child) read from /proc before its call.
+fn one_call_with_only(caps: &str, tls: bool) -> (AgentRun, u64) {
+    mount_tracefs();
+    let server = MockServer::start(tls, &["--chunks", "8", "--chunk-delay-ms", "10"]);
+    let dir = tempfile::tempdir().unwrap();
+    let caps_file = dir.path().join("caps");
     let script = workspace_root().join("tests/clients/openai_stream.py");
     let report = ClientReport::new();
     let (script, url, output) = (
@@ -68,37 +70,24 @@ fn openai_call_under(
         server.base_url(),
         report.arg(),
     );
-    let caps_file = caps_file.display().to_string();
+    let caps_arg = caps_file.display().to_string();
     let command = [
         "sh",
         "-c",
         r#"grep CapEff /proc/$PPID/status > "$0"; exec "$@""#,
-        &caps_file,
+        &caps_arg,
         "python3",
         &script,
         &url,
         "--output",
         &output,
     ];
+    let wrapper = with_only(caps);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let run = run_agent_on_command_under(&wrapper, &[], &command, server.cert.as_deref());
     assert!(run.status.success(), "{}", run.stderr);
-    (run, report.calls().remove(0))
-}
 
-/// The effective capability set the client recorded for the agent.
-fn effective_caps(caps_file: &Path) -> u64 {
-    let line = std::fs::read_to_string(caps_file).expect("the client noted the agent's caps");
-    let hex = line
-        .trim()
-        .strip_prefix("CapEff:")
-        .expect("CapEff line")
-        .trim();
-    u64::from_str_radix(hex, 16).expect("hex capability set")
-}
-
-/// The one call the agent printed, checked against the client's report.
-fn the_one_call<'a>(run: &'a AgentRun, client: &Value) -> &'a Value {
+    let client = report.calls().remove(0);
     let calls: Vec<&Value> = run.lines.iter().filter(|l| l["type"] == "call").collect();
     assert_eq!(calls.len(), 1, "{}", run.stderr);
     assert_eq!(
@@ -106,22 +95,18 @@ fn the_one_call<'a>(run: &'a AgentRun, client: &Value) -> &'a Value {
         client["usage"]["completion_tokens"]
     );
     assert_eq!(calls[0]["response_id"], client["id"]);
-    calls[0]
+
+    let noted = std::fs::read_to_string(&caps_file).expect("the client noted the agent's caps");
+    let hex = noted.trim().strip_prefix("CapEff:").expect("CapEff line");
+    let effective = u64::from_str_radix(hex.trim(), 16).expect("hex capability set");
+    (run, effective)
 }
 
 #[test]
 fn with_only_cap_sys_admin_and_cap_sys_ptrace_a_tls_call_is_captured() {
     let _serial = serial();
-    mount_tracefs();
-    let server = MockServer::start(true, &["--chunks", "8", "--chunk-delay-ms", "10"]);
-    let dir = tempfile::tempdir().unwrap();
-    let caps_file = dir.path().join("caps");
-    let (run, client) = openai_call_under(&with_only(LEAST), &server, &caps_file);
-    assert_eq!(
-        effective_caps(&caps_file),
-        1 << CAP_SYS_ADMIN | 1 << CAP_SYS_PTRACE
-    );
-    the_one_call(&run, &client);
+    let (run, caps) = one_call_with_only(LEAST, true);
+    assert_eq!(caps, 1 << CAP_SYS_ADMIN | 1 << CAP_SYS_PTRACE);
     let opened = run
         .lines
         .iter()
@@ -134,13 +119,8 @@ fn with_only_cap_sys_admin_and_cap_sys_ptrace_a_tls_call_is_captured() {
 #[test]
 fn without_cap_sys_admin_plaintext_is_captured_and_the_tls_refusal_said_once() {
     let _serial = serial();
-    mount_tracefs();
-    let server = MockServer::start(false, &["--chunks", "8", "--chunk-delay-ms", "10"]);
-    let dir = tempfile::tempdir().unwrap();
-    let caps_file = dir.path().join("caps");
-    let (run, client) = openai_call_under(&with_only(PLAINTEXT_ONLY), &server, &caps_file);
-    assert_eq!(effective_caps(&caps_file) & (1 << CAP_SYS_ADMIN), 0);
-    the_one_call(&run, &client);
+    let (run, caps) = one_call_with_only(PLAINTEXT_ONLY, false);
+    assert_eq!(caps & (1 << CAP_SYS_ADMIN), 0);
     // Every TLS library is refused alike (libssl, libgnutls): one line.
     let refusals = run
         .stderr
@@ -167,6 +147,31 @@ fn a_missing_capability_is_one_line_naming_it() {
             .expect("run setpriv");
         assert_one_line_error(&output, missing);
     }
+}
+
+#[test]
+fn as_another_user_reading_tracefs_also_needs_cap_dac_read_search() {
+    let _serial = serial();
+    mount_tracefs();
+    let (_dir, binary) = llmtap_for_any_user();
+    // As nobody: ambient capabilities carry the set across exec.
+    let as_nobody = |caps: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(format!("--inh-caps=-all,{caps}"))
+            .arg(format!("--ambient-caps=-all,{caps}"))
+            .arg(&binary)
+            .args(["--metrics-addr", "127.0.0.1:0", "--", "true"])
+            .output()
+            .expect("run setpriv")
+    };
+    assert_one_line_error(&as_nobody(LEAST), "add CAP_DAC_READ_SEARCH");
+    let output = as_nobody(&format!("{LEAST},+dac_read_search"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------

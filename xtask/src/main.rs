@@ -108,7 +108,13 @@ pub(crate) fn setup(build_only: bool) -> Result<()> {
     }
     apt_install(&packages)?;
     if !build_only {
-        let pip = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check"];
+        let pip = [
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ];
         run(Command::new("python3")
             .args(pip)
             .args(["-r", "tests/requirements.txt"]))?;

@@ -28,6 +28,11 @@ pub enum PreflightError {
          mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
     )]
     Tracefs(std::io::Error),
+    #[error(
+        "tracefs at /sys/kernel/tracing cannot be read by this user: run llmtap as root, or \
+         add CAP_DAC_READ_SEARCH"
+    )]
+    TracefsUnreadable,
     #[error("no process with PID {0}: check the PID (it may have exited)")]
     NoSuchProcess(u32),
 }
@@ -90,7 +95,15 @@ pub fn check_kernel() -> Result<(), PreflightError> {
 /// have mounted. Returns whether this call mounted it.
 pub fn ensure_tracefs() -> Result<bool, PreflightError> {
     let tracefs = Path::new("/sys/kernel/tracing");
-    if tracefs.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+    match tracefs.join("events").try_exists() {
+        Ok(true) => return Ok(false),
+        // Mounted, but root-only (0700) and we are another user.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(PreflightError::TracefsUnreadable)
+        }
+        _ => {}
+    }
+    if Path::new("/sys/kernel/debug/tracing/events").exists() {
         return Ok(false);
     }
     let status = std::process::Command::new("mount")
