@@ -21,8 +21,6 @@
 //! llama.cpp" table: `cargo test -p llmtap-tests --test fidelity --
 //! --nocapture --test-threads 1`.
 
-use std::sync::OnceLock;
-
 use llmtap_tests::llamacpp::{LlamaServer, ServerGeneration};
 use llmtap_tests::*;
 use serde_json::Value;
@@ -34,13 +32,6 @@ const MAX_TOKENS: u64 = 96;
 const TOKEN_RATE_TOLERANCE: f64 = 0.05;
 const TTFT_TOLERANCE_S: f64 = 0.002;
 
-/// One server for the whole binary (loading the model takes seconds); it
-/// exits with the test process, whose pipe is its stdin.
-fn server() -> &'static LlamaServer {
-    static SERVER: OnceLock<LlamaServer> = OnceLock::new();
-    SERVER.get_or_init(LlamaServer::start)
-}
-
 /// What one SDK call gave: llmtap's record, the client's own report and
 /// the server's timing of it.
 struct Observed {
@@ -49,13 +40,13 @@ struct Observed {
     generation: ServerGeneration,
 }
 
-/// Runs `tests/clients/SCRIPT` under llmtap against the server: one warm-up
-/// call (a cold process reads its first stream late, while it still
-/// imports), then the measured one. Agent and client run at real-time
+/// Runs `tests/clients/SCRIPT` under llmtap against a llama.cpp server of
+/// its own: one warm-up call (a cold process reads its first stream late,
+/// while it still imports), then the measured one. Agent and client run at real-time
 /// priority, so that on a busy machine the client reads each chunk as it
 /// arrives: the test compares clocks, not the scheduler.
 fn observe(script: &str) -> Observed {
-    let server = server();
+    let server = LlamaServer::start();
     let script = workspace_root()
         .join("tests/clients")
         .join(script)
@@ -81,7 +72,6 @@ fn observe(script: &str) -> Observed {
         "--output",
         &output,
     ];
-    let logged_before = server.generations().len();
     let run = run_agent_on_command_in_real_time(&[], &command, None);
     assert!(run.status.success(), "{}", run.stderr);
     let calls: Vec<&Value> = run.lines.iter().filter(|l| l["type"] == "call").collect();
@@ -93,7 +83,7 @@ fn observe(script: &str) -> Observed {
     let client = report.calls().remove(0);
     assert_eq!(client["error"], Value::Null, "{client}");
     let generation = *server
-        .wait_for_generations(logged_before + 2)
+        .wait_for_generations(2)
         .last()
         .expect("the server logged the call's timings");
     Observed {
