@@ -363,7 +363,7 @@ impl RunningAgent {
     }
 
     /// `llmtap --capture pcap --iface lo --port PORT --print
-    /// --print-payload`, once it captures.
+    /// --print-payload --capture-content`, once it captures.
     pub fn capturing_packets_on_lo(port: u16) -> RunningAgent {
         let port = port.to_string();
         let mut agent = RunningAgent::start(&[
@@ -375,6 +375,7 @@ impl RunningAgent {
             &port,
             "--print",
             "--print-payload",
+            "--capture-content",
         ]);
         agent.wait_for_log("capturing packets", Duration::from_secs(20));
         agent

@@ -149,7 +149,7 @@ impl Connection {
             // gone): the open calls end where the capture stopped.
             self.end_all(Ending::CaptureLost, stats);
             self.failed = true;
-            self.flush(stats, out);
+            self.flush(limits, stats, out);
             return;
         }
         let failure = match result {
