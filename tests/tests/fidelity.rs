@@ -42,9 +42,9 @@ struct Observed {
 
 /// Runs `tests/clients/SCRIPT` under llmtap against a llama.cpp server of
 /// its own: one warm-up call (a cold process reads its first stream late,
-/// while it still imports), then the measured one. Agent and client run at real-time
-/// priority, so that on a busy machine the client reads each chunk as it
-/// arrives: the test compares clocks, not the scheduler.
+/// while it still imports), then the measured one. Agent and client run at
+/// real-time priority, so that on a busy machine the client reads each
+/// chunk as it arrives: the test compares clocks, not the scheduler.
 fn observe(script: &str) -> Observed {
     let server = LlamaServer::start();
     let script = workspace_root()
