@@ -481,6 +481,7 @@ fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) -> u64 {
         max_output_text: rng.below(256),
         max_chunks: rng.below(16),
         max_pending: 1 + rng.below(4),
+        keep_content: rng.below(2) == 1,
     };
     let mut tracker = CallTracker::new(limits);
     let mut records = 0;

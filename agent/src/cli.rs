@@ -12,8 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// in libssl or statically linked, as in node) and the socket syscalls of the
 /// watched processes, and rebuilds their HTTP and streaming (SSE) traffic.
 ///
-/// Needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE, and a kernel with
-/// BTF and uprobes.
+/// Needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE (plus CAP_SYS_ADMIN
+/// for TLS on Linux 6.15+, whose uprobes need it), and a kernel with BTF and
+/// uprobes.
 #[derive(Debug, Parser)]
 #[command(name = "llmtap", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -96,15 +97,24 @@ pub struct WatchArgs {
     pub read: Option<std::path::PathBuf>,
 
     /// Print one JSON line per connection event and per read/write (time,
-    /// pid, tid, connection, direction, length, a printable preview), for
-    /// debugging. The preview shows traffic content.
+    /// pid, tid, connection, direction, length), and one per call with
+    /// every field of its record, for debugging. With --capture-content each
+    /// read/write also shows a printable preview of its bytes.
     #[arg(long)]
     pub print: bool,
 
-    /// With --print, also include each read/write's captured bytes in full
-    /// (base64, field `payload`).
-    #[arg(long, requires = "print")]
+    /// With --print and --capture-content, also include each read/write's
+    /// captured bytes in full (base64, field `payload`).
+    #[arg(long, requires_all = ["print", "capture_content"])]
     pub print_payload: bool,
+
+    /// Keep the prompt and completion text of each call and show it: in
+    /// --print (each call's `content`, each read/write's `preview`) and in
+    /// OTLP traces (span events `gen_ai.content.prompt` and
+    /// `gen_ai.content.completion`). Without it no output carries prompt or
+    /// completion text: only counts and timings.
+    #[arg(long, env = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")]
+    pub capture_content: bool,
 
     /// Bytes copied per read/write at most (1..=16384). The rest is counted
     /// as a gap, never guessed.
@@ -219,5 +229,20 @@ mod tests {
         assert!(Cli::try_parse_from(["llmtap", "--capture-bytes", "0"]).is_err());
         assert!(Cli::try_parse_from(["llmtap", "--ring-buffer-kib", "3000"]).is_err());
         assert!(Cli::try_parse_from(["llmtap", "--print-payload"]).is_err());
+    }
+
+    #[test]
+    fn payload_needs_the_content_opt_in() {
+        assert!(Cli::try_parse_from(["llmtap", "--print", "--print-payload"]).is_err());
+        let cli =
+            Cli::try_parse_from(["llmtap", "--print", "--print-payload", "--capture-content"])
+                .unwrap();
+        assert!(cli.watch.print_payload && cli.watch.capture_content);
+        assert!(
+            !Cli::try_parse_from(["llmtap"])
+                .unwrap()
+                .watch
+                .capture_content
+        );
     }
 }

@@ -9,7 +9,8 @@ use llmtap::capture::ebpf::scope::{ScopeArgs, Scopes};
 use llmtap::capture::ebpf::EbpfConfig;
 use llmtap::capture::pcap::source::PacketFilter;
 use llmtap::cli::{CaptureMode, Cli, Command, LogFormat, WatchArgs};
-use llmtap::run::{self, AgentOptions, Outcome};
+use llmtap::export::print::PrintedBytes;
+use llmtap::run::{self, AgentOptions, Outcome, OutputOptions};
 use llmtap::run_packets::{self, PacketInput, PacketOptions};
 
 fn init_logging(format: LogFormat) {
@@ -53,13 +54,27 @@ fn packet_options(watch: &WatchArgs) -> anyhow::Result<Option<PacketOptions>> {
             expression: watch.filter.clone(),
             port: watch.port,
         },
-        print: watch.print,
-        print_payload: watch.print_payload,
+        output: output_options(watch),
         export: llmtap::config::ExportSettings::from_args(&watch.export)?,
     }))
 }
 
+/// What --print shows and whether calls keep their text: content only with
+/// --capture-content (which --print-payload requires).
+fn output_options(watch: &WatchArgs) -> OutputOptions {
+    let bytes = match (watch.print_payload, watch.capture_content) {
+        (true, _) => PrintedBytes::Payload,
+        (false, true) => PrintedBytes::Preview,
+        (false, false) => PrintedBytes::Nothing,
+    };
+    OutputOptions {
+        print: watch.print.then_some(bytes),
+        capture_content: watch.capture_content,
+    }
+}
+
 fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
+    let output = output_options(&watch);
     let scopes = Scopes::parse(&ScopeArgs {
         exes: watch.exe,
         cgroups: watch.cgroup,
@@ -70,8 +85,7 @@ fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
         export: llmtap::config::ExportSettings::from_args(&watch.export)?,
         pids: watch.pid,
         command: watch.command,
-        print: watch.print,
-        print_payload: watch.print_payload,
+        output,
         ebpf: EbpfConfig {
             capture_bytes: watch.capture_bytes,
             ring_buffer_bytes: watch.ring_buffer_kib * 1024,

@@ -19,7 +19,7 @@ use crate::capture::ebpf::{
     preflight, tls_targets, EbpfCapture, EbpfConfig, KernelCounters, ProcessExec,
 };
 use crate::capture::CaptureEvent;
-use crate::export::print::StreamPrinter;
+use crate::export::print::{PrintedBytes, StreamPrinter};
 use crate::export::prometheus::Health;
 use crate::export::telemetry::Telemetry;
 use crate::launch::HeldChild;
@@ -35,10 +35,20 @@ pub struct AgentOptions {
     pub scopes: Scopes,
     /// A command to start watched; the agent ends when it exits.
     pub command: Vec<OsString>,
-    pub print: bool,
-    pub print_payload: bool,
+    pub output: OutputOptions,
     pub ebpf: EbpfConfig,
     pub export: crate::config::ExportSettings,
+}
+
+/// What the console output shows, and whether calls keep their text.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OutputOptions {
+    /// `--print`: JSON lines instead of log lines, showing this much of
+    /// the bytes.
+    pub print: Option<PrintedBytes>,
+    /// `--capture-content`: calls keep their prompt and completion text,
+    /// for `--print` and the traces.
+    pub capture_content: bool,
 }
 
 /// How the agent ended.
@@ -135,7 +145,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
         }
     );
 
-    let mut pipeline = Pipeline::new(options.print, options.print_payload, telemetry);
+    let mut pipeline = Pipeline::new(options.output, telemetry);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
     let mut reported = KernelCounters::default();
@@ -430,11 +440,16 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(crate) fn new(print: bool, print_payload: bool, telemetry: Telemetry) -> Self {
+    pub(crate) fn new(output: OutputOptions, telemetry: Telemetry) -> Self {
         Pipeline {
             reassembler: Reassembler::new(ReassemblyLimits::default()),
-            calls: CallTracker::new(Limits::default()),
-            printer: print.then(|| StreamPrinter::new(std::io::stdout(), print_payload)),
+            calls: CallTracker::new(Limits {
+                keep_content: output.capture_content,
+                ..Limits::default()
+            }),
+            printer: output
+                .print
+                .map(|bytes| StreamPrinter::new(std::io::stdout(), bytes)),
             telemetry,
             connection_events: Vec::new(),
             workloads: Workloads::default(),
@@ -447,13 +462,20 @@ impl Pipeline {
         health.events_read.inc_by(events.len() as u64);
         let mut exited = Vec::new();
         for event in events {
-            tracing::trace!(?event, "captured");
             match &event {
-                CaptureEvent::Data { bytes, .. } => {
+                CaptureEvent::Data {
+                    key,
+                    direction,
+                    len,
+                    bytes,
+                    ..
+                } => {
+                    // Lengths only: logs never carry traffic content.
+                    tracing::trace!(?key, ?direction, len, captured = bytes.len(), "captured");
                     health.bytes_captured.inc_by(bytes.len() as u64);
                 }
                 CaptureEvent::ProcessExited { pid, .. } => exited.push(*pid),
-                _ => {}
+                _ => tracing::trace!(?event, "captured"),
             }
             self.reassembler.push(event, &mut self.connection_events);
         }

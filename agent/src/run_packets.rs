@@ -17,7 +17,7 @@ use crate::capture::pcap::PacketStage;
 use crate::export::prometheus::PacketTotals;
 use crate::export::semconv::value;
 use crate::export::telemetry::Telemetry;
-use crate::run::{now, Outcome, Pipeline};
+use crate::run::{now, Outcome, OutputOptions, Pipeline};
 use crate::stream::WallNanos;
 
 /// Where packets come from.
@@ -33,8 +33,7 @@ pub enum PacketInput {
 pub struct PacketOptions {
     pub input: PacketInput,
     pub filter: PacketFilter,
-    pub print: bool,
-    pub print_payload: bool,
+    pub output: OutputOptions,
     pub export: crate::config::ExportSettings,
 }
 
@@ -55,7 +54,7 @@ async fn replay(
     options: &PacketOptions,
     telemetry: Telemetry,
 ) -> anyhow::Result<Outcome> {
-    let mut pipeline = Pipeline::new(options.print, options.print_payload, telemetry);
+    let mut pipeline = Pipeline::new(options.output, telemetry);
     let mut stage = PacketStage::new(source.link(), TcpLimits::default());
     let mut events = Vec::new();
     let mut last: WallNanos = 0;
@@ -108,7 +107,7 @@ async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
         std::thread::spawn(move || capture_loop(source, &tx, &stop, &agent_drops))
     };
     telemetry.set_ready(true);
-    let mut pipeline = Pipeline::new(options.print, options.print_payload, telemetry);
+    let mut pipeline = Pipeline::new(options.output, telemetry);
     let mut stage = PacketStage::new(link, TcpLimits::default());
     let mut events = Vec::new();
     let mut drops = CaptureDrops::default();

@@ -42,6 +42,22 @@ fn caps_cut_lists_and_text_but_keep_timing() {
 }
 
 #[test]
+fn text_stays_off_the_record_unless_kept() {
+    let events = fixture("openai_chat_stream", 1);
+    assert_eq!(common::replay(&events)[0].content, None);
+    let mut tracker = CallTracker::new(Limits {
+        keep_content: true,
+        max_output_text: 8,
+        ..Limits::default()
+    });
+    let calls = feed(&mut tracker, 1, &events);
+    let content = calls[0].content.as_ref().expect("content kept");
+    assert!(content.prompt.contains("Say hello"), "{content:?}");
+    // The completion is the counted text, under the same cap.
+    assert_eq!(content.completion, "Hello, w");
+}
+
+#[test]
 fn request_body_cap_keeps_the_call() {
     let mut tracker = CallTracker::new(Limits {
         max_request_body: 40,

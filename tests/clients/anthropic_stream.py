@@ -4,17 +4,26 @@
 prints what it received and when (see clientlib.run).
 
     SSL_CERT_FILE=ca.pem python3 anthropic_stream.py https://127.0.0.1:PORT [--model M]
-        [--calls N] [--two-threads] [--max-tokens N] [--no-stream]
+        [--calls N] [--two-threads] [--max-tokens N] [--temperature T] [--seed S] [--no-stream]
+
+This SDK's `messages.create()` takes no temperature or seed: --temperature
+and --seed go in the body as extra fields (llama.cpp reads them).
 """
 
 import anthropic
+import httpx2
 
 import clientlib
 
 
 def make_client(base_url):
     # No retries: a test asking for a 429 wants exactly one request.
-    return anthropic.Anthropic(base_url=base_url, api_key="sk-ant-llmtap-test", max_retries=0)
+    return anthropic.Anthropic(
+        base_url=base_url,
+        api_key="sk-ant-llmtap-test",
+        max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(event_hooks=clientlib.http_hooks(httpx2)),
+    )
 
 
 def one_call(client, args, call):
@@ -22,6 +31,7 @@ def one_call(client, args, call):
         model=args.model,
         max_tokens=args.max_tokens or 1024,
         messages=[{"role": "user", "content": args.prompt}],
+        extra_body=clientlib.sampling(args) or None,
     )
     if args.no_stream:
         msg = client.messages.create(**request)

@@ -3,7 +3,9 @@ or two threads, the per-call timing record, and the JSON printed at the end.
 
 Each client script supplies only how to make its SDK client and how to make
 one streaming call with it. Certificates come from the environment as the
-SDKs read it (`SSL_CERT_FILE`); proxies are bypassed for loopback.
+SDKs read it (`SSL_CERT_FILE`); proxies are bypassed for loopback. Clients
+built with `http_hooks()` also note when each request starts going out and
+when each read of its response returns.
 """
 
 import argparse
@@ -20,6 +22,8 @@ def parse_args(description, default_model):
     p.add_argument("--model", default=default_model)
     p.add_argument("--calls", type=int, default=1, help="calls per thread, one after another")
     p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None, help="sent only when given")
+    p.add_argument("--seed", type=int, default=None, help="sent only when given")
     p.add_argument("--prompt", default="Say hello to llmtap.")
     p.add_argument("--no-stream", action="store_true", help="one whole JSON response instead")
     p.add_argument(
@@ -51,6 +55,51 @@ def parse_args(description, default_model):
     return p.parse_args()
 
 
+def sampling(args):
+    """The sampling parameters given on the command line, as keyword
+    arguments for the SDK (those not given are not sent)."""
+    given = {"temperature": args.temperature, "seed": args.seed}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+# The call each thread is making, for the HTTP library's trace to stamp.
+_current = threading.local()
+
+
+def http_hooks(httpx_module):
+    """Event hooks for a client of `httpx_module` (httpx, or httpx2 under
+    the SDKs), timing the call being made with the HTTP library's own
+    events: `sent_ns` when its request head starts going out (httpcore's
+    `trace` extension), just before the first write, where llmtap's TTFT
+    starts; and each read of the response body as it returns, so that
+    `first_token_read_ns` is when the read that completed the first text
+    returned, where llmtap's TTFT ends."""
+
+    class TimedStream(httpx_module.SyncByteStream):
+        def __init__(self, stream, call):
+            self.stream, self.call = stream, call
+
+        def __iter__(self):
+            for chunk in self.stream:
+                self.call.last_read_ns = time.time_ns()
+                yield chunk
+
+        def close(self):
+            self.stream.close()
+
+    def on_request(request):
+        call = getattr(_current, "call", None)
+        if call is not None:
+            request.extensions["trace"] = call.trace
+
+    def on_response(response):
+        call = getattr(_current, "call", None)
+        if call is not None:
+            response.stream = TimedStream(response.stream, call)
+
+    return {"request": [on_request], "response": [on_response]}
+
+
 def bypass_proxies():
     """A machine-wide proxy must not see loopback traffic."""
     for var in ("NO_PROXY", "no_proxy"):
@@ -74,11 +123,21 @@ class Call:
             "usage": None,
             "error": None,
             "start_ns": time.time_ns(),
+            "sent_ns": None,
+            "first_token_read_ns": None,
             "first_token_ns": None,
             "chunk_ns": [],
             "end_ns": None,
             "ttft_ns": None,
+            "read_ttft_ns": None,
         }
+        self.last_read_ns = None
+        _current.call = self
+
+    def trace(self, name, info):
+        """httpcore's trace callback (see `http_hooks`)."""
+        if name.endswith("send_request_headers.started") and self.record["sent_ns"] is None:
+            self.record["sent_ns"] = time.time_ns()
 
     def chunk(self, text):
         """A stream event arrived; `text` is the output it carried, if any."""
@@ -87,6 +146,7 @@ class Call:
         if text:
             if self.record["first_token_ns"] is None:
                 self.record["first_token_ns"] = now
+                self.record["first_token_read_ns"] = self.last_read_ns
             self.record["chunk_ns"].append(now)
             self.record["content_chunks"] += 1
             self.record["text"] += text
@@ -103,6 +163,8 @@ class Call:
         r["end_ns"] = time.time_ns()
         if r["first_token_ns"] is not None:
             r["ttft_ns"] = r["first_token_ns"] - r["start_ns"]
+            if r["sent_ns"] is not None and r["first_token_read_ns"] is not None:
+                r["read_ttft_ns"] = r["first_token_read_ns"] - r["sent_ns"]
         return r
 
 

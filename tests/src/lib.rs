@@ -5,6 +5,7 @@
 //! and run one at a time ([`serial`]).
 
 pub mod capture_file;
+pub mod llamacpp;
 pub mod otlp_receiver;
 pub mod prometheus;
 pub mod rotel;
@@ -45,6 +46,18 @@ pub fn llmtap_bin() -> PathBuf {
 
 pub fn mock_llm_bin() -> PathBuf {
     debug_binary("mock-llm")
+}
+
+/// A copy of the `llmtap` binary that any user can run, wherever the
+/// checkout lives (it may sit under a directory only root can enter).
+pub fn llmtap_for_any_user() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the tempdir");
+    let binary = dir.path().join("llmtap");
+    std::fs::copy(llmtap_bin(), &binary).expect("copy llmtap");
+    (dir, binary)
 }
 
 /// The Go client (tests/clients/go_stream, on net/http and crypto/tls),
@@ -221,7 +234,8 @@ pub struct AgentRun {
     pub stderr: String,
 }
 
-/// Runs `llmtap --print --print-payload [args] -- command...` to completion.
+/// Runs `llmtap --print --print-payload --capture-content [args] --
+/// command...` to completion.
 /// The command shares the agent's stdout: keep it quiet (curl `-o`, the
 /// SDK clients' `--output`, see [`ClientReport`]).
 pub fn run_agent_on_command(args: &[&str], command: &[&str], cert: Option<&Path>) -> AgentRun {
@@ -242,8 +256,21 @@ pub fn run_agent_on_command_in_real_time(
     command: &[&str],
     cert: Option<&Path>,
 ) -> AgentRun {
-    let mut agent = Command::new(REAL_TIME[0]);
-    agent.args(&REAL_TIME[1..]).arg(llmtap_bin());
+    run_agent_on_command_under(&REAL_TIME, args, command, cert)
+}
+
+/// [`run_agent_on_command`] with the agent started by `wrapper`, a command
+/// prefix that changes how it runs ([`REAL_TIME`], `setpriv …`); the
+/// command it starts inherits that too.
+pub fn run_agent_on_command_under(
+    wrapper: &[&str],
+    args: &[&str],
+    command: &[&str],
+    cert: Option<&Path>,
+) -> AgentRun {
+    let (program, wrapper_args) = wrapper.split_first().expect("a wrapper command");
+    let mut agent = Command::new(program);
+    agent.args(wrapper_args).arg(llmtap_bin());
     run_agent(agent, args, command, cert)
 }
 
@@ -252,6 +279,7 @@ fn run_agent(mut agent: Command, args: &[&str], command: &[&str], cert: Option<&
         .args([
             "--print",
             "--print-payload",
+            "--capture-content",
             "--metrics-addr",
             "127.0.0.1:0",
         ])
@@ -534,7 +562,7 @@ impl RunningAgent {
     }
 
     /// `llmtap --capture pcap --iface lo --port PORT --print
-    /// --print-payload`, once it captures.
+    /// --print-payload --capture-content`, once it captures.
     pub fn capturing_packets_on_lo(port: u16) -> RunningAgent {
         let port = port.to_string();
         let mut agent = RunningAgent::start(&[
@@ -546,6 +574,7 @@ impl RunningAgent {
             &port,
             "--print",
             "--print-payload",
+            "--capture-content",
         ]);
         agent.wait_for_log("capturing packets", Duration::from_secs(20));
         agent

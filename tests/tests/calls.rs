@@ -68,12 +68,10 @@ fn an_openai_sdk_stream_becomes_one_exact_call_record() {
     assert_eq!(call["output_chunks"], client["content_chunks"]);
     assert_eq!(call["error_type"], Value::Null);
     assert_eq!(call["server_port"], server.addr.port());
-    // No content leaves the agent unless asked: the generated text is absent.
-    let text = client["text"].as_str().unwrap();
-    assert!(
-        !call.to_string().contains(text),
-        "completion text in the call record"
-    );
+    // Asked for (--capture-content), the record carries the text the
+    // client received (tests/tests/security.rs checks it is absent
+    // otherwise).
+    assert_eq!(call["content"]["completion"], client["text"]);
 
     // The first token: llmtap's instant against the client's own, taken
     // right after the SDK handed it the first content chunk.

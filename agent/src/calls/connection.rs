@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::exchange::Exchange;
-use super::record::{ErrorType, LlmCall, OutputChunk};
+use super::record::{CallContent, ErrorType, LlmCall, OutputChunk};
 use super::{tokens, Limits, ReconstructionStats};
 use crate::http::{
     starts_request_line, ChunkTime, Head, HttpConnection, HttpError, HttpEvent, Role,
@@ -170,7 +170,7 @@ impl Connection {
             // gone): the open calls end where the capture stopped.
             self.end_all(Ending::CaptureLost, stats);
             self.failed = true;
-            self.flush(stats, out);
+            self.flush(limits, stats, out);
             return;
         }
         let failure = match result {
@@ -183,7 +183,7 @@ impl Connection {
             *counter += 1;
             self.fail(stats);
         }
-        self.flush(stats, out);
+        self.flush(limits, stats, out);
     }
 
     /// Frames bytes of one direction with the connection's framing.
@@ -224,7 +224,7 @@ impl Connection {
             }
             self.end_all(Ending::Cut(reason), stats);
         }
-        self.flush(stats, out);
+        self.flush(limits, stats, out);
     }
 
     /// Ends every open exchange early: with `ending` if its response had
@@ -252,10 +252,10 @@ impl Connection {
             .count() as u64;
     }
 
-    fn flush(&mut self, stats: &mut ReconstructionStats, out: &mut Vec<LlmCall>) {
+    fn flush(&mut self, limits: &Limits, stats: &mut ReconstructionStats, out: &mut Vec<LlmCall>) {
         let side = self.side();
         for (exchange, ending) in self.exchanges.finished.drain(..) {
-            if let Some(call) = build(&self.info, side, exchange, ending, stats) {
+            if let Some(call) = build(&self.info, side, exchange, ending, limits, stats) {
                 stats.llm_calls += 1;
                 out.push(call);
             }
@@ -485,6 +485,7 @@ fn build(
     side: Side,
     mut exchange: Exchange,
     ending: Ending,
+    limits: &Limits,
     stats: &mut ReconstructionStats,
 ) -> Option<LlmCall> {
     let (provider, api) = exchange.llm?;
@@ -555,12 +556,20 @@ fn build(
         error_message: None,
         request_truncated: exchange.request_truncated,
         response_truncated: false,
+        content: None,
     };
-    match response {
-        Some(response) => {
-            fill_response(&mut call, response, &request.input_text, stats);
+    let completion = match response {
+        Some(response) => fill_response(&mut call, response, &request.input_text, stats),
+        None => {
+            call.error_type = Some(ErrorType::NoResponse);
+            String::new()
         }
-        None => call.error_type = Some(ErrorType::NoResponse),
+    };
+    if limits.keep_content {
+        call.content = Some(CallContent {
+            prompt: request.input_text,
+            completion,
+        });
     }
     if let Ending::Cut(reason) = ending {
         // Being cut explains a missing end marker better than truncation.
@@ -584,12 +593,13 @@ fn cut_error(reason: CloseReason, side: Side) -> ErrorType {
 }
 
 /// Copies the response's facts, counts tokens and classifies errors.
+/// Returns the generated text.
 fn fill_response(
     call: &mut LlmCall,
     response: super::exchange::Response,
     input_text: &str,
     stats: &mut ReconstructionStats,
-) {
+) -> String {
     let streamed = response.streamed();
     let acc = response.acc;
     let info = acc.info;
@@ -650,4 +660,5 @@ fn fill_response(
         _ if streamed && !finished => Some(ErrorType::StreamTruncated),
         _ => None,
     };
+    info.text
 }

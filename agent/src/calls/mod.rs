@@ -26,10 +26,11 @@ use crate::http::HttpLimits;
 use crate::stream::{ConnectionId, ConnectionInfo, StreamEvent, Transport};
 use connection::Connection;
 
-pub use record::{ErrorType, LlmCall, OutputChunk};
+pub use record::{CallContent, ErrorType, LlmCall, OutputChunk};
 
-/// Caps that bound memory per connection and per call. Past a cap the call
-/// is still timed; what was cut is flagged on the record and counted.
+/// Caps that bound memory per connection and per call, and whether a call
+/// keeps its text. Past a cap the call is still timed; what was cut is
+/// flagged on the record and counted.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Connections followed at once; more are ignored (and counted).
@@ -49,6 +50,10 @@ pub struct Limits {
     /// Requests waiting for responses per connection (pipelining); past
     /// it the connection is given up.
     pub max_pending: usize,
+    /// Put the prompt and completion text on the record
+    /// ([`LlmCall::content`]). Off by default: text is read to count
+    /// tokens, then dropped.
+    pub keep_content: bool,
 }
 
 impl Default for Limits {
@@ -62,6 +67,7 @@ impl Default for Limits {
             max_output_text: 1024 * 1024,
             max_chunks: 4096,
             max_pending: 64,
+            keep_content: false,
         }
     }
 }

@@ -71,11 +71,23 @@ pub struct OutputChunk {
     pub tokens: u32,
 }
 
+/// The text of a call, kept only when asked for (`--capture-content`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallContent {
+    /// The prompt's text (system and user messages, or the prompt), joined
+    /// with newlines.
+    pub prompt: String,
+    /// The generated text (and reasoning and tool arguments), capped like
+    /// the text tokens are counted from.
+    pub completion: String,
+}
+
 /// One LLM API call: a request and its response (or its failure).
 ///
 /// All `*_ns` values are wall-clock nanoseconds since the Unix epoch, taken
 /// from the watched process's own read/write calls. No prompt or completion
-/// text is kept: only counts.
+/// text is kept unless [`Limits::keep_content`](super::Limits) asks for it:
+/// by default only counts.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LlmCall {
     /// The connection, as `reassembly` numbered it.
@@ -174,6 +186,9 @@ pub struct LlmCall {
     pub request_truncated: bool,
     /// Response bytes were lost or cut (capture gap, caps, bad encoding).
     pub response_truncated: bool,
+    /// The prompt and completion text, only with `--capture-content`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<CallContent>,
 }
 
 /// Seconds between two wall-clock times.

@@ -12,7 +12,7 @@ use crate::capture::ebpf::scope::Scopes;
 use crate::capture::ebpf::EbpfConfig;
 use crate::cli::DemoArgs;
 use crate::config::ExportSettings;
-use crate::run::{self, AgentOptions, Outcome};
+use crate::run::{self, AgentOptions, Outcome, OutputOptions};
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("llmtap-demo-{}", std::process::id()));
@@ -52,8 +52,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         pids: Vec::new(),
         scopes: Scopes::default(),
         command: ["/bin/sh", "-c", &script].map(OsString::from).to_vec(),
-        print: false,
-        print_payload: false,
+        output: OutputOptions::default(),
         ebpf: EbpfConfig::default(),
         export,
     };

@@ -133,6 +133,7 @@ pub(crate) fn test_call(model: &str, chunk_times: &[WallNanos]) -> LlmCall {
         error_message: None,
         request_truncated: false,
         response_truncated: false,
+        content: None,
     }
 }
 

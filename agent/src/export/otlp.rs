@@ -50,6 +50,9 @@ use crate::workload::Workload;
 
 /// Longest string attribute kept, in bytes.
 const MAX_ATTRIBUTE_BYTES: usize = 256;
+/// Bytes of prompt or completion text per content event at most
+/// (`--capture-content`), so one long conversation cannot fill an export.
+const MAX_CONTENT_BYTES: usize = 64 * 1024;
 /// Spans per export request at most.
 const MAX_BATCH: usize = 512;
 /// How long a span waits for others to share its export request.
@@ -480,6 +483,26 @@ fn build_span(
         )];
         events.push(Event::new(attr::EVENT_CHUNK, wall(chunk.t_ns), tokens, 0));
     }
+    if let Some(content) = &call.content {
+        let text = |key: &'static str, text: &str| {
+            vec![KeyValue::new(
+                key,
+                truncate(text, MAX_CONTENT_BYTES).to_owned(),
+            )]
+        };
+        events.push(Event::new(
+            attr::EVENT_CONTENT_PROMPT,
+            wall(call.t0_ns),
+            text(attr::GENAI_PROMPT, &content.prompt),
+            0,
+        ));
+        events.push(Event::new(
+            attr::EVENT_CONTENT_COMPLETION,
+            wall(derived::end_ns(call)),
+            text(attr::GENAI_COMPLETION, &content.completion),
+            0,
+        ));
+    }
     // Past our cap, and past reconstruction's own list cap.
     let dropped_events = (call.chunks.len() - kept) as u64 + call.chunks_dropped;
     if dropped_events > 0 {
@@ -690,5 +713,37 @@ mod tests {
             .find(|kv| kv.key.as_str() == attr::GENAI_RESPONSE_MODEL)
             .unwrap();
         assert_eq!(model.value.as_str().len(), MAX_ATTRIBUTE_BYTES);
+    }
+
+    #[test]
+    fn content_events_only_when_the_call_kept_its_text() {
+        let mut call = test_call("m", &[11 * S]);
+        let span = |call: &LlmCall| {
+            build_span(
+                call,
+                span_name(call),
+                TraceId::from(1),
+                SpanId::from(2),
+                None,
+                &options(8),
+            )
+        };
+        let names = |span: &SpanData| -> Vec<String> {
+            span.events.iter().map(|e| e.name.to_string()).collect()
+        };
+        assert!(!names(&span(&call)).iter().any(|n| n.contains("content")));
+        call.content = Some(crate::calls::CallContent {
+            prompt: "why?".into(),
+            completion: "x".repeat(MAX_CONTENT_BYTES + 1),
+        });
+        let span = span(&call);
+        let names = names(&span);
+        assert_eq!(
+            names[names.len() - 2..],
+            [attr::EVENT_CONTENT_PROMPT, attr::EVENT_CONTENT_COMPLETION]
+        );
+        let text = |i: usize| span.events[i].attributes[0].value.as_str().into_owned();
+        assert_eq!(text(names.len() - 2), "why?");
+        assert_eq!(text(names.len() - 1).len(), MAX_CONTENT_BYTES);
     }
 }

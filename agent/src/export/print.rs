@@ -1,5 +1,6 @@
 //! `--print`: one JSON line per connection event and per finished LLM call,
-//! for debugging and tests.
+//! for debugging and tests. Traffic bytes appear only as [`PrintedBytes`]
+//! allows (`--capture-content`, `--print-payload`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,6 +14,17 @@ use crate::stream::{CloseReason, ConnectionId, ConnectionInfo, Direction, Stream
 
 /// Bytes of payload shown in `preview`.
 const PREVIEW_BYTES: usize = 96;
+
+/// What a read/write line shows of the bytes, beside their length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrintedBytes {
+    /// Nothing: traffic content stays out of the output (the default).
+    Nothing,
+    /// Their first bytes as text (`preview`).
+    Preview,
+    /// The preview, and all of them in base64 (`payload`).
+    Payload,
+}
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -33,7 +45,8 @@ enum Line<'a> {
         direction: Direction,
         length: usize,
         gap_before: u64,
-        preview: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        preview: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         payload: Option<String>,
     },
@@ -53,15 +66,15 @@ enum Line<'a> {
 /// Writes connection events as JSON lines.
 pub struct StreamPrinter<W: Write> {
     out: W,
-    with_payload: bool,
+    bytes: PrintedBytes,
     pids: HashMap<ConnectionId, u32>,
 }
 
 impl<W: Write> StreamPrinter<W> {
-    pub fn new(out: W, with_payload: bool) -> Self {
+    pub fn new(out: W, bytes: PrintedBytes) -> Self {
         StreamPrinter {
             out,
-            with_payload,
+            bytes,
             pids: HashMap::new(),
         }
     }
@@ -88,9 +101,8 @@ impl<W: Write> StreamPrinter<W> {
                 direction: chunk.direction,
                 length: chunk.bytes.len(),
                 gap_before: chunk.gap_before,
-                preview: preview(&chunk.bytes),
-                payload: self
-                    .with_payload
+                preview: (self.bytes != PrintedBytes::Nothing).then(|| preview(&chunk.bytes)),
+                payload: (self.bytes == PrintedBytes::Payload)
                     .then(|| base64::engine::general_purpose::STANDARD.encode(&chunk.bytes)),
             },
             StreamEvent::Closed { at, reason } => Line::Close {
@@ -137,10 +149,9 @@ mod tests {
     use super::*;
     use crate::stream::{DataChunk, Side, Transport};
 
-    #[test]
-    fn prints_one_line_per_event_with_the_connection_pid() {
+    fn printed(bytes: PrintedBytes) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
-        let mut printer = StreamPrinter::new(&mut out, true);
+        let mut printer = StreamPrinter::new(&mut out, bytes);
         let id = ConnectionId(4);
         let info = ConnectionInfo {
             id,
@@ -162,11 +173,15 @@ mod tests {
             bytes: b"data: {}\n\n\x00".to_vec(),
         };
         printer.print(id, &StreamEvent::Data(chunk)).unwrap();
-        let lines: Vec<serde_json::Value> = out
-            .split(|&b| b == b'\n')
+        out.split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn prints_one_line_per_event_with_the_connection_pid() {
+        let lines = printed(PrintedBytes::Payload);
         assert_eq!(lines[0]["type"], "open");
         assert_eq!(lines[0]["transport"], "tls");
         assert_eq!(lines[1]["pid"], 42);
@@ -175,5 +190,15 @@ mod tests {
         assert_eq!(lines[1]["length"], 11);
         assert_eq!(lines[1]["preview"], "data: {}\\n\\n\\x00");
         assert_eq!(lines[1]["payload"], "ZGF0YToge30KCgA=");
+    }
+
+    #[test]
+    fn shows_no_bytes_unless_asked() {
+        let lines = printed(PrintedBytes::Nothing);
+        assert_eq!(lines[1]["length"], 11);
+        assert!(lines[1].get("preview").is_none() && lines[1].get("payload").is_none());
+        let lines = printed(PrintedBytes::Preview);
+        assert_eq!(lines[1]["preview"], "data: {}\\n\\n\\x00");
+        assert!(lines[1].get("payload").is_none());
     }
 }

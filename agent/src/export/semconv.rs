@@ -130,6 +130,12 @@ pub mod attr {
     /// Events.
     pub const EVENT_FIRST_TOKEN: &str = "gen_ai.first_token";
     pub const EVENT_CHUNK: &str = "gen_ai.chunk";
+    /// With `--capture-content` only: the prompt and the completion, as
+    /// the GenAI conventions' earlier content events carried them.
+    pub const EVENT_CONTENT_PROMPT: &str = "gen_ai.content.prompt";
+    pub const EVENT_CONTENT_COMPLETION: &str = "gen_ai.content.completion";
+    pub const GENAI_PROMPT: &str = "gen_ai.prompt";
+    pub const GENAI_COMPLETION: &str = "gen_ai.completion";
 
     /// Resource.
     pub const SERVICE_NAME: &str = "service.name";

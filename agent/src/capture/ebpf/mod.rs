@@ -38,6 +38,13 @@ pub enum CaptureError {
         name: String,
         source: aya::programs::ProgramError,
     },
+    #[error(
+        "the kernel refused to place a uprobe (permission denied): since Linux 6.15 (and in \
+         stable kernels with that change) uprobes need CAP_SYS_ADMIN, which CAP_PERFMON no \
+         longer covers; TLS traffic will not be seen, plaintext traffic still is (run llmtap \
+         as root or add CAP_SYS_ADMIN)"
+    )]
+    UprobeRefused,
     #[error("BPF map `{name}`: {source}")]
     Map {
         name: &'static str,
@@ -144,6 +151,8 @@ pub struct EbpfCapture {
     ebpf: Ebpf,
     targets: TlsTargets,
     attached: Vec<TlsTarget>,
+    /// The kernel refused a uprobe for want of a capability (said once).
+    uprobes_refused: bool,
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, CaptureError>
@@ -223,6 +232,7 @@ impl EbpfCapture {
             ebpf,
             targets: TlsTargets::default(),
             attached: Vec::new(),
+            uprobes_refused: false,
         })
     }
 
@@ -295,6 +305,12 @@ impl EbpfCapture {
                     self.attached.push(target.clone());
                     added.push(target);
                 }
+                // The same for every library: said once.
+                Err(CaptureError::UprobeRefused) if self.uprobes_refused => {}
+                Err(err @ CaptureError::UprobeRefused) => {
+                    self.uprobes_refused = true;
+                    tracing::warn!("{err}");
+                }
                 Err(err) => {
                     tracing::warn!(path = %target.path.display(), "cannot hook TLS library: {err}")
                 }
@@ -312,7 +328,14 @@ impl EbpfCapture {
                     UProbeScope::AllProcesses,
                 )
                 .map(drop)
-                .map_err(program_error(name))
+                .map_err(|source| match &source {
+                    aya::programs::ProgramError::SyscallError(e)
+                        if e.io_error.kind() == std::io::ErrorKind::PermissionDenied =>
+                    {
+                        CaptureError::UprobeRefused
+                    }
+                    _ => program_error(name)(source),
+                })
         };
         for (function, entry) in TLS_FUNCTIONS {
             let Some(&(_, offset)) = target.functions.iter().find(|(f, _)| *f == function) else {

@@ -9,8 +9,8 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "llmtap needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE \
-         (missing: {missing}): run it with sudo"
+        "llmtap needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE, and \
+         CAP_SYS_ADMIN for TLS on Linux 6.15+ (missing: {missing}): run it with sudo"
     )]
     MissingCapabilities { missing: String },
     #[error(
@@ -28,6 +28,11 @@ pub enum PreflightError {
          mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
     )]
     Tracefs(std::io::Error),
+    #[error(
+        "tracefs at /sys/kernel/tracing cannot be read by this user: run llmtap as root, or \
+         add CAP_DAC_READ_SEARCH"
+    )]
+    TracefsUnreadable,
     #[error("no process with PID {0}: check the PID (it may have exited)")]
     NoSuchProcess(u32),
 }
@@ -52,7 +57,10 @@ pub fn check_capabilities() -> Result<(), PreflightError> {
     let caps = effective_capabilities();
     let has = |cap: u32| caps & (1 << cap) != 0;
     // CAP_SYS_ADMIN covers BPF and perf on every kernel; PTRACE reads other
-    // processes' /proc/PID/maps and exe links.
+    // processes' /proc/PID/exe and /proc/PID/root (their executables and
+    // libraries, their containers' files). The uprobes' own need for
+    // CAP_SYS_ADMIN on recent kernels shows when they are placed: without
+    // them plaintext capture still works.
     let bpf = has(CAP_BPF) || has(CAP_SYS_ADMIN);
     let perf = has(CAP_PERFMON) || has(CAP_SYS_ADMIN);
     let missing: Vec<&str> = [
@@ -87,7 +95,15 @@ pub fn check_kernel() -> Result<(), PreflightError> {
 /// have mounted. Returns whether this call mounted it.
 pub fn ensure_tracefs() -> Result<bool, PreflightError> {
     let tracefs = Path::new("/sys/kernel/tracing");
-    if tracefs.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+    match tracefs.join("events").try_exists() {
+        Ok(true) => return Ok(false),
+        // Mounted, but root-only (0700) and we are another user.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(PreflightError::TracefsUnreadable)
+        }
+        _ => {}
+    }
+    if Path::new("/sys/kernel/debug/tracing/events").exists() {
         return Ok(false);
     }
     let status = std::process::Command::new("mount")
