@@ -226,3 +226,36 @@ fn a_capture_gap_keeps_the_call_as_incomplete_with_nothing_invented() {
         assert_eq!(stats.parse_failures, 0);
     }
 }
+
+#[test]
+fn a_stream_that_said_done_is_whole_even_if_the_connection_closes_before_its_framing_ends() {
+    let whole = fixture("openai_chat_stream", 1);
+    let mut events = whole.clone();
+    let Some(StreamEvent::Data(last)) = events
+        .iter_mut()
+        .rev()
+        .find(|e| matches!(e, StreamEvent::Data(_)))
+    else {
+        panic!("a fixture has data")
+    };
+    // The client closed after `[DONE]`, before reading the last chunk's end.
+    let framing_end = b"\r\n0\r\n\r\n";
+    assert!(last.bytes.ends_with(framing_end));
+    last.bytes.truncate(last.bytes.len() - framing_end.len());
+    let calls = common::replay(&events);
+    assert_eq!(calls, common::replay(&whole));
+    assert_eq!(calls[0].error_type, None);
+
+    // Closed before the reply said it was done: the close is the error.
+    let data_seen = 12;
+    let mut cut: Vec<StreamEvent> = whole
+        .iter()
+        .filter(|e| matches!(e, StreamEvent::Opened(_) | StreamEvent::Data(_)))
+        .take(data_seen)
+        .cloned()
+        .collect();
+    cut.push(whole.last().expect("the close").clone());
+    let calls = common::replay(&cut);
+    assert_eq!(calls[0].error_type, Some(ErrorType::ConnectionClosed));
+    assert!(calls[0].finish_reasons.is_empty());
+}

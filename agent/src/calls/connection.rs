@@ -558,11 +558,11 @@ fn build(
         response_truncated: false,
         content: None,
     };
-    let completion = match response {
+    let (completion, finished) = match response {
         Some(response) => fill_response(&mut call, response, &request.input_text, stats),
         None => {
             call.error_type = Some(ErrorType::NoResponse);
-            String::new()
+            (String::new(), false)
         }
     };
     if limits.keep_content {
@@ -573,7 +573,9 @@ fn build(
     }
     if let Ending::Cut(reason) = ending {
         // Being cut explains a missing end marker better than truncation.
-        if matches!(call.error_type, None | Some(ErrorType::StreamTruncated)) {
+        // A reply that said it was done is whole: clients close once they
+        // have `[DONE]`, without waiting for the body's last framing bytes.
+        if !finished && matches!(call.error_type, None | Some(ErrorType::StreamTruncated)) {
             call.error_type = Some(cut_error(reason, side));
         }
     }
@@ -593,13 +595,14 @@ fn cut_error(reason: CloseReason, side: Side) -> ErrorType {
 }
 
 /// Copies the response's facts, counts tokens and classifies errors.
-/// Returns the generated text.
+/// Returns the generated text, and whether the reply said it was finished
+/// (an end event or a finish reason).
 fn fill_response(
     call: &mut LlmCall,
     response: super::exchange::Response,
     input_text: &str,
     stats: &mut ReconstructionStats,
-) -> String {
+) -> (String, bool) {
     let streamed = response.streamed();
     let acc = response.acc;
     let info = acc.info;
@@ -660,5 +663,5 @@ fn fill_response(
         _ if streamed && !finished => Some(ErrorType::StreamTruncated),
         _ => None,
     };
-    info.text
+    (info.text, finished)
 }
