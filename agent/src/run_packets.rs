@@ -171,7 +171,7 @@ fn capture_loop(
                     agent_drops.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(Next::End) => {}
+            Ok(Next::End | Next::Idle) => {}
             Err(e) => {
                 let _ = tx.blocking_send(Report::Failed(e));
                 return;

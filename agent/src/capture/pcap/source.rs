@@ -15,6 +15,9 @@ pub enum Next<'a> {
     Packet(WallNanos, &'a [u8]),
     /// The file has no more packets, or a live capture was broken off.
     End,
+    /// A live capture's wait ended with no packet (libpcap's read timeout,
+    /// or a signal woke it): nothing is wrong, read again.
+    Idle,
 }
 
 /// Losses libpcap counts for a live capture (since it started).
@@ -148,6 +151,7 @@ impl<T: Activated + ?Sized> PacketSource<T> {
                 Ok(Next::Packet(at, packet.data))
             }
             Err(pcap::Error::NoMorePackets) => Ok(Next::End),
+            Err(pcap::Error::TimeoutExpired) => Ok(Next::Idle),
             Err(e) => Err(pcap_error(e)).context("cannot read packets"),
         }
     }
