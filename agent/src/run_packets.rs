@@ -137,18 +137,24 @@ async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
     breaker.breakloop();
     // Whatever the thread had read is fed before the end.
     while let Some(report) = rx.recv().await {
-        if let Report::Packet(at, frame) = report {
-            stage.push(at, &frame, &mut events);
+        match report {
+            Report::Packet(at, frame) => stage.push(at, &frame, &mut events),
+            Report::Drops(latest) => drops = latest,
+            Report::Failed(_) => {}
         }
     }
     let _ = thread.join();
     stage.finish(now(), &mut events);
     pipeline.feed_connections(events.drain(..))?;
-    observe(
-        &pipeline,
-        &stage,
-        drops,
-        agent_drops.load(Ordering::Relaxed),
+    let agent_drops = agent_drops.load(Ordering::Relaxed);
+    observe(&pipeline, &stage, drops, agent_drops);
+    tracing::info!(
+        packets = stage.packets_seen(),
+        dropped_by_kernel = drops.kernel,
+        dropped_by_interface = drops.interface,
+        dropped_by_agent = agent_drops,
+        bytes_skipped = stage.tcp_stats().bytes_skipped,
+        "capture stopped"
     );
     pipeline.telemetry.shutdown().await;
     result.map(|()| Outcome::Stopped)
@@ -183,6 +189,8 @@ fn capture_loop(
             let _ = tx.try_send(Report::Drops(source.drops()));
         }
     }
+    // The final totals, for the last look at the metrics.
+    let _ = tx.blocking_send(Report::Drops(source.drops()));
 }
 
 /// Brings the metrics up to the capture's running totals.

@@ -182,6 +182,8 @@ fn three_h2c_streams_captured_as_packets_are_the_same_three_calls() {
     // The flow ends on the FINs; give the capture a moment to read them.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let run = agent.stop();
+    // Shown if an assertion fails: the capture's losses, in its last line.
+    eprintln!("{}", run.stderr);
     assert!(run.status.success(), "{}", run.stderr);
     the_one_h2_connection(&run);
     assert_three_multiplexed_calls(&calls(&run), &report);
