@@ -68,6 +68,12 @@ pub struct PacketSource<T: Activated + ?Sized> {
 /// would be a gap.
 const SNAPLEN: i32 = 262_144;
 
+/// The kernel's capture ring. In immediate mode each slot holds one frame
+/// of the largest size the interface can carry (64 KiB on `lo`, or with
+/// GRO): libpcap's 2 MiB default is some 30 slots, which a moment's delay
+/// in reading overflows.
+const RING_BYTES: i32 = 32 << 20;
+
 impl PacketSource<Offline> {
     /// Opens a pcap or pcapng file; `filter` is a BPF expression (tcpdump's).
     pub fn open_file(path: &Path, filter: &PacketFilter) -> anyhow::Result<Self> {
@@ -88,6 +94,7 @@ impl PacketSource<Active> {
                     // Each packet as it comes: timings are ours to measure,
                     // not the buffer's to batch.
                     .immediate_mode(true)
+                    .buffer_size(RING_BYTES)
                     .open()
             })
             .map_err(pcap_error)
