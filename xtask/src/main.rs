@@ -33,7 +33,8 @@ enum Task {
     Build,
     /// Install the test requirements, then run fmt, clippy and all tests.
     Test,
-    /// Measure the per-call capture cost and write BENCHMARKS.md.
+    /// Run every benchmark (capture cost, client overhead, reconstruction,
+    /// agent resources, replay) and write BENCHMARKS.md.
     Bench,
     /// Build the agent and run its built-in demo.
     Demo {
