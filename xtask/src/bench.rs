@@ -120,7 +120,15 @@ fn run_summary(sections: &[Section], load_before: &str, started: Instant) -> Res
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
     let commit = output("git", &["rev-parse", "--short", "HEAD"])?;
-    let dirty = if output("git", &["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
+    let changes = [
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!BENCHMARKS.md",
+    ];
+    let dirty = if output("git", &changes)?.is_empty() {
         ""
     } else {
         " plus uncommitted changes"

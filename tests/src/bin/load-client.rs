@@ -5,8 +5,10 @@
 //!
 //! Each connection is opened and its TLS handshake done before any call
 //! starts, as an SDK's warm connection pool would be; then every connection
-//! makes its calls one after another (keep-alive). A call's time runs from
-//! the start of its request write to the read that completes its response.
+//! makes its calls one after another (keep-alive), the first after its
+//! share of `--stagger-ms` (so streams need not all start, and their chunks
+//! arrive, in the same instant). A call's time runs from the start of its
+//! request write to the read that completes its response.
 //!
 //! Prints JSON lines on stdout: `{"connected":N}` once every handshake is
 //! done, `{"streaming":N}` once every connection's first response has begun
@@ -42,6 +44,10 @@ struct Args {
     /// Calls made one after another on each connection.
     #[arg(long, default_value_t = 1)]
     calls_per_connection: usize,
+    /// Spread the connections' first calls evenly over this many
+    /// milliseconds instead of starting them all at once.
+    #[arg(long, default_value_t = 0)]
+    stagger_ms: u64,
     /// Wait for a line on stdin before connecting, and for stdin to close
     /// before exiting: lets an agent attach before the first call and read
     /// this process's figures after the last.
@@ -68,7 +74,9 @@ async fn main() -> anyhow::Result<()> {
     // One message per connection: its first response began (or failed).
     let (stream_opened, mut streams_opened) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.connections {
+    for connection in 0..args.connections {
+        let delay =
+            Duration::from_millis(args.stagger_ms) * connection as u32 / args.connections as u32;
         let (tls, request, connected, stream_opened) = (
             tls.clone(),
             request.clone(),
@@ -84,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
                 Ok(stream) => stream,
                 Err(e) => return vec![Err(e)],
             };
+            tokio::time::sleep(delay).await;
             let mut results = Vec::with_capacity(calls);
             for _ in 0..calls {
                 let result = timed_call(&mut stream, &request, &mut announce).await;

@@ -17,8 +17,12 @@ use super::{median, Binaries, Goal, Section};
 
 const CONNECTIONS: usize = 200;
 const CALLS_PER_CONNECTION: usize = 5;
+/// The first calls spread over about one call's time, so that the 200
+/// streams run side by side without their chunks all landing in the same
+/// millisecond, as independent clients' would not.
+const STAGGER: Duration = Duration::from_millis(400);
 /// Rounds on each side, after one unmeasured warm-up.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 /// The mock server's defaults: an API that answers in about a third of a second.
 const PACING: Pacing = Pacing {
     first_token_ms: 100,
@@ -29,15 +33,13 @@ const GOAL_PERCENT: f64 = 1.0;
 
 pub fn run(bins: &Binaries, work: &Path) -> Result<Section> {
     let mock = MockLlm::start(&bins.mock_llm, work, "overhead", PACING)?;
-    unwatched_round(bins, &mock)?;
+    round(bins, &mock, false)?;
     let (mut bare, mut watched) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        if round % 2 == 0 {
-            bare.push(unwatched_round(bins, &mock)?);
-            watched.push(watched_round(bins, &mock)?);
-        } else {
-            watched.push(watched_round(bins, &mock)?);
-            bare.push(unwatched_round(bins, &mock)?);
+    for i in 0..ROUNDS {
+        let watched_first = i % 2 == 1;
+        for watch in [watched_first, !watched_first] {
+            let report = round(bins, &mock, watch)?;
+            if watch { &mut watched } else { &mut bare }.push(report);
         }
     }
     let calls = bare[0].calls;
@@ -75,7 +77,8 @@ pub fn run(bins: &Binaries, work: &Path) -> Result<Section> {
         "## Observed client overhead\n\n\
          Measured by `cargo xtask bench`: `load-client` (`tests/src/bin/load-client.rs`: tokio, TLS through the \
          system libssl) keeps {CONNECTIONS} streaming chat completions going at once against `mock-llm --tls` \
-         ({}), {CALLS_PER_CONNECTION} calls one after another on each warm connection: {calls} calls a round. A call's \
+         ({}), {CALLS_PER_CONNECTION} calls one after another on each warm connection, the connections' first calls \
+         spread over {} ms so the streams' chunks do not all arrive in the same instant: {calls} calls a round. A call's \
          time runs from the start of its request write to the read completing its response. {ROUNDS} rounds \
          without llmtap and {ROUNDS} with `llmtap --pid <client>` (default settings: metrics on, one log line \
          per call), alternating, after one warm-up round; figures are the medians of the rounds' percentiles. \
@@ -85,6 +88,7 @@ pub fn run(bins: &Binaries, work: &Path) -> Result<Section> {
          {}{}\n\
          Per round, no agent: p50 {} ms; p99 {} ms. Watched: p50 {} ms; p99 {} ms.\n",
         PACING.describe(),
+        STAGGER.as_millis(),
         row("p50", p50),
         row("p99", p99),
         rounds(&bare, |r| r.p50_ms),
@@ -102,33 +106,36 @@ pub fn run(bins: &Binaries, work: &Path) -> Result<Section> {
     })
 }
 
-fn unwatched_round(bins: &Binaries, mock: &MockLlm) -> Result<LoadReport> {
-    let mut client = LoadClient::start(&bins.load_client, mock, CONNECTIONS, CALLS_PER_CONNECTION)?;
-    client.go()?;
-    let report = client.report()?;
-    client.finish()?;
-    Ok(report)
-}
-
-fn watched_round(bins: &Binaries, mock: &MockLlm) -> Result<LoadReport> {
-    let mut client = LoadClient::start(&bins.load_client, mock, CONNECTIONS, CALLS_PER_CONNECTION)?;
-    let agent = Agent::watch(&bins.llmtap, client.pid(), &[])?;
-    client.go()?;
-    let report = client.report()?;
-    // The agent may be a moment behind the client's last read.
-    let metrics = agent.scrape_until(
-        "llm_request_duration_seconds_count",
-        report.calls as f64,
-        Duration::from_secs(15),
+/// One round of the load client, watched by llmtap or not.
+fn round(bins: &Binaries, mock: &MockLlm, watched: bool) -> Result<LoadReport> {
+    let mut client = LoadClient::start(
+        &bins.load_client,
+        mock,
+        CONNECTIONS,
+        CALLS_PER_CONNECTION,
+        STAGGER,
     )?;
-    let recorded = metrics.sum("llm_request_duration_seconds_count");
-    let lost = metrics.sum("llmtap_events_lost_total");
-    ensure!(
-        recorded == report.calls as f64 && lost == 0.0,
-        "llmtap recorded {recorded} of {} calls, lost {lost} events: the round is void",
-        report.calls
-    );
+    let agent = watched
+        .then(|| Agent::watch(&bins.llmtap, client.pid(), &[]))
+        .transpose()?;
+    client.go()?;
+    let report = client.report()?;
+    if let Some(agent) = agent {
+        // The agent may be a moment behind the client's last read.
+        let metrics = agent.scrape_until(
+            "llm_request_duration_seconds_count",
+            report.calls as f64,
+            Duration::from_secs(15),
+        )?;
+        let recorded = metrics.sum("llm_request_duration_seconds_count");
+        let lost = metrics.sum("llmtap_events_lost_total");
+        ensure!(
+            recorded == report.calls as f64 && lost == 0.0,
+            "llmtap recorded {recorded} of {} calls, lost {lost} events: the round is void",
+            report.calls
+        );
+        agent.stop()?;
+    }
     client.finish()?;
-    agent.stop()?;
     Ok(report)
 }

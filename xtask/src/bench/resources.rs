@@ -75,7 +75,9 @@ fn loaded(
     agent_args: &[&str],
     idle_first: bool,
 ) -> Result<(Option<Window>, Window, Agent)> {
-    let mut client = LoadClient::start(&bins.load_client, mock, streams, 1)?;
+    // The streams start together, so their chunks come in bursts: the
+    // hardest case for the ring buffer.
+    let mut client = LoadClient::start(&bins.load_client, mock, streams, 1, Duration::ZERO)?;
     let agent = Agent::watch(&bins.llmtap, client.pid(), agent_args)?;
     let idle = idle_first.then(|| window(&agent)).transpose()?;
     client.go()?;

@@ -89,6 +89,7 @@ impl LoadClient {
         mock: &MockLlm,
         connections: usize,
         calls_per_connection: usize,
+        stagger: Duration,
     ) -> Result<LoadClient> {
         let mut child = Command::new(load_client)
             .args(["--addr", &mock.addr])
@@ -96,6 +97,7 @@ impl LoadClient {
             .arg(&mock.ca)
             .args(["--connections", &connections.to_string()])
             .args(["--calls-per-connection", &calls_per_connection.to_string()])
+            .args(["--stagger-ms", &stagger.as_millis().to_string()])
             .arg("--stdin-gate")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
