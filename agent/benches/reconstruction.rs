@@ -1,11 +1,13 @@
 //! The whole reconstruction path (StreamEvents → CallTracker → LlmCall) on a
 //! realistic OpenAI chat stream: 1,000 content chunks as one chunked SSE
-//! response, read in ~100-byte pieces. Throughput is in SSE chunks.
+//! response, read in ~100-byte pieces. Throughput is in SSE chunks per
+//! second of the benchmark thread's CPU time (see [`ThreadCpuTime`]).
 //!
 //! `cargo bench -p llmtap --bench reconstruction`
 
 use std::hint::black_box;
 
+use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use llmtap::calls::{CallTracker, Limits};
 use llmtap::stream::{
@@ -113,7 +115,82 @@ fn events() -> Vec<StreamEvent> {
     out
 }
 
-fn reconstruction(c: &mut Criterion) {
+/// Time on the benchmark thread's CPU (`CLOCK_THREAD_CPUTIME_ID`) rather
+/// than wall time: the goal is per core, and on a shared machine the time
+/// spent waiting for a core while other work runs is not this code's.
+struct ThreadCpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, started: u64) -> u64 {
+        thread_cpu_ns() - started
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, ns: &u64) -> f64 {
+        *ns as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuTimeFormatter
+    }
+}
+
+/// Shows CPU nanoseconds as CPU time and elements per CPU second.
+struct CpuTimeFormatter;
+
+impl ValueFormatter for CpuTimeFormatter {
+    fn scale_values(&self, typical_ns: f64, values: &mut [f64]) -> &'static str {
+        let (per_ns, unit) = match typical_ns {
+            t if t < 1e3 => (1.0, "ns CPU"),
+            t if t < 1e6 => (1e-3, "µs CPU"),
+            t if t < 1e9 => (1e-6, "ms CPU"),
+            _ => (1e-9, "s CPU"),
+        };
+        values.iter_mut().for_each(|v| *v *= per_ns);
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        _: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let per_iteration = match *throughput {
+            Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => n,
+            Throughput::Bits(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => n,
+        } as f64;
+        values
+            .iter_mut()
+            .for_each(|ns| *ns = per_iteration / (*ns / 1e9) / 1e6);
+        "M/s CPU"
+    }
+
+    fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn reconstruction(c: &mut Criterion<ThreadCpuTime>) {
     let events = events();
     let mut tracker = CallTracker::new(Limits::default());
     // Build the tokenizer outside the measurement: it is built once per process.
@@ -141,5 +218,9 @@ fn reconstruction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reconstruction);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = reconstruction
+}
 criterion_main!(benches);

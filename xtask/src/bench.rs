@@ -1,25 +1,53 @@
-//! `cargo xtask bench`: measures what capture costs the observed process
-//! and writes the figures, with the commands behind them, to BENCHMARKS.md.
+//! `cargo xtask bench`: measures every figure of BENCHMARKS.md in one run
+//! and writes them there, each between `<!-- name -->` markers, with a
+//! summary of the goals and of the run (date, commit, load) at the top.
 //!
-//! Per-call capture cost: `tests/bench/ssl_read_loop.c` does small in-process
-//! TLS reads (no sockets) through the system libssl. It runs three ways,
-//! interleaved, in one go: without llmtap; with llmtap's probes attached but
-//! the process not watched (each probe exits at the in-kernel PID check: the
-//! cost of the uprobe traps alone); and watched, with full capture.
+//! - [`per_call`]: what capture costs one TLS call;
+//! - [`client_overhead`]: what it adds to a client's end-to-end call time;
+//! - [`reconstruction`]: user-space reconstruction throughput;
+//! - [`resources`]: the agent's CPU and memory under load, and its losses;
+//! - [`replay`]: `--read` throughput.
 //!
-//! Capture replay throughput: see [`replay`].
+//! Everything is built before anything is timed, and BENCHMARKS.md is only
+//! written once every measurement has succeeded.
 
+mod agent;
+mod client_overhead;
+mod per_call;
+mod reconstruction;
 mod replay;
+mod resources;
+mod traffic;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-const ITERATIONS: &str = "200000";
-const RECORD_BYTES: &str = "64";
-const ROUNDS: usize = 3;
+/// The binaries the benchmarks run (release builds).
+pub struct Binaries {
+    pub llmtap: PathBuf,
+    pub mock_llm: PathBuf,
+    pub load_client: PathBuf,
+    pub repeated_capture: PathBuf,
+}
+
+/// One goal and how this run did against it.
+pub struct Goal {
+    pub figure: &'static str,
+    pub measured: String,
+    pub goal: &'static str,
+    pub met: bool,
+}
+
+/// One measured section of BENCHMARKS.md.
+pub struct Section {
+    /// Its marker name.
+    pub name: &'static str,
+    pub body: String,
+    pub goals: Vec<Goal>,
+}
 
 pub fn run(root: &Path) -> Result<()> {
     crate::apt_install(&[
@@ -29,128 +57,115 @@ pub fn run(root: &Path) -> Result<()> {
         "libssl-dev",
         "openssl",
         "gcc",
+        "time",
+        "pkg-config",
     ])?;
     crate::cargo(&["build", "--release", "-p", "llmtap"])?;
-    let work = root.join("target/bench");
-    std::fs::create_dir_all(&work)?;
-    let program = work.join("ssl_read_loop");
-    crate::run(
-        Command::new("cc")
-            .args(["-O2", "-o"])
-            .arg(&program)
-            .arg(root.join("tests/bench/ssl_read_loop.c"))
-            .args(["-lssl", "-lcrypto"]),
-    )?;
-    let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
-    crate::run(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null()),
-    )?;
-    let llmtap = root.join("target/release/llmtap");
-    // The loop, run directly or under `llmtap --`.
-    let tls_loop = |under: Option<&Path>| {
-        let mut cmd = match under {
-            Some(agent) => {
-                let mut cmd = Command::new(agent);
-                cmd.arg("--").arg(&program);
-                cmd
-            }
-            None => Command::new(&program),
-        };
-        cmd.arg(&cert).arg(&key).args([ITERATIONS, RECORD_BYTES]);
-        cmd
+    crate::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "llmtap-tests",
+        "--bin",
+        "mock-llm",
+        "--bin",
+        "load-client",
+        "--bin",
+        "repeated-capture",
+    ])?;
+    reconstruction::build()?;
+    let target = target_dir(root);
+    let release = target.join("release");
+    let bins = Binaries {
+        llmtap: release.join("llmtap"),
+        mock_llm: release.join("mock-llm"),
+        load_client: release.join("load-client"),
+        repeated_capture: release.join("repeated-capture"),
     };
+    let work = target.join("bench");
+    std::fs::create_dir_all(&work)?;
 
-    let (mut none, mut bare, mut full) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        none.push(ns_per_iteration(&mut tls_loop(None))?);
-
-        // Probes attached, this process not watched: they exit at once.
-        let idle = Command::new("sleep").arg("600").spawn()?;
-        let agent = start_agent(&llmtap, &idle)?;
-        bare.push(ns_per_iteration(&mut tls_loop(None))?);
-        stop(agent, idle)?;
-
-        full.push(ns_per_iteration(&mut tls_loop(Some(&llmtap)))?);
-    }
-    let (none, bare, full) = (median(none), median(bare), median(full));
-    // Each iteration is one SSL_write and one SSL_read: two captured calls.
-    let per_call = |ns: f64| ns / 2.0;
-    let report = format!(
-        "## Per-call capture cost (SSL_read/SSL_write)\n\n\
-         Measured by `cargo xtask bench` (median of {ROUNDS} interleaved rounds of {ITERATIONS} iterations, \
-         {RECORD_BYTES}-byte records; `tests/bench/ssl_read_loop.c`, an in-process TLS loop through the system libssl, \
-         each iteration one SSL_write and one SSL_read).\n\n\
-         | setup | ns per TLS call | ratio |\n|---|---:|---:|\n\
-         | no probes | {:.0} | 1.00× of no probes |\n\
-         | llmtap probes attached, process not watched (bare uprobe + uretprobe, exit at the PID check) | {:.0} | {:.2}× of no probes |\n\
-         | llmtap watching the process (full capture) | {:.0} | {:.2}× of bare probes |\n\n\
-         Capture adds {:.0} ns per call over the bare probes; the probes themselves (two traps per call) cost \
-         {:.0} ns per call on this VM.\n",
-        per_call(none),
-        per_call(bare),
-        bare / none,
-        per_call(full),
-        full / bare,
-        per_call(full - bare),
-        per_call(bare - none),
-    );
-    println!("{report}");
+    let started = Instant::now();
+    let load_before = load_average()?;
+    let sections = [
+        per_call::run(root, &bins.llmtap, &work)?,
+        client_overhead::run(&bins, &work)?,
+        reconstruction::run(&target)?,
+        resources::run(&bins, &work)?,
+        replay::run(root, &bins, &work)?,
+    ];
+    let summary = run_summary(&sections, &load_before, started)?;
     let benchmarks = root.join("BENCHMARKS.md");
-    write_section(&benchmarks, "per-call-capture-cost", &report)?;
-
-    let report = replay::run(root, &llmtap, &work)?;
-    println!("{report}");
-    write_section(&benchmarks, "capture-replay-throughput", &report)
-}
-
-fn start_agent(llmtap: &Path, target: &Child) -> Result<Child> {
-    let agent = Command::new(llmtap)
-        .args(["--pid", &target.id().to_string()])
-        .stderr(Stdio::null())
-        .spawn()?;
-    // Loading and attaching takes well under this.
-    std::thread::sleep(Duration::from_secs(3));
-    Ok(agent)
-}
-
-fn stop(mut agent: Child, mut idle: Child) -> Result<()> {
-    crate::run(Command::new("kill").args(["-INT", &agent.id().to_string()]))?;
-    agent.wait()?;
-    idle.kill()?;
-    idle.wait()?;
+    write_section(&benchmarks, "run", &summary)?;
+    println!("{summary}");
+    for section in &sections {
+        write_section(&benchmarks, section.name, &section.body)?;
+        println!("{}", section.body);
+    }
     Ok(())
 }
 
-fn ns_per_iteration(command: &mut Command) -> Result<f64> {
-    let output = command
-        .stderr(Stdio::null())
-        .output()
-        .context("run the TLS loop")?;
-    if !output.status.success() {
-        bail!("{command:?} failed: {}", output.status);
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// The top of BENCHMARKS.md: when and where the run was, and every goal.
+fn run_summary(sections: &[Section], load_before: &str, started: Instant) -> Result<String> {
+    let output = |program: &str, args: &[&str]| -> Result<String> {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .with_context(|| format!("run {program}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let commit = output("git", &["rev-parse", "--short", "HEAD"])?;
+    let changes = [
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!BENCHMARKS.md",
+    ];
+    let dirty = if output("git", &changes)?.is_empty() {
+        ""
+    } else {
+        " plus uncommitted changes"
+    };
+    let mut text = format!(
+        "Every figure below marked *measured by `cargo xtask bench`* comes from one run of \
+         `cargo xtask bench` (as root): {} UTC, commit `{commit}`{dirty}, {} minutes, on {} cores (`{}`), \
+         kernel {}. The machine's 2 cores are shared with other work: load average (1/5/15 min) {} before \
+         the run, {} after it.\n\n\
+         | figure | measured | goal | |\n|---|---:|---:|---|\n",
+        output("date", &["-u", "+%Y-%m-%d %H:%M"])?,
+        (started.elapsed().as_secs_f64() / 60.0).round(),
+        output("nproc", &[])?,
+        output("sh", &["-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"])?,
+        output("uname", &["-r"])?,
+        load_before,
+        load_average()?,
+    );
+    for goal in sections.iter().flat_map(|s| &s.goals) {
+        text += &format!(
+            "| {} | {} | {} | {} |\n",
+            goal.figure,
+            goal.measured,
+            goal.goal,
+            if goal.met { "met" } else { "**missed**" }
+        );
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.split("\"ns_per_iteration\":").nth(1))
-        .and_then(|v| v.trim_end_matches('}').parse().ok())
-        .with_context(|| format!("no ns_per_iteration in {stdout:?}"))
+    Ok(text)
+}
+
+fn load_average() -> Result<String> {
+    let loadavg = std::fs::read_to_string("/proc/loadavg")?;
+    Ok(loadavg
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" / "))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -162,8 +177,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
     let begin = format!("<!-- {name} -->");
     let end = format!("<!-- /{name} -->");
-    let current = std::fs::read_to_string(path)
-        .unwrap_or_else(|_| "# Benchmarks\n\nEvery figure here is written by `cargo xtask bench`, measured in one run.\n".into());
+    let current = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
     let section = format!("{begin}\n{body}{end}");
     let updated = match (current.find(&begin), current.find(&end)) {
         (Some(b), Some(e)) if b < e => {

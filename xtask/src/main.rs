@@ -33,7 +33,8 @@ enum Task {
     Build,
     /// Install the test requirements, then run fmt, clippy and all tests.
     Test,
-    /// Measure the per-call capture cost and write BENCHMARKS.md.
+    /// Run every benchmark (capture cost, client overhead, reconstruction,
+    /// agent resources, replay) and write BENCHMARKS.md.
     Bench,
     /// Build the agent and run its built-in demo.
     Demo {
@@ -60,12 +61,15 @@ const BUILD_PACKAGES: &[&str] = &[
 /// util-linux's setpriv to drop privileges, node and npm for the node client,
 /// gcc and libgnutls28-dev to build the GnuTLS client, golang-go the Go one,
 /// tcpdump to record the packet-capture fixtures, prometheus (and promtool)
-/// to scrape the agent and check the monitoring stack's configuration.
+/// to scrape the agent and check the monitoring stack's configuration,
+/// libssl-dev and pkg-config to build the load client
+/// (tests/src/bin/load-client.rs) on the system OpenSSL.
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "prometheus",
     "tcpdump",
     "libssl-dev",
+    "pkg-config",
     "openssl",
     "util-linux",
     "nodejs",

@@ -10,6 +10,7 @@
 //! (meaning); this module pairs requests with responses, times every frame
 //! by the read that completed it, and counts tokens.
 
+mod bpe;
 mod connection;
 mod exchange;
 mod record;

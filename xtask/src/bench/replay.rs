@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 
+use super::{Binaries, Goal, Section};
+
 const CAPTURE_BYTES: &str = "104857600";
 const RSS_GOAL_MB: f64 = 128.0;
 
-pub fn run(root: &Path, llmtap: &Path, work: &Path) -> Result<String> {
-    crate::apt_install(&["time"])?;
-    crate::cargo(&["build", "-p", "llmtap-tests", "--bin", "repeated-capture"])?;
+pub fn run(root: &Path, bins: &Binaries, work: &Path) -> Result<Section> {
     let capture = work.join("replay-100MB.pcap");
-    let made = Command::new(root.join("target/debug/repeated-capture"))
+    let made = Command::new(&bins.repeated_capture)
         .arg(root.join("tests/fixtures/pcap/ipv4.pcap"))
         .arg(&capture)
         .arg(CAPTURE_BYTES)
@@ -33,7 +33,7 @@ pub fn run(root: &Path, llmtap: &Path, work: &Path) -> Result<String> {
     let started = Instant::now();
     let output = Command::new("/usr/bin/time")
         .args(["-f", "max_rss_kb=%M"])
-        .arg(llmtap)
+        .arg(&bins.llmtap)
         .arg("--read")
         .arg(&capture)
         .args(["--metrics-addr", "127.0.0.1:0"])
@@ -56,7 +56,8 @@ pub fn run(root: &Path, llmtap: &Path, work: &Path) -> Result<String> {
         .context("no max RSS from /usr/bin/time")?
         / 1024.0;
     let mb = size / 1e6;
-    Ok(format!(
+    let met = rss_mb < RSS_GOAL_MB;
+    let body = format!(
         "## Capture replay throughput (`--read`)\n\n\
          Measured by `cargo xtask bench`: `llmtap --read` over a {mb:.0} MB capture (the fixture \
          `tests/fixtures/pcap/ipv4.pcap`, one streamed chat completion, repeated as {copies} back-to-back \
@@ -67,6 +68,16 @@ pub fn run(root: &Path, llmtap: &Path, work: &Path) -> Result<String> {
          | peak RSS | {rss_mb:.1} MB | < {RSS_GOAL_MB:.0} MB ({}) |\n",
         mb / seconds,
         copies as f64 / seconds,
-        if rss_mb < RSS_GOAL_MB { "met" } else { "missed" },
-    ))
+        if met { "met" } else { "missed" },
+    );
+    Ok(Section {
+        name: "capture-replay-throughput",
+        body,
+        goals: vec![Goal {
+            figure: "Capture replay (`--read`, 100 MB) peak RSS",
+            measured: format!("{rss_mb:.1} MB at {:.1} MB/s", mb / seconds),
+            goal: "< 128 MB",
+            met,
+        }],
+    })
 }
