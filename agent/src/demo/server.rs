@@ -321,11 +321,13 @@ mod tests {
         // at 0, 0, 60, 75, 90, 105, 120, 135, 150 ms.
         let planned = [0, 0, 60, 75, 90, 105, 120, 135, 150];
         assert_eq!(log.len(), planned.len());
+        // The schedule counts from the request's arrival; the head's write,
+        // t0 here, may itself come a few ms after it on a busy machine.
         let t0 = log[0].mono_ns;
         for (record, ms) in log.iter().zip(planned) {
             let offset = (record.mono_ns - t0) as f64 / 1e6;
             assert!(
-                offset >= ms as f64 - 1.0 && offset < ms as f64 + 10.0,
+                offset >= ms as f64 - 5.0 && offset < ms as f64 + 10.0,
                 "write {} at {offset:.1} ms, planned {ms} ms",
                 record.seq
             );
