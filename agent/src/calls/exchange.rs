@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{Limits, ReconstructionStats};
 use crate::http::{ChunkTime, RequestHead, ResponseHead};
-use crate::providers::{self, Api, Provider, RequestInfo, ResponseInfo};
+use crate::providers::{self, Api, FrameMemory, Provider, RequestInfo, ResponseInfo};
 use crate::sse::{Frame, NdjsonParser, SseParser};
 use crate::stream::WallNanos;
 
@@ -115,6 +115,7 @@ impl Exchange {
             framer,
             acc: Accumulator {
                 info: ResponseInfo::new(limits.max_output_text),
+                memory: FrameMemory::default(),
                 first_chunk: None,
                 first_output: None,
                 last_output: None,
@@ -154,6 +155,7 @@ pub(super) struct Response {
 /// What the frames of a response add up to.
 pub(super) struct Accumulator {
     pub info: ResponseInfo,
+    memory: FrameMemory,
     pub first_chunk: Option<WallNanos>,
     pub first_output: Option<WallNanos>,
     pub last_output: Option<WallNanos>,
@@ -168,7 +170,7 @@ pub(super) struct Accumulator {
 impl Accumulator {
     fn frame(&mut self, frame: Frame<'_>, at: WallNanos, provider: &dyn Provider, api: Api) {
         self.first_chunk.get_or_insert(at);
-        match provider.frame(api, frame, &mut self.info) {
+        match provider.frame(api, frame, &mut self.memory, &mut self.info) {
             Ok(true) => {
                 self.first_output.get_or_insert(at);
                 self.last_output = Some(at);

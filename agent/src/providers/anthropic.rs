@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseInfo};
+use super::{
+    parse, Api, ErrorField, Fields, FrameMemory, Provider, ProviderError, RequestInfo, ResponseInfo,
+};
 use crate::http::RequestHead;
 use crate::sse::Frame;
 
@@ -45,6 +47,7 @@ impl Provider for Anthropic {
         &self,
         _api: Api,
         frame: Frame<'_>,
+        _memory: &mut FrameMemory,
         out: &mut ResponseInfo,
     ) -> Result<bool, ProviderError> {
         let event: Event<'_> = parse(frame.data)?;

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{openai, Api, Provider, ProviderError, RequestInfo, ResponseInfo};
+use super::{openai, Api, FrameMemory, Provider, ProviderError, RequestInfo, ResponseInfo};
 use crate::http::RequestHead;
 use crate::sse::Frame;
 
@@ -38,9 +38,10 @@ impl Provider for AzureOpenAi {
         &self,
         api: Api,
         frame: Frame<'_>,
+        memory: &mut FrameMemory,
         out: &mut ResponseInfo,
     ) -> Result<bool, ProviderError> {
-        openai::decode_frame(api, frame, out)
+        openai::decode_frame(api, frame, memory, out)
     }
 
     fn body(&self, api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {

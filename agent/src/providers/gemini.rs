@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseInfo};
+use super::{
+    parse, Api, ErrorField, Fields, FrameMemory, Provider, ProviderError, RequestInfo, ResponseInfo,
+};
 use crate::http::RequestHead;
 use crate::sse::Frame;
 
@@ -58,6 +60,7 @@ impl Provider for Gemini {
         &self,
         _api: Api,
         frame: Frame<'_>,
+        _memory: &mut FrameMemory,
         out: &mut ResponseInfo,
     ) -> Result<bool, ProviderError> {
         let chunk: Chunk<'_> = parse(frame.data)?;

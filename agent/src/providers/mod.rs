@@ -12,6 +12,7 @@ mod azure;
 mod gemini;
 mod ollama;
 mod openai;
+mod scan;
 
 use std::borrow::Cow;
 
@@ -98,7 +99,7 @@ pub struct ApiError {
 pub const MAX_ERROR_MESSAGE: usize = 256;
 
 /// The response facts gathered frame by frame.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResponseInfo {
     /// Model that answered.
     pub model: Option<String>,
@@ -170,6 +171,13 @@ impl ResponseInfo {
     }
 }
 
+/// What the decoders keep from one frame of a response to the next, to
+/// read the next faster. Never part of the record.
+#[derive(Debug, Default)]
+pub struct FrameMemory {
+    chunk_shape: openai::ChunkShape,
+}
+
 /// One LLM API family.
 pub trait Provider: Sync {
     /// The provider name in records (`gen_ai.provider.name`).
@@ -185,11 +193,13 @@ pub trait Provider: Sync {
     fn request(&self, api: Api, head: &RequestHead, body: Option<&Value>) -> Option<RequestInfo>;
 
     /// Decodes one streamed frame; returns whether it carried generated
-    /// output (text, reasoning or a tool-call delta).
+    /// output (text, reasoning or a tool-call delta). `memory` is the
+    /// response's, kept from its earlier frames.
     fn frame(
         &self,
         api: Api,
         frame: Frame<'_>,
+        memory: &mut FrameMemory,
         out: &mut ResponseInfo,
     ) -> Result<bool, ProviderError>;
 

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseInfo, ToolCall,
+    parse, Api, ErrorField, Fields, FrameMemory, Provider, ProviderError, RequestInfo,
+    ResponseInfo, ToolCall,
 };
 use crate::http::RequestHead;
 use crate::sse::Frame;
@@ -55,6 +56,7 @@ impl Provider for Ollama {
         &self,
         _api: Api,
         frame: Frame<'_>,
+        _memory: &mut FrameMemory,
         out: &mut ResponseInfo,
     ) -> Result<bool, ProviderError> {
         let line: Line<'_> = parse(frame.data)?;

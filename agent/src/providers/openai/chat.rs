@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::plain::ChunkShape;
 use super::TokenUsage;
 use crate::providers::{
     ErrorField, Member, MemberName, ProviderError, ResponseInfo, Text, ToolCall, Usage,
@@ -13,9 +14,23 @@ use crate::providers::{
 
 /// Decodes a Chat Completions or Completions chunk (or a whole
 /// non-streamed body, same shape) straight into `out`; returns whether it
-/// carried output. This runs once per streamed token, so it walks the JSON
-/// with a visitor instead of building structs and vectors to throw away.
-pub(super) fn chunk(data: &[u8], out: &mut ResponseInfo) -> Result<bool, ProviderError> {
+/// carried output. This runs once per streamed token: the common plain
+/// chunk is read by `shape` (the stream's last one), anything else by
+/// [`decode`].
+pub(super) fn chunk(
+    data: &[u8],
+    shape: &mut ChunkShape,
+    out: &mut ResponseInfo,
+) -> Result<bool, ProviderError> {
+    match shape.apply(data, out) {
+        Some(output) => Ok(output),
+        None => decode(data, out),
+    }
+}
+
+/// Decodes any chunk with serde_json, walking it with a visitor instead of
+/// building structs and vectors to throw away.
+pub(super) fn decode(data: &[u8], out: &mut ResponseInfo) -> Result<bool, ProviderError> {
     let mut de = serde_json::Deserializer::from_slice(data);
     let mut visitor = ChunkVisitor { out, output: false };
     de.deserialize_map(&mut visitor)?;
@@ -71,7 +86,7 @@ impl<'de> Visitor<'de> for &mut ChunkVisitor<'_> {
 }
 
 /// The chunk members read.
-enum ChunkKey {
+pub(super) enum ChunkKey {
     Id,
     Model,
     Choices,
@@ -96,7 +111,7 @@ impl MemberName for ChunkKey {
 }
 
 /// The choice members read.
-enum ChoiceKey {
+pub(super) enum ChoiceKey {
     Delta,
     Message,
     Text,

@@ -6,12 +6,15 @@
 //! `responses` the Responses API's events and objects.
 
 mod chat;
+mod plain;
 mod responses;
+
+pub(super) use plain::ChunkShape;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Api, Fields, Provider, ProviderError, RequestInfo, ResponseInfo, Usage};
+use super::{Api, Fields, FrameMemory, Provider, ProviderError, RequestInfo, ResponseInfo, Usage};
 use crate::http::RequestHead;
 use crate::sse::Frame;
 
@@ -35,9 +38,10 @@ impl Provider for OpenAi {
         &self,
         api: Api,
         frame: Frame<'_>,
+        memory: &mut FrameMemory,
         out: &mut ResponseInfo,
     ) -> Result<bool, ProviderError> {
-        decode_frame(api, frame, out)
+        decode_frame(api, frame, memory, out)
     }
 
     fn body(&self, api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
@@ -86,6 +90,7 @@ pub(super) fn request(api: Api, body: Option<&Value>) -> Option<RequestInfo> {
 pub(super) fn decode_frame(
     api: Api,
     frame: Frame<'_>,
+    memory: &mut FrameMemory,
     out: &mut ResponseInfo,
 ) -> Result<bool, ProviderError> {
     if api == Api::Responses {
@@ -95,7 +100,7 @@ pub(super) fn decode_frame(
         out.done = true;
         return Ok(false);
     }
-    chat::chunk(frame.data, out)
+    chat::chunk(frame.data, &mut memory.chunk_shape, out)
 }
 
 /// Decodes a whole response body of `api`.
@@ -107,7 +112,7 @@ pub(super) fn decode_body(
     if api == Api::Responses {
         responses::body(body, out)
     } else {
-        chat::chunk(body, out).map(|_| ())
+        chat::chunk(body, &mut ChunkShape::default(), out).map(|_| ())
     }
 }
 

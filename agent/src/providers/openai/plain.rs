@@ -1,0 +1,468 @@
+//! The common Chat Completions chunk, read without serde. The first chunk
+//! of a stream is walked by the [`Scanner`]; the next ones usually repeat
+//! its bytes with other strings (the content, perhaps an `obfuscation`
+//! pad), and [`ChunkShape`] recognises them by comparing bytes. Whatever
+//! is not plain gives `None`, and the caller decodes it with serde.
+
+use std::borrow::Cow;
+
+use super::chat::{ChoiceKey, ChunkKey};
+use crate::providers::scan::{string_end, Scanned, Scanner, Token};
+use crate::providers::{MemberName, ResponseInfo};
+
+/// String values a shape keeps track of; a chunk with more is scanned.
+const MAX_STRINGS: usize = 16;
+
+/// The largest chunk kept as a shape: each open stream keeps one, and
+/// token chunks are a few hundred bytes.
+const MAX_SHAPE_BYTES: usize = 4096;
+
+/// The message members `chat::Message` reads, in the order it pushes their text.
+const MESSAGE_TEXTS: [&[u8]; 4] = [b"content", b"reasoning_content", b"reasoning", b"refusal"];
+
+/// The last plain chunk of a response: its bytes, where its string values
+/// are, and which of them set what. A chunk equal to it outside those
+/// places, with one string token in each, is the same JSON with other
+/// strings: scanning it would take the same path, so it has the same
+/// effects with its own strings.
+#[derive(Debug, Default)]
+pub(in crate::providers) struct ChunkShape {
+    bytes: Vec<u8>,
+    strings: Vec<Token>,
+    /// Which string values set what; `None` until a chunk was scanned (or
+    /// after one could not be).
+    effects: Option<Effects>,
+}
+
+impl ChunkShape {
+    /// Applies the plain chunk `data` to `out`, returning whether it
+    /// carried output; `None` (nothing applied) if it is not plain.
+    pub(super) fn apply(&mut self, data: &[u8], out: &mut ResponseInfo) -> Scanned<bool> {
+        let mut tokens = [Token::default(); MAX_STRINGS];
+        let effects = match self.recognise(data, &mut tokens) {
+            Some(effects) => effects,
+            None => {
+                self.effects = None;
+                let mut scanner = Scanner::new(data, std::mem::take(&mut self.strings));
+                let effects = scan(&mut scanner)?;
+                scanner.end()?;
+                self.strings = scanner.into_strings();
+                if self.strings.len() > MAX_STRINGS || data.len() > MAX_SHAPE_BYTES {
+                    return effects.apply(data, &self.strings, out);
+                }
+                tokens[..self.strings.len()].copy_from_slice(&self.strings);
+                self.bytes.clear();
+                self.bytes.extend_from_slice(data);
+                self.effects = Some(effects);
+                effects
+            }
+        };
+        effects.apply(data, &tokens[..self.strings.len()], out)
+    }
+
+    /// This shape's effects, if `data` has it; fills `tokens` with where
+    /// `data`'s string values are.
+    fn recognise(&self, data: &[u8], tokens: &mut [Token; MAX_STRINGS]) -> Option<Effects> {
+        let effects = self.effects?;
+        let (mut at, mut from) = (0, 0);
+        for (i, (token, string)) in tokens.iter_mut().zip(&self.strings).enumerate() {
+            let same = &self.bytes[from..string.start];
+            if !data.get(at..)?.starts_with(same) || data.get(at + same.len()) != Some(&b'"') {
+                return None;
+            }
+            let start = at + same.len();
+            let (end, escaped) = string_end(data, start + 1)?;
+            // As the scan: skipped strings with escapes are left to serde.
+            if escaped && !effects.reads(i) {
+                return None;
+            }
+            *token = Token {
+                start,
+                end: end + 1,
+                escaped,
+            };
+            (at, from) = (end + 1, string.end);
+        }
+        (data.get(at..)? == &self.bytes[from..]).then_some(effects)
+    }
+}
+
+/// Walks a plain chunk, noting which string values set what.
+fn scan(s: &mut Scanner<'_>) -> Scanned<Effects> {
+    let mut effects = Effects::default();
+    s.object(|s, name| match ChunkKey::from_name(name) {
+        ChunkKey::Id => effects.ids.push_some(s.string_or_null()?),
+        ChunkKey::Model => effects.models.push_some(s.string_or_null()?),
+        ChunkKey::Choices => s.array_or_null(|s| s.object(|s, name| effects.choice(s, name))),
+        ChunkKey::Usage | ChunkKey::Timings | ChunkKey::Error => s.null()?.then_some(()),
+        ChunkKey::Other => s.skip_scalar(),
+    })?;
+    Some(effects)
+}
+
+/// What a plain chunk sets, as numbers of its string values, in the order
+/// serde's visitor would set them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Effects {
+    ids: Few<2>,
+    models: Few<2>,
+    texts: Few<4>,
+    finishes: Few<2>,
+}
+
+impl Effects {
+    /// One member of a choice.
+    fn choice(&mut self, s: &mut Scanner<'_>, name: &[u8]) -> Scanned<()> {
+        match ChoiceKey::from_name(name) {
+            ChoiceKey::Delta | ChoiceKey::Message => self.message(s),
+            ChoiceKey::Text => self.texts.push_some(s.string_or_null()?),
+            ChoiceKey::FinishReason => self.finishes.push_some(s.string_or_null()?),
+            ChoiceKey::Other => s.skip_scalar(),
+        }
+    }
+
+    /// A `delta` or `message`, as `chat::Message` reads it (a repeated
+    /// member is its error, left to serde).
+    fn message(&mut self, s: &mut Scanner<'_>) -> Scanned<()> {
+        let mut texts = [None; 4];
+        let mut seen = [false; 5];
+        s.object_or_null(|s, name| {
+            let member = MESSAGE_TEXTS.iter().position(|known| *known == name);
+            let index = match (member, name) {
+                (Some(index), _) => index,
+                (None, b"tool_calls") => 4,
+                // serde's field names are `str`: a bad one is its error.
+                (None, _) if std::str::from_utf8(name).is_err() => return None,
+                (None, _) => return s.skip_scalar(),
+            };
+            if std::mem::replace(&mut seen[index], true) {
+                return None;
+            }
+            match texts.get_mut(index) {
+                Some(text) => *text = s.string_or_null()?,
+                None => s.null()?.then_some(())?, // tool calls: left to serde
+            }
+            Some(())
+        })?;
+        texts
+            .into_iter()
+            .try_for_each(|text| self.texts.push_some(text))
+    }
+
+    /// String value `i` is read (not only skipped).
+    fn reads(&self, i: usize) -> bool {
+        let mut read = (self.ids.iter().chain(self.models.iter()))
+            .chain(self.texts.iter().chain(self.finishes.iter()));
+        read.any(|read| read == i)
+    }
+
+    /// Reads the strings (at `strings` in `json`) and applies them to
+    /// `out`, returning whether there was output; `None` (nothing applied)
+    /// if one is not valid text.
+    fn apply(self, json: &[u8], strings: &[Token], out: &mut ResponseInfo) -> Scanned<bool> {
+        // An id or model already set is not needed again: reading it would
+        // only check it, and plain ASCII needs no check.
+        let needless =
+            |few: Few<2>, set: bool| set && few.iter().all(|i| strings[i].is_plain_ascii(json));
+        let ids = if needless(self.ids, out.id.is_some()) {
+            [None, None]
+        } else {
+            self.ids.read(json, strings)?
+        };
+        let models = if needless(self.models, out.model.is_some()) {
+            [None, None]
+        } else {
+            self.models.read(json, strings)?
+        };
+        let finishes = self.finishes.read(json, strings)?;
+        let texts = self.texts.read(json, strings)?;
+        out.set_id(ids.into_iter().flatten().find(|id| !id.is_empty()));
+        out.set_model(models.into_iter().flatten().find(|m| !m.is_empty()));
+        for reason in finishes.into_iter().flatten() {
+            out.push_finish(Some(reason));
+        }
+        Some(
+            (texts.into_iter().flatten()).fold(false, |output, text| out.push_text(&text) | output),
+        )
+    }
+}
+
+/// At most `N` string numbers kept without allocating; more gives up the scan.
+#[derive(Clone, Copy, Debug)]
+struct Few<const N: usize> {
+    items: [Option<usize>; N],
+}
+
+impl<const N: usize> Default for Few<N> {
+    fn default() -> Self {
+        Self { items: [None; N] }
+    }
+}
+
+impl<const N: usize> Few<N> {
+    fn push_some(&mut self, item: Option<usize>) -> Scanned<()> {
+        if let Some(item) = item {
+            *self.items.iter_mut().find(|slot| slot.is_none())? = Some(item);
+        }
+        Some(())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.items.iter().flatten().copied()
+    }
+
+    /// The strings' texts (at `strings` in `json`), in order.
+    fn read<'j>(self, json: &'j [u8], strings: &[Token]) -> Scanned<[Option<Cow<'j, str>>; N]> {
+        let mut texts = [const { None }; N];
+        for (text, i) in texts.iter_mut().zip(self.iter()) {
+            *text = Some(strings[i].read(json)?);
+        }
+        Some(texts)
+    }
+}
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::providers::openai::chat::decode;
+
+    /// `chunks` applied in turn to `before` through one shape (serde
+    /// decoding what it gives up on, as `chat::chunk` does) and by serde
+    /// alone: the records must agree after each. Returns how many chunks
+    /// the shape read.
+    fn agree(chunks: &[&[u8]], before: &ResponseInfo) -> Result<usize, TestCaseError> {
+        let mut shape = ChunkShape::default();
+        let (mut by_shape, mut by_decode) = (before.clone(), before.clone());
+        let mut read = 0;
+        for data in chunks {
+            let decoded = decode(data, &mut by_decode);
+            match shape.apply(data, &mut by_shape) {
+                Some(output) => {
+                    read += 1;
+                    prop_assert!(decoded.is_ok(), "read what serde rejects: {:?}", decoded);
+                    prop_assert_eq!(decoded.ok(), Some(output));
+                }
+                None => drop(decode(data, &mut by_shape)),
+            }
+            prop_assert_eq!(&by_shape, &by_decode);
+        }
+        Ok(read)
+    }
+
+    /// `data` with its string values (as the scan numbers them) replaced
+    /// by `others`, in turn.
+    fn respelled(data: &[u8], others: &[Vec<u8>]) -> Option<Vec<u8>> {
+        let mut scanner = Scanner::new(data, Vec::new());
+        scan(&mut scanner)?;
+        let mut out = Vec::new();
+        let mut from = 0;
+        for (token, other) in scanner.into_strings().iter().zip(others.iter().cycle()) {
+            out.extend_from_slice(&data[from..token.start]);
+            out.extend_from_slice(other);
+            from = token.end;
+        }
+        out.extend_from_slice(&data[from..]);
+        Some(out)
+    }
+
+    #[test]
+    fn the_common_chunks_are_scanned() {
+        let before = ResponseInfo::new(1024);
+        for chunk in [
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":" a\n\"b\" \u00e9"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x1"}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"text":" once","index":0,"logprobs":null,"finish_reason":null}],"model":"m"}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"hm","content":null}}],"timings":null}"#,
+            r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"length"}]}"#,
+        ] {
+            assert_eq!(agree(&[chunk.as_bytes()], &before).unwrap(), 1, "{chunk}");
+        }
+        for unusual in [
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            r#"{"choices":[{"logprobs":{"content":[]}}]}"#,
+            r#"{"error":{"message":"no"}}"#,
+            r#"{"choices":[null]}"#,
+        ] {
+            assert_eq!(
+                agree(&[unusual.as_bytes()], &before).unwrap(),
+                0,
+                "{unusual}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunk_with_other_strings_is_read_by_its_shape() {
+        let first = br#"{"id":"c1","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"obfuscation":"abc"}"#;
+        let next = br#"{"id":"c1","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"lo \"w\""},"finish_reason":null}],"obfuscation":"zz"}"#;
+        let later = br#"{"id":"c1","created":2,"model":"m","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":null}],"obfuscation":""}"#;
+        let mut shape = ChunkShape::default();
+        let mut out = ResponseInfo::new(100);
+        let mut tokens = [Token::default(); MAX_STRINGS];
+        assert_eq!(shape.apply(first, &mut out), Some(true));
+        assert!(shape.recognise(next, &mut tokens).is_some());
+        assert_eq!(shape.apply(next, &mut out), Some(true));
+        // Another number: not this shape, so scanned (and learnt).
+        assert!(shape.recognise(later, &mut tokens).is_none());
+        assert_eq!(shape.apply(later, &mut out), Some(true));
+        assert!(shape.recognise(later, &mut tokens).is_some());
+        assert_eq!(out.text, "Hello \"w\"!");
+        assert_eq!(
+            (out.id.as_deref(), out.model.as_deref()),
+            (Some("c1"), Some("m"))
+        );
+        // A string where the shape has one, but a member more after it.
+        let longer = br#"{"id":"c1","created":2,"model":"m","choices":[{"index":0,"delta":{"content":"!","refusal":"x"},"finish_reason":null}],"obfuscation":""}"#;
+        assert!(shape.recognise(longer, &mut tokens).is_none());
+    }
+
+    /// A JSON string: plain, empty, escaped, non-ASCII, or broken.
+    fn string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            40 => "[a-z .]{0,8}".prop_map(|s| format!("\"{s}\"")),
+            5 => Just("\"\"".to_owned()),
+            5 => Just(r#""\n\"\\\/\t\u00e9\ud83e\udd80""#.to_owned()),
+            5 => Just("\"é🦀\"".to_owned()),
+            1 => Just(r#""\x""#.to_owned()),
+            1 => Just("\"\u{1}\"".to_owned()),
+            1 => Just(r#""\ud800""#.to_owned()),
+        ]
+    }
+
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => string(),
+            4 => Just("null".to_owned()),
+            2 => Just("true".to_owned()),
+            2 => Just("-12.5e3".to_owned()),
+            4 => Just("0".to_owned()),
+            1 => Just("01".to_owned()),
+            1 => Just("{}".to_owned()),
+            1 => Just("[1]".to_owned()),
+        ]
+    }
+
+    fn string_or_null() -> impl Strategy<Value = String> {
+        prop_oneof![12 => string(), 4 => Just("null".to_owned()), 1 => Just("7".to_owned())]
+    }
+
+    fn object(members: Vec<(String, String)>, space: &str) -> String {
+        let members: Vec<_> = members
+            .iter()
+            .map(|(name, value)| format!("{space}\"{name}\"{space}:{space}{value}"))
+            .collect();
+        format!("{{{}{space}}}", members.join(","))
+    }
+
+    fn message() -> impl Strategy<Value = String> {
+        let member = prop_oneof![
+            4 => (Just("content"), string_or_null()),
+            1 => (Just("reasoning_content"), string_or_null()),
+            1 => (Just("reasoning"), string_or_null()),
+            1 => (Just("refusal"), string_or_null()),
+            1 => (Just("role"), scalar()),
+            1 => (Just("tool_calls"), prop_oneof![Just("null".to_owned()), Just(r#"[{"function":{"name":"f"}}]"#.to_owned())]),
+        ];
+        prop_oneof![
+            1 => Just("null".to_owned()),
+            6 => prop::collection::vec(member, 0..3).prop_map(|m| {
+                object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), "")
+            }),
+        ]
+    }
+
+    fn choice() -> impl Strategy<Value = String> {
+        let member = prop_oneof![
+            1 => (Just("index"), scalar()),
+            4 => (Just("delta"), message()),
+            1 => (Just("message"), message()),
+            1 => (Just("text"), string_or_null()),
+            1 => (Just("finish_reason"), string_or_null()),
+            1 => (Just("logprobs"), scalar()),
+        ];
+        prop::collection::vec(member, 0..5)
+            .prop_map(|m| object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), ""))
+    }
+
+    fn chunk() -> impl Strategy<Value = String> {
+        let choices = prop_oneof![
+            1 => Just("null".to_owned()),
+            6 => prop::collection::vec(choice(), 0..3).prop_map(|c| format!("[{}]", c.join(","))),
+        ];
+        let member = prop_oneof![
+            1 => (Just("id"), string_or_null()),
+            1 => (Just("model"), string_or_null()),
+            1 => (Just("object"), scalar()),
+            1 => (Just("created"), scalar()),
+            4 => (Just("choices"), choices),
+            1 => (Just("usage"), prop_oneof![Just("null".to_owned()), Just(r#"{"completion_tokens":4}"#.to_owned())]),
+            1 => (Just("timings"), prop_oneof![Just("null".to_owned()), Just(r#"{"predicted_n":4}"#.to_owned())]),
+            1 => (Just("error"), prop_oneof![Just("null".to_owned()), string()]),
+        ];
+        (
+            prop::collection::vec(member, 0..7),
+            prop_oneof![Just(""), Just(" "), Just("\n\t ")],
+        )
+            .prop_map(|(m, space)| {
+                object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    space,
+                )
+            })
+    }
+
+    /// A record part-filled by earlier chunks, with a small text cap.
+    fn before() -> impl Strategy<Value = ResponseInfo> {
+        (0usize..24, prop::option::of("[a-z]{0,3}"), "[a-zé]{0,6}").prop_map(|(cap, id, text)| {
+            let mut info = ResponseInfo::new(cap);
+            info.set_id(id.map(Cow::Owned));
+            info.push_text(&text);
+            info
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn reading_agrees_with_serde(chunk in chunk(), before in before()) {
+            agree(&[chunk.as_bytes()], &before)?;
+        }
+
+        #[test]
+        fn reading_by_shape_agrees_with_serde(
+            chunk in chunk(),
+            others in prop::collection::vec(string(), 1..4),
+            before in before(),
+        ) {
+            let others: Vec<_> = others.into_iter().map(String::into_bytes).collect();
+            if let Some(twin) = respelled(chunk.as_bytes(), &others) {
+                agree(&[chunk.as_bytes(), &twin, chunk.as_bytes()], &before)?;
+            }
+        }
+
+        #[test]
+        fn scanning_agrees_with_serde_on_damaged_chunks(
+            chunk in chunk(),
+            damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+            before in before(),
+        ) {
+            let chunk_bytes = chunk.into_bytes();
+            let mut bytes = chunk_bytes.clone();
+            for (at, byte, how) in damage {
+                let at = at.index(bytes.len() + 1);
+                match how {
+                    0 => bytes.insert(at, byte),
+                    1 if at < bytes.len() => drop(bytes.remove(at)),
+                    _ if at < bytes.len() => bytes[at] = byte,
+                    _ => {}
+                }
+            }
+            agree(&[chunk_bytes.as_slice(), &bytes], &before)?;
+        }
+    }
+}
