@@ -36,23 +36,15 @@ pub(super) struct Token {
     pub(super) escaped: bool,
 }
 
-impl Token {
-    /// Without escapes and all ASCII: valid as it is.
-    pub(super) fn is_plain_ascii(self, json: &[u8]) -> bool {
-        !self.escaped && json[self.start..self.end].is_ascii()
+/// A string token's text (quotes included in `token`): borrowed if plain,
+/// decoded by serde_json (which also rejects bad escapes) if escaped.
+pub(super) fn string_text(token: &[u8], escaped: bool) -> Scanned<Cow<'_, str>> {
+    if escaped {
+        return serde_json::from_slice::<String>(token).ok().map(Cow::Owned);
     }
-
-    /// The string's text in `json`: borrowed if plain, decoded by
-    /// serde_json (which also rejects bad escapes) if escaped.
-    pub(super) fn read(self, json: &[u8]) -> Scanned<Cow<'_, str>> {
-        let token = &json[self.start..self.end];
-        if self.escaped {
-            return serde_json::from_slice::<String>(token).ok().map(Cow::Owned);
-        }
-        std::str::from_utf8(&token[1..token.len() - 1])
-            .ok()
-            .map(Cow::Borrowed)
-    }
+    std::str::from_utf8(&token[1..token.len() - 1])
+        .ok()
+        .map(Cow::Borrowed)
 }
 
 impl<'a> Scanner<'a> {
@@ -167,7 +159,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `null`, or a string: its number among the string values (its text
-    /// is left to [`Token::read`], which may still give up).
+    /// is left to [`string_text`], which may still give up).
     pub(super) fn string_or_null(&mut self) -> Scanned<Option<usize>> {
         if self.null()? {
             return Some(None);
@@ -364,11 +356,9 @@ mod tests {
         assert_eq!(read, [Some(0), Some(1), None]);
         let strings = scanner.into_strings();
         assert_eq!(strings.len(), 3);
-        assert!(matches!(
-            strings[0].read(json),
-            Some(Cow::Borrowed("plain"))
-        ));
-        assert!(matches!(strings[1].read(json), Some(Cow::Owned(t)) if t == "a\nb"));
+        let text = |t: Token| string_text(&json[t.start..t.end], t.escaped);
+        assert!(matches!(text(strings[0]), Some(Cow::Borrowed("plain"))));
+        assert!(matches!(text(strings[1]), Some(Cow::Owned(t)) if t == "a\nb"));
         assert_eq!(&json[strings[2].start..strings[2].end], br#""x""#);
     }
 
@@ -377,7 +367,11 @@ mod tests {
         let json = b"\"\xff\"";
         let mut scanner = Scanner::new(json, Vec::new());
         assert_eq!(scanner.string_or_null(), Some(Some(0)));
-        assert_eq!(scanner.into_strings()[0].read(json), None);
+        let token = scanner.into_strings()[0];
+        assert_eq!(
+            string_text(&json[token.start..token.end], token.escaped),
+            None
+        );
     }
 
     #[test]

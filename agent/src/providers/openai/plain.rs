@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use super::chat::{ChoiceKey, ChunkKey};
-use crate::providers::scan::{string_end, Scanned, Scanner, Token};
+use crate::providers::scan::{string_end, string_text, Scanned, Scanner, Token};
 use crate::providers::{MemberName, ResponseInfo};
 
 /// String values a shape keeps track of; a chunk with more is scanned.
@@ -24,12 +24,18 @@ const MESSAGE_TEXTS: [&[u8]; 4] = [b"content", b"reasoning_content", b"reasoning
 /// are, and which of them set what. A chunk equal to it outside those
 /// places, with one string token in each, is the same JSON with other
 /// strings: scanning it would take the same path, so it has the same
-/// effects with its own strings.
+/// effects with its own strings. Strings that did not change from the
+/// scanned chunk to the next are compared as bytes from then on.
 #[derive(Debug, Default)]
 pub(in crate::providers) struct ChunkShape {
     bytes: Vec<u8>,
     strings: Vec<Token>,
-    /// Which string values set what; `None` until a chunk was scanned (or
+    /// Bit `i`: string `i` may change from chunk to chunk. All of them
+    /// after a scan, then those that changed in the next chunk.
+    varying: u16,
+    /// `varying` is still all strings.
+    fresh: bool,
+    /// Which string values set what; `None` until a chunk was read (or
     /// after one could not be).
     effects: Option<Effects>,
 }
@@ -38,34 +44,55 @@ impl ChunkShape {
     /// Applies the plain chunk `data` to `out`, returning whether it
     /// carried output; `None` (nothing applied) if it is not plain.
     pub(super) fn apply(&mut self, data: &[u8], out: &mut ResponseInfo) -> Scanned<bool> {
-        let mut tokens = [Token::default(); MAX_STRINGS];
-        let effects = match self.recognise(data, &mut tokens) {
-            Some(effects) => effects,
-            None => {
-                self.effects = None;
-                let mut scanner = Scanner::new(data, std::mem::take(&mut self.strings));
-                let effects = scan(&mut scanner)?;
-                scanner.end()?;
-                self.strings = scanner.into_strings();
-                if self.strings.len() > MAX_STRINGS || data.len() > MAX_SHAPE_BYTES {
-                    return effects.apply(data, &self.strings, out);
-                }
-                tokens[..self.strings.len()].copy_from_slice(&self.strings);
-                self.bytes.clear();
-                self.bytes.extend_from_slice(data);
-                self.effects = Some(effects);
-                effects
+        let mut values = [StringValue::default(); MAX_STRINGS];
+        if let Some((effects, changed)) = self.recognise(data, &mut values) {
+            let output = effects.apply(&values[..self.strings.len()], out);
+            if self.fresh {
+                (self.varying, self.fresh) = (changed, false);
             }
-        };
-        effects.apply(data, &tokens[..self.strings.len()], out)
+            return output;
+        }
+        let mut values = [StringValue::default(); MAX_STRINGS];
+        self.effects = None;
+        let mut scanner = Scanner::new(data, std::mem::take(&mut self.strings));
+        let effects = scan(&mut scanner)?;
+        scanner.end()?;
+        self.strings = scanner.into_strings();
+        if self.strings.len() > MAX_STRINGS || data.len() > MAX_SHAPE_BYTES {
+            let values: Vec<_> = (self.strings.iter())
+                .map(|&t| StringValue::new(data, t))
+                .collect();
+            return effects.apply(&values, out);
+        }
+        for (value, &token) in values.iter_mut().zip(&self.strings) {
+            *value = StringValue::new(data, token);
+        }
+        let output = effects.apply(&values[..self.strings.len()], out)?;
+        // Kept only once applied: its strings are then known to be valid.
+        self.bytes.clear();
+        self.bytes.extend_from_slice(data);
+        self.effects = Some(effects);
+        (self.varying, self.fresh) = (u16::MAX, true);
+        Some(output)
     }
 
-    /// This shape's effects, if `data` has it; fills `tokens` with where
-    /// `data`'s string values are.
-    fn recognise(&self, data: &[u8], tokens: &mut [Token; MAX_STRINGS]) -> Option<Effects> {
+    /// This shape's effects, if `data` has it, and which of its varying
+    /// strings changed; fills `values` with `data`'s string values.
+    fn recognise<'x>(
+        &'x self,
+        data: &'x [u8],
+        values: &mut [StringValue<'x>; MAX_STRINGS],
+    ) -> Option<(Effects, u16)> {
         let effects = self.effects?;
-        let (mut at, mut from) = (0, 0);
-        for (i, (token, string)) in tokens.iter_mut().zip(&self.strings).enumerate() {
+        let (mut at, mut from, mut changed) = (0, 0, 0);
+        for (i, (value, string)) in values.iter_mut().zip(&self.strings).enumerate() {
+            let before = &self.bytes[string.start..string.end];
+            if self.varying & 1 << i == 0 {
+                // Compared with the bytes around it.
+                *value = StringValue::new(&self.bytes, *string);
+                value.known = true;
+                continue;
+            }
             let same = &self.bytes[from..string.start];
             if !data.get(at..)?.starts_with(same) || data.get(at + same.len()) != Some(&b'"') {
                 return None;
@@ -76,14 +103,47 @@ impl ChunkShape {
             if escaped && !effects.reads(i) {
                 return None;
             }
-            *token = Token {
+            let token = Token {
                 start,
                 end: end + 1,
                 escaped,
             };
+            *value = StringValue::new(data, token);
+            if value.token != before {
+                changed |= 1 << i;
+            }
             (at, from) = (end + 1, string.end);
         }
-        (data.get(at..)? == &self.bytes[from..]).then_some(effects)
+        (data.get(at..)? == &self.bytes[from..]).then_some((effects, changed))
+    }
+}
+
+/// One string value of a chunk being applied.
+#[derive(Clone, Copy, Debug, Default)]
+struct StringValue<'a> {
+    /// The token, quotes included.
+    token: &'a [u8],
+    escaped: bool,
+    /// The same bytes were read in an earlier chunk: valid text.
+    known: bool,
+}
+
+impl<'a> StringValue<'a> {
+    fn new(json: &'a [u8], token: Token) -> Self {
+        Self {
+            token: &json[token.start..token.end],
+            escaped: token.escaped,
+            known: false,
+        }
+    }
+
+    fn text(self) -> Scanned<Cow<'a, str>> {
+        string_text(self.token, self.escaped)
+    }
+
+    /// Valid text without reading it: known, or plain ASCII.
+    fn is_valid(self) -> bool {
+        self.known || (!self.escaped && self.token.is_ascii())
     }
 }
 
@@ -156,26 +216,25 @@ impl Effects {
         read.any(|read| read == i)
     }
 
-    /// Reads the strings (at `strings` in `json`) and applies them to
-    /// `out`, returning whether there was output; `None` (nothing applied)
-    /// if one is not valid text.
-    fn apply(self, json: &[u8], strings: &[Token], out: &mut ResponseInfo) -> Scanned<bool> {
+    /// Reads the chunk's string `values` and applies them to `out`,
+    /// returning whether there was output; `None` (nothing applied) if one
+    /// is not valid text.
+    fn apply(self, values: &[StringValue<'_>], out: &mut ResponseInfo) -> Scanned<bool> {
         // An id or model already set is not needed again: reading it would
-        // only check it, and plain ASCII needs no check.
-        let needless =
-            |few: Few<2>, set: bool| set && few.iter().all(|i| strings[i].is_plain_ascii(json));
+        // only check it.
+        let needless = |few: Few<2>, set: bool| set && few.iter().all(|i| values[i].is_valid());
         let ids = if needless(self.ids, out.id.is_some()) {
             [None, None]
         } else {
-            self.ids.read(json, strings)?
+            self.ids.read(values)?
         };
         let models = if needless(self.models, out.model.is_some()) {
             [None, None]
         } else {
-            self.models.read(json, strings)?
+            self.models.read(values)?
         };
-        let finishes = self.finishes.read(json, strings)?;
-        let texts = self.texts.read(json, strings)?;
+        let finishes = self.finishes.read(values)?;
+        let texts = self.texts.read(values)?;
         out.set_id(ids.into_iter().flatten().find(|id| !id.is_empty()));
         out.set_model(models.into_iter().flatten().find(|m| !m.is_empty()));
         for reason in finishes.into_iter().flatten() {
@@ -211,11 +270,11 @@ impl<const N: usize> Few<N> {
         self.items.iter().flatten().copied()
     }
 
-    /// The strings' texts (at `strings` in `json`), in order.
-    fn read<'j>(self, json: &'j [u8], strings: &[Token]) -> Scanned<[Option<Cow<'j, str>>; N]> {
+    /// The texts of these string `values`, in order.
+    fn read<'a>(self, values: &[StringValue<'a>]) -> Scanned<[Option<Cow<'a, str>>; N]> {
         let mut texts = [const { None }; N];
         for (text, i) in texts.iter_mut().zip(self.iter()) {
-            *text = Some(strings[i].read(json)?);
+            *text = Some(values[i].text()?);
         }
         Some(texts)
     }
@@ -297,27 +356,42 @@ mod tests {
 
     #[test]
     fn a_chunk_with_other_strings_is_read_by_its_shape() {
-        let first = br#"{"id":"c1","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"obfuscation":"abc"}"#;
-        let next = br#"{"id":"c1","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"lo \"w\""},"finish_reason":null}],"obfuscation":"zz"}"#;
-        let later = br#"{"id":"c1","created":2,"model":"m","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":null}],"obfuscation":""}"#;
+        let chunk = |id: &str, created: u32, content: &str, pad: &str| {
+            format!(
+                r#"{{"id":"{id}","created":{created},"model":"m","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}],"obfuscation":"{pad}"}}"#
+            )
+        };
+        let recognised = |shape: &ChunkShape, data: &str| {
+            let mut values = [StringValue::default(); MAX_STRINGS];
+            shape.recognise(data.as_bytes(), &mut values).is_some()
+        };
         let mut shape = ChunkShape::default();
         let mut out = ResponseInfo::new(100);
-        let mut tokens = [Token::default(); MAX_STRINGS];
-        assert_eq!(shape.apply(first, &mut out), Some(true));
-        assert!(shape.recognise(next, &mut tokens).is_some());
-        assert_eq!(shape.apply(next, &mut out), Some(true));
+        let mut apply = |shape: &mut ChunkShape, data: &str| shape.apply(data.as_bytes(), &mut out);
+        assert_eq!(apply(&mut shape, &chunk("c1", 1, "Hel", "abc")), Some(true));
+        // Other strings: the same shape. Only the content and the pad
+        // changed, so from now on only they may.
+        let next = chunk("c1", 1, r#"lo \"w\""#, "zz");
+        assert!(recognised(&shape, &next));
+        assert_eq!(apply(&mut shape, &next), Some(true));
+        assert!(recognised(&shape, &chunk("c1", 1, "x", "")));
+        assert!(!recognised(&shape, &chunk("c2", 1, "x", "")));
         // Another number: not this shape, so scanned (and learnt).
-        assert!(shape.recognise(later, &mut tokens).is_none());
-        assert_eq!(shape.apply(later, &mut out), Some(true));
-        assert!(shape.recognise(later, &mut tokens).is_some());
-        assert_eq!(out.text, "Hello \"w\"!");
-        assert_eq!(
-            (out.id.as_deref(), out.model.as_deref()),
-            (Some("c1"), Some("m"))
-        );
+        let later = chunk("c1", 2, "!", "");
+        assert!(!recognised(&shape, &later));
+        assert_eq!(apply(&mut shape, &later), Some(true));
+        assert!(recognised(&shape, &chunk("c2", 2, "x", "")));
+        let text = {
+            let mut out = ResponseInfo::new(100);
+            for data in [chunk("c1", 1, "Hel", "abc"), next, later] {
+                decode(data.as_bytes(), &mut out).unwrap();
+            }
+            out.text
+        };
+        assert_eq!(text, "Hello \"w\"!");
         // A string where the shape has one, but a member more after it.
-        let longer = br#"{"id":"c1","created":2,"model":"m","choices":[{"index":0,"delta":{"content":"!","refusal":"x"},"finish_reason":null}],"obfuscation":""}"#;
-        assert!(shape.recognise(longer, &mut tokens).is_none());
+        let longer = r#"{"id":"c1","created":2,"model":"m","choices":[{"index":0,"delta":{"content":"!","refusal":"x"},"finish_reason":null}],"obfuscation":""}"#;
+        assert!(!recognised(&shape, longer));
     }
 
     /// A JSON string: plain, empty, escaped, non-ASCII, or broken.
@@ -437,11 +511,16 @@ mod tests {
         fn reading_by_shape_agrees_with_serde(
             chunk in chunk(),
             others in prop::collection::vec(string(), 1..4),
+            more in prop::collection::vec(string(), 1..4),
             before in before(),
         ) {
-            let others: Vec<_> = others.into_iter().map(String::into_bytes).collect();
-            if let Some(twin) = respelled(chunk.as_bytes(), &others) {
-                agree(&[chunk.as_bytes(), &twin, chunk.as_bytes()], &before)?;
+            let respell = |strings: Vec<String>| {
+                let strings: Vec<_> = strings.into_iter().map(String::into_bytes).collect();
+                respelled(chunk.as_bytes(), &strings)
+            };
+            if let (Some(twin), Some(another)) = (respell(others), respell(more)) {
+                let chunk = chunk.as_bytes();
+                agree(&[chunk, &twin, chunk, &another, &twin], &before)?;
             }
         }
 
