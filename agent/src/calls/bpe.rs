@@ -127,8 +127,15 @@ impl Bpe {
             // The pattern matches every character, so each piece starts
             // where the last one ended: an anchored search needs no
             // backward pass to find where it starts.
+            let rest = text.get(at..).filter(|rest| !rest.is_empty())?;
             let input = Input::new(text).range(at..).anchored(Anchored::Yes);
-            let found = self.split.find(input)?;
+            let Some(found) = self.split.find(input) else {
+                // o200k matches from any character; a pattern that did not
+                // would count that character alone instead of stopping.
+                let one = rest.chars().next().map_or(1, char::len_utf8);
+                at += one;
+                return Some(&rest[..one]);
+            };
             let mut piece = &text[found.range()];
             let spaces_only =
                 piece.chars().all(char::is_whitespace) && !piece.ends_with(['\r', '\n']);
