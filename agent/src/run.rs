@@ -92,7 +92,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     // Off the event loop: the first call must not wait for the tables.
     std::thread::spawn(crate::calls::prepare_tokenizer);
     let telemetry = Telemetry::start(&options.export).await?;
-    tracing::info!("metrics on http://{}/metrics", telemetry.metrics_addr());
+    tracing::info!("metrics on {}", telemetry.metrics_url());
     let mut discovery = Discovery::new(options.scopes.clone());
     for &pid in &options.pids {
         discovery.watch(&mut capture, pid)?;

@@ -97,7 +97,7 @@ async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
     let link = source.link();
     std::thread::spawn(crate::calls::prepare_tokenizer);
     let telemetry = Telemetry::start(&options.export).await?;
-    tracing::info!("metrics on http://{}/metrics", telemetry.metrics_addr());
+    tracing::info!("metrics on {}", telemetry.metrics_url());
     tracing::info!(iface, filter = %source.filter(), "capturing packets (plaintext HTTP only); stop with Ctrl-C");
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::channel(QUEUED_PACKETS);
@@ -140,10 +140,13 @@ async fn live(iface: &str, options: &PacketOptions) -> anyhow::Result<Outcome> {
         match report {
             Report::Packet(at, frame) => stage.push(at, &frame, &mut events),
             Report::Drops(latest) => drops = latest,
-            Report::Failed(_) => {}
+            // The run ends anyway; the cause is still worth a line.
+            Report::Failed(e) => tracing::warn!("packet capture failed while stopping: {e}"),
         }
     }
-    let _ = thread.join();
+    if thread.join().is_err() {
+        tracing::error!("the packet capture thread panicked while stopping");
+    }
     stage.finish(now(), &mut events);
     pipeline.feed_connections(events.drain(..))?;
     let agent_drops = agent_drops.load(Ordering::Relaxed);

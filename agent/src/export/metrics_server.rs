@@ -50,6 +50,8 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct MetricsServer {
     local_addr: SocketAddr,
+    /// It serves TLS.
+    tls: bool,
     ready: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -83,9 +85,11 @@ impl MetricsServer {
                 .map(|t| format!("Bearer {t}")),
         });
         let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let serves_tls = tls.is_some();
         let task = tokio::spawn(accept_loop(listener, state, tls, stopped));
         Ok(MetricsServer {
             local_addr,
+            tls: serves_tls,
             ready,
             stop,
             task,
@@ -95,6 +99,12 @@ impl MetricsServer {
     /// Where it listens (the real port when the settings said port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The metrics URL, `https` when it serves TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/metrics", self.local_addr)
     }
 
     /// `/readyz` answers 200 once this is set: call it when capture is
@@ -287,6 +297,7 @@ mod tests {
             .await
             .unwrap();
         let addr = server.local_addr();
+        assert_eq!(server.url(), format!("http://{addr}/metrics"));
         let (status, body) = get(tcp(addr).await, "/metrics", None).await;
         assert_eq!(status, 200);
         assert!(body.contains("llmtap_events_read_total 42"), "{body}");
@@ -351,6 +362,10 @@ mod tests {
         let server = MetricsServer::spawn(&built.metrics, registry())
             .await
             .unwrap();
+        assert_eq!(
+            server.url(),
+            format!("https://{}/metrics", server.local_addr())
+        );
 
         let mut roots = rustls::RootCertStore::empty();
         roots

@@ -5,7 +5,6 @@
 //! (always, once started) and OTLP traces (when an endpoint is set). Every
 //! call is counted in the metrics; sampling applies to traces only.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,9 +54,9 @@ impl Telemetry {
         })
     }
 
-    /// Where the metrics endpoint listens.
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+    /// The metrics URL (`https` when it serves TLS).
+    pub fn metrics_url(&self) -> String {
+        self.server.url()
     }
 
     /// Whether spans are exported at all.
