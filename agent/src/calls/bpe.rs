@@ -136,7 +136,7 @@ impl Bpe {
                 at += one;
                 return Some(&rest[..one]);
             };
-            let mut piece = &text[found.range()];
+            let mut piece = &rest[..found.len()];
             let spaces_only =
                 piece.chars().all(char::is_whitespace) && !piece.ends_with(['\r', '\n']);
             if spaces_only && found.end() < text.len() {
@@ -144,7 +144,7 @@ impl Bpe {
                     piece = &piece[..last];
                 }
             }
-            at = found.start() + piece.len();
+            at += piece.len();
             Some(piece)
         })
     }

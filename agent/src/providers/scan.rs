@@ -2,10 +2,9 @@
 //!
 //! It reads only the plain shapes streamed chunks take: objects walked
 //! member by member, arrays of objects, and scalars, with only spaces
-//! between them. Anything else
-//! (a nested value it was not asked to walk, an escape in a name, bad
-//! syntax) makes it give up with `None`, and the caller decodes the same
-//! bytes with serde_json instead. So when it succeeds serde_json accepts
+//! between them. Anything else (a nested value it was not asked to walk,
+//! an escape in a name, bad syntax) makes it give up with `None`, and the
+//! caller decodes the same bytes with serde_json instead. So when it succeeds serde_json accepts
 //! the bytes too, and a decoder built on it must give what its serde twin
 //! gives; the tests compare the two on generated and mutated chunks.
 //!
@@ -80,7 +79,7 @@ impl<'a> Scanner<'a> {
         (self.peek()? == expected).then(|| self.at += 1)
     }
 
-    /// Only whitespace is left.
+    /// Only spaces are left.
     pub(super) fn end(&mut self) -> Scanned<()> {
         self.peek().is_none().then_some(())
     }

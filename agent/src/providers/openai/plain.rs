@@ -17,6 +17,9 @@ const MAX_STRINGS: usize = 16;
 /// token chunks are a few hundred bytes.
 const MAX_SHAPE_BYTES: usize = 4096;
 
+/// [`ChunkShape::varying`] after a scan.
+const ALL_VARYING: u16 = u16::MAX;
+
 /// The message members `chat::Message` reads, in the order it pushes their text.
 const MESSAGE_TEXTS: [&[u8]; 4] = [b"content", b"reasoning_content", b"reasoning", b"refusal"];
 
@@ -30,11 +33,9 @@ const MESSAGE_TEXTS: [&[u8]; 4] = [b"content", b"reasoning_content", b"reasoning
 pub(in crate::providers) struct ChunkShape {
     bytes: Vec<u8>,
     strings: Vec<Token>,
-    /// Bit `i`: string `i` may change from chunk to chunk. All of them
-    /// after a scan, then those that changed in the next chunk.
+    /// Bit `i`: string `i` may change from chunk to chunk. All bits (as
+    /// after a scan) until the next chunk shows which strings changed.
     varying: u16,
-    /// `varying` is still all strings.
-    fresh: bool,
     /// Which string values set what; `None` until a chunk was read (or
     /// after one could not be).
     effects: Option<Effects>,
@@ -47,32 +48,27 @@ impl ChunkShape {
         let mut values = [StringValue::default(); MAX_STRINGS];
         if let Some((effects, changed)) = self.recognise(data, &mut values) {
             let output = effects.apply(&values[..self.strings.len()], out);
-            if self.fresh {
-                (self.varying, self.fresh) = (changed, false);
+            if self.varying == ALL_VARYING {
+                self.varying = changed;
             }
             return output;
         }
-        let mut values = [StringValue::default(); MAX_STRINGS];
         self.effects = None;
         let mut scanner = Scanner::new(data, std::mem::take(&mut self.strings));
         let effects = scan(&mut scanner)?;
         scanner.end()?;
         self.strings = scanner.into_strings();
-        if self.strings.len() > MAX_STRINGS || data.len() > MAX_SHAPE_BYTES {
-            let values: Vec<_> = (self.strings.iter())
-                .map(|&t| StringValue::new(data, t))
-                .collect();
-            return effects.apply(&values, out);
-        }
-        for (value, &token) in values.iter_mut().zip(&self.strings) {
-            *value = StringValue::new(data, token);
-        }
-        let output = effects.apply(&values[..self.strings.len()], out)?;
+        let values: Vec<_> = (self.strings.iter())
+            .map(|&token| StringValue::new(data, token))
+            .collect();
+        let output = effects.apply(&values, out)?;
         // Kept only once applied: its strings are then known to be valid.
-        self.bytes.clear();
-        self.bytes.extend_from_slice(data);
-        self.effects = Some(effects);
-        (self.varying, self.fresh) = (u16::MAX, true);
+        if self.strings.len() <= MAX_STRINGS && data.len() <= MAX_SHAPE_BYTES {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(data);
+            self.effects = Some(effects);
+            self.varying = ALL_VARYING;
+        }
         Some(output)
     }
 
@@ -86,7 +82,6 @@ impl ChunkShape {
         let effects = self.effects?;
         let (mut at, mut from, mut changed) = (0, 0, 0);
         for (i, (value, string)) in values.iter_mut().zip(&self.strings).enumerate() {
-            let before = &self.bytes[string.start..string.end];
             if self.varying & 1 << i == 0 {
                 // Compared with the bytes around it.
                 *value = StringValue::new(&self.bytes, *string);
@@ -109,7 +104,7 @@ impl ChunkShape {
                 escaped,
             };
             *value = StringValue::new(data, token);
-            if value.token != before {
+            if value.token != &self.bytes[string.start..string.end] {
                 changed |= 1 << i;
             }
             (at, from) = (end + 1, string.end);
@@ -424,7 +419,7 @@ mod tests {
         prop_oneof![12 => string(), 4 => Just("null".to_owned()), 1 => Just("7".to_owned())]
     }
 
-    fn object(members: Vec<(String, String)>, space: &str) -> String {
+    fn object(members: Vec<(&str, String)>, space: &str) -> String {
         let members: Vec<_> = members
             .iter()
             .map(|(name, value)| format!("{space}\"{name}\"{space}:{space}{value}"))
@@ -443,9 +438,7 @@ mod tests {
         ];
         prop_oneof![
             1 => Just("null".to_owned()),
-            6 => prop::collection::vec(member, 0..3).prop_map(|m| {
-                object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), "")
-            }),
+            6 => prop::collection::vec(member, 0..3).prop_map(|m| object(m, "")),
         ]
     }
 
@@ -458,8 +451,7 @@ mod tests {
             1 => (Just("finish_reason"), string_or_null()),
             1 => (Just("logprobs"), scalar()),
         ];
-        prop::collection::vec(member, 0..5)
-            .prop_map(|m| object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), ""))
+        prop::collection::vec(member, 0..5).prop_map(|m| object(m, ""))
     }
 
     fn chunk() -> impl Strategy<Value = String> {
@@ -481,12 +473,7 @@ mod tests {
             prop::collection::vec(member, 0..7),
             prop_oneof![Just(""), Just(" "), Just("\n\t ")],
         )
-            .prop_map(|(m, space)| {
-                object(
-                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-                    space,
-                )
-            })
+            .prop_map(|(m, space)| object(m, space))
     }
 
     /// A record part-filled by earlier chunks, with a small text cap.
