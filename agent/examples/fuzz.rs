@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use llmtap::calls::{CallTracker, Limits};
 use llmtap::capture::pcap::decode::LinkType;
-use llmtap::capture::pcap::source::{Next, PacketFilter, PacketSource};
+use llmtap::capture::pcap::libpcap::{Next, PacketFilter, PcapReader};
 use llmtap::capture::pcap::tcp::TcpLimits;
 use llmtap::capture::pcap::PacketStage;
 use llmtap::http::{ChunkTime, HttpConnection, HttpEvent, HttpLimits};
@@ -199,8 +199,7 @@ fn captures() -> Vec<Capture> {
     paths
         .iter()
         .map(|path| {
-            let mut source =
-                PacketSource::open_file(path, &PacketFilter::default()).expect("opens");
+            let mut source = PcapReader::open_file(path, &PacketFilter::default()).expect("opens");
             let mut frames = Vec::new();
             while let Ok(Next::Packet(at, frame)) = source.next_packet() {
                 frames.push((at, frame.to_vec()));

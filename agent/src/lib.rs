@@ -4,11 +4,13 @@
 //! before it:
 //!
 //! ```text
-//! capture ─► reassembly ─► stream::StreamEvent ─► http | http2 ─► sse ─► providers ─► calls::LlmCall ─► export
+//! capture ─► stream::ConnectionEvent ─► calls (http | http2 ─► sse ─► providers) ─► calls::LlmCall ─► export
 //! ```
 //!
-//! Everything from `reassembly` to `calls` is pure: bytes and timestamps in,
-//! values out, no sockets, clocks or BPF. `main.rs` is only glue.
+//! `pipeline` joins the stages after capture, `run` drives a capture source
+//! into it, `sys` holds every system call made by hand. Everything from
+//! `stream` to `calls` is pure: bytes and timestamps in, values out, no
+//! sockets, clocks or BPF. `main.rs` is only glue.
 
 pub mod calls;
 pub mod capture;
@@ -18,11 +20,10 @@ pub mod demo;
 pub mod export;
 pub mod http;
 pub mod http2;
-pub mod launch;
+pub(crate) mod pipeline;
 pub mod providers;
-pub mod reassembly;
 pub mod run;
-pub mod run_packets;
 pub mod sse;
 pub mod stream;
+pub(crate) mod sys;
 pub mod workload;

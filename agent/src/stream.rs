@@ -1,8 +1,8 @@
 //! The plain data that flows from capture to reconstruction: one ordered,
 //! timestamped byte stream per connection and direction.
 //!
-//! Both capture paths (eBPF today, packets later) produce [`StreamEvent`]s
-//! through `reassembly`; everything after (`http`, `sse`, `providers`,
+//! Every capture source (eBPF, a live interface, a capture file) ends in
+//! [`ConnectionEvent`]s; everything after (`http`, `sse`, `providers`,
 //! `calls`) consumes them and never sees where they came from.
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use serde::Serialize;
 pub type WallNanos = u64;
 
 /// Identifies one connection for the lifetime of the agent. Assigned by
-/// `reassembly`; never reused, even when the kernel reuses the fd.
+/// the capture source; never reused, even when the kernel reuses the fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct ConnectionId(pub u64);
@@ -109,3 +109,6 @@ pub enum StreamEvent {
         reason: CloseReason,
     },
 }
+
+/// One event of one connection: what a capture source hands on.
+pub type ConnectionEvent = (ConnectionId, StreamEvent);

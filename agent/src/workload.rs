@@ -21,12 +21,10 @@
 //! [`Workloads`] keeps what it read per process.
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use serde::Serialize;
+
+use crate::sys;
 
 /// Length of a full container id (hex) for Docker, containerd and CRI-O.
 const CONTAINER_ID_LEN: usize = 64;
@@ -70,7 +68,7 @@ impl CgroupIdentity {
 
     /// Reads `/proc/PID/cgroup`; empty when the process is gone.
     pub fn of(pid: u32) -> CgroupIdentity {
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        sys::proc::cgroup(pid)
             .map(|text| CgroupIdentity::parse(&text))
             .unwrap_or_default()
     }
@@ -99,9 +97,9 @@ impl Workload {
     /// Reads `/proc/PID/{cgroup,environ}` and, in a pod, the service
     /// account's namespace file. All `None` when the process is gone.
     pub fn of(pid: u32) -> Workload {
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let environ = sys::proc::environ(pid);
         Workload::derive(CgroupIdentity::of(pid), &environ, || {
-            read_in_root(pid, NAMESPACE_FILE)
+            sys::files::read_in_root(pid, NAMESPACE_FILE)
         })
     }
 
@@ -136,36 +134,6 @@ impl Workload {
     }
 }
 
-/// Reads the file at `path` as process `pid` sees it. Symbolic links
-/// resolve inside its root: `/var/run` is a link to `/run` in most images,
-/// and followed from `/proc/PID/root` it would lead to the agent's own
-/// `/run`, so a plain open is not enough (openat2 `RESOLVE_IN_ROOT`).
-fn read_in_root(pid: u32, path: &str) -> Option<String> {
-    let root = File::open(format!("/proc/{pid}/root")).ok()?;
-    let path = CString::new(path).ok()?;
-    // SAFETY: an all-zero open_how is valid (no flags, mode or resolve).
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT;
-    // SAFETY: a valid directory fd, a NUL-terminated path, and `how` with
-    // its size, as openat2(2) takes them.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: openat2 just returned this fd, owned by no one else.
-    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let mut text = String::new();
-    file.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
 /// The value of `key` in a `/proc/PID/environ` image; `None` when unset or
 /// empty.
 pub fn env_var(environ: &[u8], key: &str) -> Option<String> {
@@ -185,15 +153,31 @@ const MAX_CACHED: usize = 4096;
 
 /// The workload of each process seen, read once per process: a process
 /// does not change container, and reading `/proc` per call would cost.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Workloads {
     by_pid: HashMap<u32, Workload>,
+    read: fn(u32) -> Workload,
+}
+
+impl Default for Workloads {
+    /// Workloads read from `/proc` ([`Workload::of`]).
+    fn default() -> Self {
+        Workloads::reading(Workload::of)
+    }
 }
 
 impl Workloads {
+    /// Workloads found by `read` (tests give processes made-up workloads).
+    pub fn reading(read: fn(u32) -> Workload) -> Self {
+        Workloads {
+            by_pid: HashMap::new(),
+            read,
+        }
+    }
+
     /// The workload of `pid`, read now if not known.
     pub fn get(&mut self, pid: u32) -> &Workload {
-        self.get_with(pid, Workload::of)
+        self.get_with(pid, self.read)
     }
 
     fn get_with(&mut self, pid: u32, read: impl FnOnce(u32) -> Workload) -> &Workload {
@@ -397,17 +381,6 @@ mod tests {
             Workload::default()
         );
         assert_eq!(Workload::of(u32::MAX), Workload::default());
-    }
-
-    #[test]
-    fn files_are_read_in_the_processs_root() {
-        let me = std::process::id();
-        assert_eq!(
-            read_in_root(me, "proc/sys/kernel/ostype").as_deref(),
-            Some("Linux\n")
-        );
-        assert_eq!(read_in_root(me, "no/such/file"), None);
-        assert_eq!(read_in_root(u32::MAX, "proc/sys/kernel/ostype"), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ const CONTAINER: &str = "3f4e1b2c9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6
 const POD_UID: &str = "1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b";
 
 /// A finished streamed chat call from a request carrying a `traceparent`,
-/// in pod `prod/chat-0`:
+/// in pod `prod/chat-0` ([`workload`]):
 /// 2 s long, first token at +0.2 s, 4 output chunks 0.2 s apart, 11 in and
 /// 4 out tokens, 8 tokens/s (slow: under 10).
 fn call() -> LlmCall {
@@ -45,13 +45,6 @@ fn call() -> LlmCall {
         connection_id: ConnectionId(7),
         pid: 4242,
         comm: Some("python3".into()),
-        workload: Workload {
-            container_id: Some(CONTAINER.into()),
-            pod_uid: Some(POD_UID.into()),
-            pod_name: Some("chat-0".into()),
-            pod_namespace: Some("prod".into()),
-            container_name: None,
-        },
         side: Side::Client,
         server_address: Some("127.0.0.1".into()),
         server_port: Some(8443),
@@ -95,6 +88,17 @@ fn call() -> LlmCall {
         request_truncated: false,
         response_truncated: false,
         content: None,
+    }
+}
+
+/// The workload of [`call`]'s process: pod `prod/chat-0`.
+fn workload() -> Workload {
+    Workload {
+        container_id: Some(CONTAINER.into()),
+        pod_uid: Some(POD_UID.into()),
+        pod_name: Some("chat-0".into()),
+        pod_namespace: Some("prod".into()),
+        container_name: None,
     }
 }
 
@@ -209,7 +213,7 @@ async fn send_one(protocol: OtlpProtocol, grpc: SocketAddr, http: SocketAddr) ->
     };
     let metrics = registry();
     let exporter = start_exporter(&settings(Some((endpoint, protocol))), &metrics);
-    exporter.export(&call());
+    exporter.export(&call(), &workload());
     exporter.shutdown(Duration::from_secs(10)).await;
     metrics
 }
@@ -259,7 +263,7 @@ async fn with_the_collector_down_export_never_blocks_and_every_span_is_counted_d
     let calls = 5_000;
     let started = Instant::now();
     for _ in 0..calls {
-        exporter.export(&call);
+        exporter.export(&call, &workload());
     }
     let spent = started.elapsed();
     assert!(
@@ -302,7 +306,7 @@ async fn a_collector_that_never_answers_times_out_and_its_spans_are_counted_drop
         let call = call();
         let started = Instant::now();
         for _ in 0..200 {
-            exporter.export(&call);
+            exporter.export(&call, &workload());
         }
         assert!(started.elapsed() < Duration::from_secs(1));
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -319,7 +323,7 @@ async fn a_collector_that_never_answers_times_out_and_its_spans_are_counted_drop
     let metrics = registry();
     let exporter = start_exporter(&hanging, &metrics);
     for _ in 0..10 {
-        exporter.export(&call());
+        exporter.export(&call(), &workload());
     }
     let started = Instant::now();
     exporter.shutdown(Duration::from_millis(300)).await;
@@ -341,8 +345,8 @@ async fn sampled(rate: f64, calls: u64) -> (usize, u64) {
         // A fresh trace per call, so the ratio applies across calls.
         c.trace_id = None;
         c.parent_span_id = None;
-        exporter.export(&c);
-        metrics.record(&c);
+        exporter.export(&c, &workload());
+        metrics.record(&c, &workload());
     }
     exporter.shutdown(Duration::from_secs(10)).await;
     let text = String::from_utf8(metrics.encode()).unwrap();
@@ -376,11 +380,11 @@ async fn sampling_keeps_the_configured_share_of_spans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_finds_no_problem_in_a_scrape_of_the_endpoint() {
     let metrics = Arc::new(registry());
-    metrics.record(&call());
+    metrics.record(&call(), &workload());
     let mut failed = call();
     failed.error_type = Some(ErrorType::Http5xx);
     failed.http_status = Some(500);
-    metrics.record(&failed);
+    metrics.record(&failed, &workload());
     metrics.health().events_read.inc_by(10);
     metrics
         .health()
@@ -420,8 +424,8 @@ async fn a_real_prometheus_scrapes_exact_values_with_a_bearer_token() {
     let server = MetricsServer::spawn(&settings, metrics.clone())
         .await
         .unwrap();
-    metrics.record(&call());
-    metrics.record(&call());
+    metrics.record(&call(), &workload());
+    metrics.record(&call(), &workload());
     let target = server.local_addr();
     let prometheus = tokio::task::spawn_blocking(move || {
         let prometheus = Prometheus::start(target, Some("scrape-me"));

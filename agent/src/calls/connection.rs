@@ -14,7 +14,6 @@ use crate::http::{
 };
 use crate::http2::{self, Http2Connection, Http2Event, Opening};
 use crate::stream::{CloseReason, ConnectionInfo, DataChunk, Direction, Side};
-use crate::workload::Workload;
 
 /// How an exchange ended.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +74,11 @@ impl Connection {
             exchanges: Exchanges::default(),
             failed: false,
         }
+    }
+
+    /// The watched process.
+    pub(super) fn pid(&self) -> u32 {
+        self.info.pid
     }
 
     /// The side, as the framing knows it.
@@ -513,7 +517,6 @@ fn build(
         connection_id: conn.id,
         pid: conn.pid,
         comm: conn.comm.clone(),
-        workload: Workload::default(),
         side,
         server_address: server.map(|a| a.ip().to_string()),
         server_port: server.map(|a| a.port()),

@@ -195,6 +195,11 @@ impl CallTracker {
         &self.stats
     }
 
+    /// The process of a connection followed now.
+    pub fn pid_of(&self, conn: ConnectionId) -> Option<u32> {
+        self.connections.get(&conn).map(Connection::pid)
+    }
+
     /// Connections currently followed.
     pub fn open_connections(&self) -> usize {
         self.connections.len()

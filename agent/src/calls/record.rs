@@ -5,7 +5,6 @@ use serde::Serialize;
 
 use crate::providers::Api;
 use crate::stream::{ConnectionId, Side, WallNanos};
-use crate::workload::Workload;
 
 /// Why a call failed. One fixed set, so it can be a metric label; the
 /// provider's own error type goes in [`LlmCall::provider_error_type`].
@@ -96,9 +95,6 @@ pub struct LlmCall {
     pub pid: u32,
     /// Its command name, when known.
     pub comm: Option<String>,
-    /// Its container and pod. Left empty here (this stage reads no
-    /// `/proc`): the run loop fills it.
-    pub workload: Workload,
     /// Whether the watched process was the client or the server.
     pub side: Side,
     /// The server's IP address (peer for a client, local for a server).

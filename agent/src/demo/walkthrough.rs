@@ -56,7 +56,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ebpf: EbpfConfig::default(),
         export,
     };
-    let outcome = run::run(options).await;
+    let outcome = run::run_ebpf(options).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     match outcome? {

@@ -6,13 +6,17 @@
 use crate::calls::LlmCall;
 use crate::config::SlowThresholds;
 use crate::stream::{Side, WallNanos};
+use crate::workload::Workload;
 
 use super::semconv::value;
 
 /// The service a call is reported under: the configured name, else the
 /// watched process's pod name, container name, or command name.
-pub fn service<'a>(configured: Option<&'a str>, call: &'a LlmCall) -> &'a str {
-    let workload = &call.workload;
+pub fn service<'a>(
+    configured: Option<&'a str>,
+    call: &'a LlmCall,
+    workload: &'a Workload,
+) -> &'a str {
     [
         configured,
         workload.pod_name.as_deref(),
@@ -87,7 +91,6 @@ pub(crate) fn test_call(model: &str, chunk_times: &[WallNanos]) -> LlmCall {
         connection_id: crate::stream::ConnectionId(1),
         pid: 4242,
         comm: Some("python3".into()),
-        workload: crate::workload::Workload::default(),
         side: Side::Client,
         server_address: Some("127.0.0.1".into()),
         server_port: Some(8443),
@@ -163,15 +166,15 @@ mod tests {
     #[test]
     fn service_is_configured_else_the_pod_the_container_or_the_process() {
         let mut call = test_call("m", &[]);
-        assert_eq!(service(None, &call), "python3");
-        call.workload.container_name = Some("api".into());
-        assert_eq!(service(None, &call), "api");
-        call.workload.pod_name = Some("chat-0".into());
-        assert_eq!(service(None, &call), "chat-0");
-        assert_eq!(service(Some("svc"), &call), "svc");
-        call.workload = Default::default();
+        let mut workload = Workload::default();
+        assert_eq!(service(None, &call, &workload), "python3");
+        workload.container_name = Some("api".into());
+        assert_eq!(service(None, &call, &workload), "api");
+        workload.pod_name = Some("chat-0".into());
+        assert_eq!(service(None, &call, &workload), "chat-0");
+        assert_eq!(service(Some("svc"), &call, &workload), "svc");
         call.comm = None;
-        assert_eq!(service(None, &call), "unknown");
+        assert_eq!(service(None, &call, &Workload::default()), "unknown");
     }
 
     #[test]

@@ -160,8 +160,9 @@ impl OtlpExporter {
         }))
     }
 
-    /// Queues the call's span, unless sampled out; never blocks.
-    pub fn export(&self, call: &LlmCall) {
+    /// Queues the call's span, under its process's resource, unless
+    /// sampled out; never blocks.
+    pub fn export(&self, call: &LlmCall, workload: &Workload) {
         let parent = remote_parent(call);
         let trace_id = parent
             .as_ref()
@@ -183,10 +184,11 @@ impl OtlpExporter {
             &self.options,
         );
         let process = ProcessKey {
-            service: derived::service(self.options.service_name.as_deref(), call).to_owned(),
+            service: derived::service(self.options.service_name.as_deref(), call, workload)
+                .to_owned(),
             pid: call.pid,
             executable: call.comm.clone().unwrap_or_default(),
-            workload: call.workload.clone(),
+            workload: workload.clone(),
         };
         match self.queue.try_send(Queued { process, span }) {
             Ok(()) => _ = self.queued.fetch_add(1, Ordering::Relaxed),

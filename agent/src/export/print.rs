@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::calls::LlmCall;
 use crate::stream::{CloseReason, ConnectionId, ConnectionInfo, Direction, StreamEvent, WallNanos};
+use crate::workload::Workload;
 
 /// Bytes of payload shown in `preview`.
 const PREVIEW_BYTES: usize = 96;
@@ -60,6 +61,7 @@ enum Line<'a> {
     Call {
         #[serde(flatten)]
         call: &'a LlmCall,
+        workload: &'a Workload,
     },
 }
 
@@ -116,8 +118,8 @@ impl<W: Write> StreamPrinter<W> {
         self.write(&line)
     }
 
-    pub fn print_call(&mut self, call: &LlmCall) -> std::io::Result<()> {
-        self.write(&Line::Call { call })
+    pub fn print_call(&mut self, call: &LlmCall, workload: &Workload) -> std::io::Result<()> {
+        self.write(&Line::Call { call, workload })
     }
 
     fn write(&mut self, line: &Line<'_>) -> std::io::Result<()> {

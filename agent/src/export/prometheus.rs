@@ -20,8 +20,9 @@ use super::derived::{self, SlowReasons};
 use super::labels::{Admitted, LabelCap};
 use super::semconv::{label, metric, value};
 use crate::calls::{LlmCall, ReconstructionStats};
-use crate::capture::ebpf::KernelCounters;
+use crate::capture::{CaptureReport, PacketReport, ProcessReport};
 use crate::config::{ExportSettings, SlowThresholds};
+use crate::workload::Workload;
 
 /// OTel GenAI `gen_ai.client.operation.duration` buckets, seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -121,12 +122,15 @@ pub struct Health {
 }
 
 impl Health {
-    /// Brings the counters that other stages keep as running totals up to
-    /// those totals (kernel drops, reconstruction failures). Call it as often
-    /// as convenient: only the increase since the last call is added.
-    pub fn observe_totals(&self, kernel: &KernelCounters, reconstruction: &ReconstructionStats) {
-        advance(&self.events_lost, kernel.ringbuf_full);
-        advance(&self.connections_not_http, kernel.not_http_connections);
+    /// Brings the health metrics up to the running totals of capture and
+    /// reconstruction, and the gauges to their state. Call it as often as
+    /// convenient: only the increase since the last call is added.
+    pub fn observe(&self, capture: &CaptureReport, reconstruction: &ReconstructionStats) {
+        advance(&self.events_read, capture.records_read);
+        advance(&self.bytes_captured, capture.bytes_captured);
+        advance(&self.events_lost, capture.records_lost);
+        advance(&self.connections_not_http, capture.not_http_connections);
+        self.open_streams.set(capture.open_streams as i64);
         advance(&self.calls_lost, reconstruction.calls_lost);
         advance(
             &self.connections_joined_midway,
@@ -140,7 +144,7 @@ impl Health {
             advance(&self.parse_failures.with_label_values(&[stage]), total);
         }
         let parts = [
-            (value::PART_CAPTURE, kernel.truncated),
+            (value::PART_CAPTURE, capture.truncated),
             (
                 value::PART_REQUEST_BODY,
                 reconstruction.request_bodies_truncated,
@@ -158,27 +162,47 @@ impl Health {
         for (part, total) in parts {
             advance(&self.truncated.with_label_values(&[part]), total);
         }
+        if let Some(processes) = &capture.processes {
+            self.observe_processes(processes);
+        }
+        if let Some(packets) = &capture.packets {
+            self.observe_packets(packets);
+        }
     }
-}
 
-/// Running totals of the packet capture, for [`Health::observe_packets`].
-#[derive(Clone, Debug, Default)]
-pub struct PacketTotals {
-    pub seen: u64,
-    /// `(by, total)` for each dropper.
-    pub dropped: Vec<(&'static str, u64)>,
-    /// `(reason, total)` for each abandon reason.
-    pub abandoned: Vec<(&'static str, u64)>,
-}
+    fn observe_processes(&self, processes: &ProcessReport) {
+        self.attached_processes.set(processes.watched as i64);
+        self.tls_processes.reset();
+        for &(stack, count) in &processes.tls {
+            let (stack, state) = match stack {
+                Some(stack) => (stack, value::TLS_HOOKED),
+                None => (value::TLS_NONE, value::TLS_UNHOOKED),
+            };
+            self.tls_processes
+                .with_label_values(&[stack, state])
+                .set(count as i64);
+        }
+        for &(map, entries) in &processes.map_entries {
+            self.bpf_map_entries
+                .with_label_values(&[map])
+                .set(entries as i64);
+        }
+        for &latency in &processes.hook_latencies {
+            self.tls_hook_latency.observe(latency);
+        }
+    }
 
-impl Health {
-    /// Brings the packet-capture counters up to their running totals.
-    pub fn observe_packets(&self, totals: &PacketTotals) {
-        advance(&self.packets_seen, totals.seen);
-        for &(by, total) in &totals.dropped {
+    fn observe_packets(&self, packets: &PacketReport) {
+        advance(&self.packets_seen, packets.seen);
+        let dropped = [
+            (value::DROPPED_BY_KERNEL, packets.dropped_by_kernel),
+            (value::DROPPED_BY_INTERFACE, packets.dropped_by_interface),
+            (value::DROPPED_BY_AGENT, packets.dropped_by_agent),
+        ];
+        for (by, total) in dropped {
             advance(&self.packets_dropped.with_label_values(&[by]), total);
         }
-        for &(reason, total) in &totals.abandoned {
+        for &(reason, total) in &packets.abandoned {
             advance(&self.flows_abandoned.with_label_values(&[reason]), total);
         }
     }
@@ -323,7 +347,7 @@ impl MetricsRegistry {
     }
 
     /// Counts one finished call in every family it belongs to.
-    pub fn record(&self, call: &LlmCall) {
+    pub fn record(&self, call: &LlmCall, workload: &Workload) {
         let status = call
             .http_status
             .map_or(Cow::Borrowed("none"), |s| Cow::Owned(s.to_string()));
@@ -332,7 +356,6 @@ impl MetricsRegistry {
         let side = derived::side(call);
         // Empty when unknown, like `error_type`: Prometheus reads an empty
         // label as absent.
-        let workload = &call.workload;
         let container = workload.container_id.as_deref().unwrap_or("");
         let namespace = workload.pod_namespace.as_deref().unwrap_or("");
         let pod = workload.pod_name.as_deref().unwrap_or("");
@@ -340,7 +363,7 @@ impl MetricsRegistry {
             model,
             call.provider,
             operation,
-            derived::service(self.service_name.as_deref(), call),
+            derived::service(self.service_name.as_deref(), call, workload),
             side,
             container,
             namespace,
@@ -526,7 +549,7 @@ mod tests {
 
         let r = registry(10);
         let chunks = two_chunks(11 * S);
-        r.record(&call("m", &chunks));
+        r.record(&call("m", &chunks), &Workload::default());
         let text = scrape(&r);
         let les = |family: &str| -> Vec<String> {
             text.lines()
@@ -569,8 +592,8 @@ mod tests {
     fn records_every_family_with_its_labels() {
         let r = registry(10);
         let chunks = two_chunks(10 * S + S / 2);
-        let mut ok = call("gpt-4o", &chunks);
-        ok.workload = Workload {
+        let ok = call("gpt-4o", &chunks);
+        let workload = Workload {
             container_id: Some(ID.into()),
             pod_name: Some("chat-0".into()),
             pod_namespace: Some("prod".into()),
@@ -578,8 +601,8 @@ mod tests {
         };
         let mut failed = ok.clone();
         failed.error_type = Some(crate::calls::ErrorType::StreamTruncated);
-        r.record(&ok);
-        r.record(&failed);
+        r.record(&ok, &workload);
+        r.record(&failed, &workload);
         let text = scrape(&r);
         // Labels come out sorted by name: the workload's are split around others.
         let container = format!(r#"container_id="{ID}""#);
@@ -679,7 +702,7 @@ mod tests {
     fn untrusted_models_fold_into_other_and_are_counted() {
         let r = registry(2);
         for model in ["a", "b", "c", "d", "a"] {
-            r.record(&call(model, &[]));
+            r.record(&call(model, &[]), &Workload::default());
         }
         let text = scrape(&r);
         assert!(

@@ -97,6 +97,11 @@ pub mod value {
     pub const PART_RESPONSE_BODY: &str = "response_body";
     pub const PART_EVENT: &str = "event";
     pub const PART_OUTPUT_TEXT: &str = "output_text";
+    /// `llmtap_tls_processes` stacks and states: a process with no TLS
+    /// library hooked is `none`/`unhooked`.
+    pub const TLS_NONE: &str = "none";
+    pub const TLS_HOOKED: &str = "hooked";
+    pub const TLS_UNHOOKED: &str = "unhooked";
     /// `llmtap_packets_dropped_total` droppers.
     pub const DROPPED_BY_KERNEL: &str = "kernel";
     pub const DROPPED_BY_INTERFACE: &str = "interface";

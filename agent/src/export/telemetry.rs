@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use super::metrics_server::{MetricsServer, ServerError};
 use super::otlp::{OtlpError, OtlpExporter};
-use super::prometheus::{Health, MetricsError, MetricsRegistry};
+use super::prometheus::{MetricsError, MetricsRegistry};
 use crate::calls::{LlmCall, ReconstructionStats};
-use crate::capture::ebpf::KernelCounters;
+use crate::capture::CaptureReport;
 use crate::config::ExportSettings;
+use crate::workload::Workload;
 
 /// Starting the exporters failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,24 +71,17 @@ impl Telemetry {
     }
 
     /// Counts the call in the metrics and queues its span; never blocks.
-    pub fn record(&self, call: &LlmCall) {
-        self.registry.record(call);
+    pub fn record(&self, call: &LlmCall, workload: &Workload) {
+        self.registry.record(call, workload);
         if let Some(traces) = &self.traces {
-            traces.export(call);
+            traces.export(call, workload);
         }
     }
 
-    /// The agent's own counters, for what the loop counts itself (events
-    /// read, bytes, attached processes, open streams).
-    pub fn health(&self) -> &Health {
-        self.registry.health()
-    }
-
-    /// Brings the counters kept elsewhere as running totals up to date.
-    pub fn observe_totals(&self, kernel: &KernelCounters, reconstruction: &ReconstructionStats) {
-        self.registry
-            .health()
-            .observe_totals(kernel, reconstruction);
+    /// Brings the health metrics up to the running totals of capture and
+    /// reconstruction.
+    pub fn observe(&self, capture: &CaptureReport, reconstruction: &ReconstructionStats) {
+        self.registry.health().observe(capture, reconstruction);
     }
 
     /// Flushes queued spans (for at most a few seconds) and stops the
@@ -111,11 +105,11 @@ mod tests {
         settings.metrics.addr = "127.0.0.1:0".parse().unwrap();
         let telemetry = Telemetry::start(&settings).await.unwrap();
         assert!(!telemetry.traces_enabled());
-        telemetry.record(&test_call("m", &[]));
-        let kernel = KernelCounters {
-            ringbuf_full: 5,
+        telemetry.record(&test_call("m", &[]), &Workload::default());
+        let capture = CaptureReport {
+            records_lost: 5,
             truncated: 4,
-            ..KernelCounters::default()
+            ..CaptureReport::default()
         };
         let stats = ReconstructionStats {
             parse_failures: 2,
@@ -123,8 +117,8 @@ mod tests {
             oversized_events: 1,
             ..ReconstructionStats::default()
         };
-        telemetry.observe_totals(&kernel, &stats);
-        telemetry.observe_totals(&kernel, &stats);
+        telemetry.observe(&capture, &stats);
+        telemetry.observe(&capture, &stats);
         let text = String::from_utf8(telemetry.registry.encode()).unwrap();
         assert!(
             text.contains("llm_request_duration_seconds_count{container_id=\"\",k8s_namespace=\"\",k8s_pod=\"\",model=\"m\""),

@@ -1,30 +1,37 @@
-//! The eBPF capture path: loads `llmtap-ebpf`'s object with aya, attaches
-//! its syscall tracepoints and TLS uprobes, keeps the in-kernel set of
-//! watched processes, and turns ring-buffer records into [`CaptureEvent`]s.
+//! The eBPF capture source: the kernel side's probes (`probes`), its ring
+//! buffer (`ring`, records decoded in `records`), the processes it watches
+//! (`discovery`, with `scope`, `processes`, `tls_targets`) and the identity
+//! of their streams (`streams`), behind one [`CaptureSource`].
+//!
+//! Data flow: ring-buffer record → [`records::KernelEvent`] → execs and
+//! exits to discovery, everything to `streams` → [`ConnectionEvent`]s.
 
 pub mod abi;
-mod map_keys;
+mod clock;
+mod discovery;
 pub mod preflight;
+mod probes;
+mod processes;
+mod records;
+mod ring;
 pub mod scope;
+mod streams;
 pub mod tls_targets;
 
-use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
-use aya::programs::{BtfTracePoint, TracePoint, UProbe};
-use aya::{Btf, Ebpf, EbpfLoader};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-
-use self::abi::{ConnEvent, DataEvent, Record};
+use self::discovery::{Discovery, ProbeControl};
 use self::preflight::PreflightError;
-use self::tls_targets::{TlsTarget, TlsTargets, TLS_FUNCTIONS};
-use super::clock::MonotonicToWall;
-use super::{CaptureEvent, StreamKey};
-use crate::stream::{Direction, Side, WallNanos};
+use self::probes::{EbpfProbes, KernelCounters};
+use self::processes::HostProcesses;
+use self::records::KernelEvent;
+use self::ring::RingReader;
+use self::scope::Scopes;
+use self::streams::{StreamLimits, Streams};
+use super::{CaptureReport, CaptureSource, ProcessReport};
+use crate::stream::{ConnectionEvent, WallNanos};
+use crate::sys;
 
 /// What can go wrong while setting up the eBPF capture.
 #[derive(Debug, thiserror::Error)]
@@ -83,483 +90,214 @@ impl Default for EbpfConfig {
     }
 }
 
-/// Syscall tracepoints and the programs on them.
-const TRACEPOINTS: &[(&str, &str)] = &[
-    ("sys_enter_write", "enter_write"),
-    ("sys_exit_write", "exit_write"),
-    ("sys_enter_sendto", "enter_sendto"),
-    ("sys_exit_sendto", "exit_sendto"),
-    ("sys_enter_writev", "enter_writev"),
-    ("sys_exit_writev", "exit_writev"),
-    ("sys_enter_sendmsg", "enter_sendmsg"),
-    ("sys_exit_sendmsg", "exit_sendmsg"),
-    ("sys_enter_read", "enter_read"),
-    ("sys_exit_read", "exit_read"),
-    ("sys_enter_recvfrom", "enter_recvfrom"),
-    ("sys_exit_recvfrom", "exit_recvfrom"),
-    ("sys_enter_readv", "enter_readv"),
-    ("sys_exit_readv", "exit_readv"),
-    ("sys_enter_recvmsg", "enter_recvmsg"),
-    ("sys_exit_recvmsg", "exit_recvmsg"),
-    ("sys_enter_connect", "enter_connect"),
-    ("sys_exit_connect", "exit_connect"),
-    ("sys_exit_accept", "exit_accept_plain"),
-    ("sys_exit_accept4", "exit_accept4"),
-    ("sys_enter_close", "enter_close"),
-];
+/// At a stop, how long at most to keep reading the records already in the
+/// ring buffer (under `--all` new ones never stop coming).
+const DRAIN_AT_STOP: Duration = Duration::from_millis(500);
 
-/// Scheduler tracepoints (BTF-typed) that follow forks, execs and exits.
-const SCHED_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sched_process_fork", "on_fork"),
-    ("sched_process_exec", "on_exec"),
-    ("sched_process_exit", "on_exit"),
-];
-
-/// Maps keyed by process, with the offset of the tgid in their key:
-/// `sockets` by `tgid << 32 | fd`, `ssl_fds` by `struct ssl_key`,
-/// `active_go_calls` by `struct go_key` (a goroutine cut short by its
-/// process's exit never reaches a RET).
-const PID_KEYED_MAPS: [(&str, usize); 3] = [("sockets", 4), ("ssl_fds", 8), ("active_go_calls", 8)];
-
-/// Maps whose entries belong to processes, threads or connections.
-pub const STATE_MAPS: [&str; 8] = [
-    "watched_pids",
-    "sockets",
-    "ssl_fds",
-    "active_ssl_calls",
-    "active_socket_calls",
-    "active_connects",
-    "thread_tls_fd",
-    "active_go_calls",
-];
-
-/// Kernel-side counters (`enum llmtap_counter`), summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    /// Records dropped because the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// Reads/writes whose bytes were cut at the capture size.
-    pub truncated: u64,
-    /// Socket calls skipped because they carried TLS ciphertext.
-    pub tls_ciphertext_skipped: u64,
-    /// Connections `--all` stopped capturing: their first bytes are not HTTP.
-    pub not_http_connections: u64,
+/// Processes watched through the kernel: what they read and write on their
+/// sockets and through their TLS libraries.
+pub struct EbpfSource {
+    probes: EbpfProbes,
+    ring: RingReader,
+    discovery: Discovery<HostProcesses>,
+    streams: Streams,
+    /// Records read and not handed on yet.
+    records: Vec<KernelEvent>,
+    /// The pids whose exit ends the source, when nothing else can add to
+    /// what is watched.
+    end_with: Vec<u32>,
+    records_read: u64,
+    bytes_captured: u64,
+    malformed_records: u64,
+    /// The kernel's counters at the last tick, to log what changed.
+    logged: KernelCounters,
 }
 
-/// The loaded programs. Dropping it detaches and unloads everything.
-pub struct EbpfCapture {
-    ebpf: Ebpf,
-    targets: TlsTargets,
-    attached: Vec<TlsTarget>,
-    /// The kernel refused a uprobe for want of a capability (said once).
-    uprobes_refused: bool,
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, CaptureError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let not_found = || CaptureError::Program {
-        name: name.to_owned(),
-        source: aya::programs::ProgramError::UnexpectedProgramType,
-    };
-    let prog = ebpf.program_mut(name).ok_or_else(not_found)?;
-    prog.try_into().map_err(|source| CaptureError::Program {
-        name: name.to_owned(),
-        source,
-    })
-}
-
-fn program_error(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> CaptureError + '_ {
-    move |source| CaptureError::Program {
-        name: name.to_owned(),
-        source,
-    }
-}
-
-impl EbpfCapture {
-    /// Checks the host, loads the programs and attaches the syscall and
-    /// scheduler tracepoints. TLS uprobes are attached per target later.
-    pub fn load(config: &EbpfConfig) -> Result<Self, CaptureError> {
-        preflight::check_capabilities()?;
-        preflight::check_kernel()?;
-        if preflight::ensure_tracefs()? {
-            tracing::info!("mounted tracefs at /sys/kernel/tracing (needed to attach tracepoints)");
-        }
-        let cpus = aya::util::nr_cpus().map_or(256, |n| n as u32);
-        let capture_bytes = config.capture_bytes.clamp(1, abi::MAX_DATA);
-        let follow_forks = u8::from(config.follow_forks);
-        let report_all_execs = u8::from(config.report_all_execs);
-        let watch_all = u8::from(config.watch_all);
-        // The kernel's pid (tgid) of the agent, which --all must not watch.
-        let agent_pid = std::process::id();
-        let wakeup_bytes = (config.ring_buffer_bytes / 4).min(256 * 1024);
-        let mut ebpf = EbpfLoader::new()
-            .override_global("capture_bytes", &capture_bytes, true)
-            .override_global("follow_forks", &follow_forks, true)
-            .override_global("wakeup_bytes", &wakeup_bytes, true)
-            .override_global("report_all_execs", &report_all_execs, true)
-            .override_global("watch_all", &watch_all, true)
-            .override_global("agent_pid", &agent_pid, true)
-            .map_max_entries("events", config.ring_buffer_bytes)
-            .map_max_entries("scratch", cpus)
-            .load(llmtap_ebpf::object())?;
-
-        for (tracepoint, name) in TRACEPOINTS {
-            let prog: &mut TracePoint = program(&mut ebpf, name)?;
-            prog.load().map_err(program_error(name))?;
-            prog.attach("syscalls", tracepoint)
-                .map_err(program_error(name))?;
-        }
-        let btf = Btf::from_sys_fs()?;
-        for (tracepoint, name) in SCHED_TRACEPOINTS {
-            let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
-            prog.load(tracepoint, &btf).map_err(program_error(name))?;
-            prog.attach().map_err(program_error(name))?;
-        }
-        let uprobes: std::collections::BTreeSet<&str> = TLS_FUNCTIONS
-            .iter()
-            .map(|(_, name)| *name)
-            .chain(["ssl_return", "go_tls_return"])
-            .collect();
-        for name in uprobes {
-            program::<UProbe>(&mut ebpf, name)?
-                .load()
-                .map_err(program_error(name))?;
-        }
-
-        Ok(EbpfCapture {
-            ebpf,
-            targets: TlsTargets::default(),
-            attached: Vec::new(),
-            uprobes_refused: false,
+impl EbpfSource {
+    /// Checks the host, loads the kernel side and attaches its tracepoints.
+    /// Nothing is watched yet.
+    pub fn load(config: &EbpfConfig, scopes: Scopes) -> Result<Self, CaptureError> {
+        let mut probes = EbpfProbes::load(config)?;
+        let ring = probes.ring_reader()?;
+        Ok(EbpfSource {
+            probes,
+            ring,
+            discovery: Discovery::new(scopes, HostProcesses),
+            streams: Streams::new(StreamLimits::default()),
+            records: Vec::new(),
+            end_with: Vec::new(),
+            records_read: 0,
+            bytes_captured: 0,
+            malformed_records: 0,
+            logged: KernelCounters::default(),
         })
     }
 
-    /// Adds a process to the in-kernel watch list.
-    pub fn watch(&mut self, pid: u32) -> Result<(), CaptureError> {
-        self.insert("watched_pids", pid)
-    }
-
-    /// Watches every process that execs inside this cgroup v2 (by id) or
-    /// one of its descendants.
-    pub fn watch_cgroup(&mut self, id: u64) -> Result<(), CaptureError> {
-        self.insert("watched_cgroups", id)
-    }
-
-    /// Watches every process that execs a program of this name (a
-    /// `watched_comms` key: the name cut to 15 bytes, zero-padded).
-    pub fn watch_comm(&mut self, comm: [u8; scope::COMM_LEN]) -> Result<(), CaptureError> {
-        self.insert("watched_comms", comm)
-    }
-
-    fn insert<K: aya::Pod>(&mut self, name: &'static str, key: K) -> Result<(), CaptureError> {
-        let map_error = |source| CaptureError::Map { name, source };
-        let map = self.ebpf.map_mut(name).expect("in the object");
-        let mut set: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(map_error)?;
-        set.insert(key, 1, 0).map_err(map_error)
-    }
-
-    /// Drops what the kernel still keeps for processes that exited: their
-    /// sockets and TLS sessions (an exit closes the fds without a close(2)
-    /// for the probes to see). Per-thread state the exit program drops.
-    pub fn forget_processes(&mut self, pids: &HashSet<u32>) {
-        if pids.is_empty() {
-            return;
-        }
-        for (name, pid_at) in PID_KEYED_MAPS {
-            if let Some(map) = self.ebpf.map(name) {
-                map_keys::remove_where(map, |key| {
-                    map_keys::u32_at(key, pid_at).is_some_and(|pid| pids.contains(&pid))
-                });
+    /// Watches processes by pid; the source ends once all of them have
+    /// exited if `end_with_them`.
+    pub fn watch_pids(&mut self, pids: &[u32], end_with_them: bool) -> Result<(), CaptureError> {
+        for &pid in pids {
+            self.discovery.watch(&mut self.probes, pid)?;
+            if !self.discovery.is_tls_hooked(&self.probes, pid) {
+                tracing::warn!(
+                    "process {pid} has no TLS library loaded (no libssl, no SSL_* functions in its \
+                     executable): only its plaintext traffic will be seen"
+                );
             }
         }
-    }
-
-    /// Entries in each kernel map that holds per-process, per-thread or
-    /// per-connection state: what an exited process must not leave behind.
-    pub fn map_entries(&self) -> Vec<(&'static str, usize)> {
-        STATE_MAPS
-            .iter()
-            .map(|name| {
-                (
-                    *name,
-                    self.ebpf.map(name).map_or(0, |m| map_keys::keys(m).len()),
-                )
-            })
-            .collect()
-    }
-
-    /// Attaches the TLS uprobes to those of `candidates` not hooked yet, and
-    /// returns the new targets. A file that cannot be hooked is logged and
-    /// skipped: plaintext capture goes on without it.
-    pub fn attach_tls(&mut self, candidates: &[std::path::PathBuf]) -> Vec<TlsTarget> {
-        let mut added = Vec::new();
-        for path in candidates {
-            let Some(target) = self.targets.consider(path) else {
-                continue;
-            };
-            match self.attach_tls_target(&target) {
-                Ok(()) => {
-                    tracing::debug!(path = %target.path.display(), functions = ?target.functions, "hooked TLS library");
-                    self.attached.push(target.clone());
-                    added.push(target);
-                }
-                // The same for every library: said once.
-                Err(CaptureError::UprobeRefused) if self.uprobes_refused => {}
-                Err(err @ CaptureError::UprobeRefused) => {
-                    self.uprobes_refused = true;
-                    tracing::warn!("{err}");
-                }
-                Err(err) => {
-                    tracing::warn!(path = %target.path.display(), "cannot hook TLS library: {err}")
-                }
-            }
-        }
-        added
-    }
-
-    fn attach_tls_target(&mut self, target: &TlsTarget) -> Result<(), CaptureError> {
-        let attach = |ebpf: &mut Ebpf, name: &str, offset: u64| {
-            program::<UProbe>(ebpf, name)?
-                .attach(
-                    UProbeAttachLocation::AbsoluteOffset(offset),
-                    &target.path,
-                    UProbeScope::AllProcesses,
-                )
-                .map(drop)
-                .map_err(|source| match &source {
-                    aya::programs::ProgramError::SyscallError(e)
-                        if e.io_error.kind() == std::io::ErrorKind::PermissionDenied =>
-                    {
-                        CaptureError::UprobeRefused
-                    }
-                    _ => program_error(name)(source),
-                })
-        };
-        for (function, entry) in TLS_FUNCTIONS {
-            let Some(&(_, offset)) = target.functions.iter().find(|(f, _)| *f == function) else {
-                continue;
-            };
-            attach(&mut self.ebpf, entry, offset)?;
-            if !tls_targets::is_go_function(function) {
-                attach(&mut self.ebpf, "ssl_return", offset)?;
-            }
-        }
-        for &offset in &target.go_returns {
-            attach(&mut self.ebpf, "go_tls_return", offset)?;
+        if end_with_them {
+            self.end_with = pids.to_vec();
         }
         Ok(())
     }
 
-    /// Whether `path` is (another name of) a hooked file.
-    pub fn is_tls_hooked(&self, path: &std::path::Path) -> bool {
-        self.hooked_target(path).is_some()
+    /// Puts the scopes in the kernel and watches what runs in them, then
+    /// hooks the system's TLS libraries for processes that load them later.
+    pub fn watch_scopes(&mut self) -> Result<(), CaptureError> {
+        self.discovery.arm(&mut self.probes)?;
+        self.probes.attach_tls(&tls_targets::system_candidates());
+        Ok(())
     }
 
-    /// The hooked target that `path` is (another name of), if any.
-    pub fn hooked_target(&self, path: &std::path::Path) -> Option<&TlsTarget> {
-        let inode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-        let wanted = inode(path)?;
-        self.attached
-            .iter()
-            .find(|t| inode(&t.path) == Some(wanted))
-    }
-
-    /// Files whose TLS functions are hooked.
-    pub fn tls_targets(&self) -> &[TlsTarget] {
-        &self.attached
-    }
-
-    /// Takes the ring buffer out for reading on the async runtime.
-    pub fn event_reader(&mut self) -> Result<EventReader, CaptureError> {
-        let map = self.ebpf.take_map("events").expect("in the object");
-        let ring = RingBuf::try_from(map).map_err(|source| CaptureError::Map {
-            name: "events",
-            source,
-        })?;
-        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
-        // for as long as it lives, which is as long as the AsyncFd.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|err| CaptureError::RingBuffer(err.into()))?;
-        Ok(EventReader {
-            ring,
-            clock: MonotonicToWall::sample(),
-            execs: Vec::new(),
-        })
-    }
-
-    pub fn counters(&self) -> KernelCounters {
-        let Some(map) = self.ebpf.map("counters") else {
-            return KernelCounters::default();
-        };
-        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
-            return KernelCounters::default();
-        };
-        let sum = |index: u32| -> u64 {
-            array
-                .get(&index, 0)
-                .map(|values| values.iter().sum())
-                .unwrap_or(0)
-        };
-        KernelCounters {
-            ringbuf_full: sum(abi::COUNTER_RINGBUF_FULL),
-            truncated: sum(abi::COUNTER_TRUNCATED),
-            tls_ciphertext_skipped: sum(abi::COUNTER_TLS_CIPHERTEXT),
-            not_http_connections: sum(abi::COUNTER_NOT_HTTP),
+    /// Watches a command started held (`pid`, which will run `program`):
+    /// call it before the command is released.
+    pub fn watch_command(
+        &mut self,
+        pid: u32,
+        program: Option<PathBuf>,
+    ) -> Result<(), CaptureError> {
+        self.discovery.watch(&mut self.probes, pid)?;
+        if let Some(exe) = program {
+            self.probes.attach_tls(&[exe]);
         }
+        Ok(())
     }
-}
 
-/// A process ran a new program: a watched one, one that entered a watched
-/// scope by this exec, or (when every exec is reported) any other.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessExec {
-    pub pid: u32,
-    pub comm: String,
-    /// When it exec'd (wall clock).
-    pub at: WallNanos,
-    /// The kernel watches it now.
-    pub watched: bool,
-}
-
-/// Reads ring-buffer records as they arrive.
-pub struct EventReader {
-    ring: AsyncFd<RingBuf<MapData>>,
-    clock: MonotonicToWall,
-    execs: Vec<ProcessExec>,
-}
-
-impl EventReader {
-    /// Waits for records (or at most [`POLL_INTERVAL`]), then decodes all
-    /// that are ready into `out`. Returns how many could not be decoded.
-    /// Exec records are kept aside for [`EventReader::take_execs`].
-    pub async fn read_batch(&mut self, out: &mut Vec<CaptureEvent>) -> std::io::Result<u64> {
-        let clock = self.clock;
-        match tokio::time::timeout(POLL_INTERVAL, self.ring.readable_mut()).await {
-            Ok(guard) => {
-                let mut guard = guard?;
-                let malformed = drain(guard.get_inner_mut(), &clock, out, &mut self.execs);
-                guard.clear_ready();
-                Ok(malformed)
+    /// Logs the files whose TLS functions are hooked, and what is watched.
+    pub fn log_watching(&self, scoped: bool) {
+        for target in self.probes.tls_targets() {
+            tracing::info!(path = %target.path.display(), functions = ?target.functions, "TLS hooks attached");
+        }
+        tracing::info!(
+            "watching {} process(es) and their children{}; stop with Ctrl-C",
+            self.discovery.watched(),
+            if scoped {
+                ", and those that start in the scopes given"
+            } else {
+                ""
             }
-            // The kernel side wakes us only when records pile up.
-            Err(_elapsed) => Ok(drain(self.ring.get_mut(), &clock, out, &mut self.execs)),
-        }
+        );
     }
 
-    /// The execs read since the last call.
-    pub fn take_execs(&mut self) -> Vec<ProcessExec> {
-        std::mem::take(&mut self.execs)
-    }
-}
-
-/// How often the reader looks for records the kernel did not wake it for.
-pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    clock: &MonotonicToWall,
-    out: &mut Vec<CaptureEvent>,
-    execs: &mut Vec<ProcessExec>,
-) -> u64 {
-    let mut malformed = 0;
-    while let Some(item) = ring.next() {
-        match abi::decode(&item) {
-            Ok(Record::Conn(event)) if event.hdr.kind == abi::EVENT_EXEC => {
-                execs.push(ProcessExec {
-                    pid: event.hdr.pid,
-                    comm: comm_string(&event.comm),
-                    at: clock.to_wall(event.hdr.end_ns),
-                    watched: event.hdr.flags & abi::FLAG_WATCHED != 0,
-                });
+    /// Hands the records read to discovery and to the streams.
+    fn hand_on(&mut self, out: &mut Vec<ConnectionEvent>) -> Result<(), CaptureError> {
+        self.discovery.on_events(
+            &mut self.probes,
+            &self.records,
+            sys::clock::realtime_ns() as WallNanos,
+        )?;
+        self.records_read += self.records.len() as u64;
+        for event in self.records.drain(..) {
+            if let KernelEvent::Data {
+                key,
+                direction,
+                len,
+                bytes,
+                ..
+            } = &event
+            {
+                // Lengths only: logs never carry traffic content.
+                tracing::trace!(?key, ?direction, len, captured = bytes.len(), "captured");
+                self.bytes_captured += bytes.len() as u64;
             }
-            Ok(record) => out.push(to_capture_event(record, clock)),
-            Err(err) => {
-                malformed += 1;
-                tracing::debug!("dropping a malformed ring-buffer record: {err}");
+            self.streams.push(event, out);
+        }
+        Ok(())
+    }
+
+    /// Logs what the kernel dropped since the last look.
+    fn log_kernel_losses(&mut self) {
+        let now = self.probes.counters();
+        let lost = now.ringbuf_full - self.logged.ringbuf_full;
+        if lost > 0 {
+            tracing::warn!(
+                lost,
+                total = now.ringbuf_full,
+                "the ring buffer was full: records were dropped (raise --ring-buffer-kib)"
+            );
+        }
+        let truncated = now.truncated - self.logged.truncated;
+        if truncated > 0 {
+            tracing::debug!(
+                truncated,
+                "reads/writes larger than --capture-bytes were cut (reported as gaps)"
+            );
+        }
+        self.logged = now;
+    }
+}
+
+impl CaptureSource for EbpfSource {
+    async fn read(&mut self, out: &mut Vec<ConnectionEvent>) -> anyhow::Result<bool> {
+        self.malformed_records += self.ring.read_batch(&mut self.records).await?;
+        self.hand_on(out)?;
+        Ok(true)
+    }
+
+    fn tick(&mut self, now: WallNanos, out: &mut Vec<ConnectionEvent>) -> anyhow::Result<bool> {
+        let exits = self.discovery.unreported_exits(now);
+        if !exits.is_empty() {
+            tracing::info!(count = exits.len(), "watched processes exited without their exit reported (ring buffer full): forgotten now");
+            self.records.extend(exits);
+            self.hand_on(out)?;
+        }
+        self.streams.evict_idle(now, out);
+        self.discovery.look(&mut self.probes);
+        self.log_kernel_losses();
+        let gone =
+            !self.end_with.is_empty() && self.end_with.iter().all(|&pid| !sys::proc::exists(pid));
+        Ok(!gone)
+    }
+
+    async fn stop(&mut self, out: &mut Vec<ConnectionEvent>) -> anyhow::Result<()> {
+        // What the kernel captured before the stop is still owed to the
+        // outputs: a busy agent may be behind by a whole stream's end.
+        let deadline = tokio::time::Instant::now() + DRAIN_AT_STOP;
+        while tokio::time::Instant::now() < deadline {
+            self.malformed_records += self.ring.read_batch(&mut self.records).await?;
+            if self.records.is_empty() {
+                break;
             }
+            self.hand_on(out)?;
+        }
+        self.streams
+            .close_all(sys::clock::realtime_ns() as WallNanos, out);
+        self.log_kernel_losses();
+        tracing::info!(
+            streams = self.streams.stats().streams_opened,
+            malformed_records = self.malformed_records,
+            "detaching"
+        );
+        Ok(())
+    }
+
+    fn report(&mut self) -> CaptureReport {
+        let kernel = self.probes.counters();
+        CaptureReport {
+            records_read: self.records_read,
+            bytes_captured: self.bytes_captured,
+            malformed_records: self.malformed_records,
+            records_lost: kernel.ringbuf_full,
+            truncated: kernel.truncated,
+            not_http_connections: kernel.not_http_connections,
+            open_streams: self.streams.open_streams(),
+            processes: Some(ProcessReport {
+                watched: self.discovery.watched(),
+                tls: self.discovery.tls().to_vec(),
+                map_entries: self.probes.map_entries(),
+                hook_latencies: self.discovery.take_hook_latencies(),
+            }),
+            packets: None,
         }
     }
-    malformed
-}
-
-fn to_capture_event(record: Record<'_>, clock: &MonotonicToWall) -> CaptureEvent {
-    match record {
-        Record::Data { event, payload } => data_event(&event, payload, clock),
-        Record::Conn(event) => conn_event(&event, clock),
-    }
-}
-
-fn data_event(event: &DataEvent, payload: &[u8], clock: &MonotonicToWall) -> CaptureEvent {
-    let hdr = &event.hdr;
-    let fd = (hdr.fd >= 0).then_some(hdr.fd);
-    let key = if hdr.source == abi::SOURCE_OPENSSL {
-        StreamKey::Tls {
-            pid: hdr.pid,
-            session: hdr.ssl,
-        }
-    } else {
-        StreamKey::Socket {
-            pid: hdr.pid,
-            fd: hdr.fd,
-        }
-    };
-    CaptureEvent::Data {
-        key,
-        fd,
-        tid: hdr.tid,
-        direction: if hdr.direction == abi::EGRESS {
-            Direction::Egress
-        } else {
-            Direction::Ingress
-        },
-        call_start: clock.to_wall(hdr.start_ns),
-        call_end: clock.to_wall(hdr.end_ns),
-        len: u64::from(event.len),
-        bytes: payload.to_vec(),
-    }
-}
-
-fn conn_event(event: &ConnEvent, clock: &MonotonicToWall) -> CaptureEvent {
-    let hdr = &event.hdr;
-    let at = clock.to_wall(hdr.end_ns);
-    match hdr.kind {
-        abi::EVENT_CLOSE => CaptureEvent::Closed {
-            pid: hdr.pid,
-            fd: hdr.fd,
-            at,
-        },
-        abi::EVENT_EXIT => CaptureEvent::ProcessExited { pid: hdr.pid, at },
-        kind => CaptureEvent::Connected {
-            pid: hdr.pid,
-            fd: hdr.fd,
-            side: match kind {
-                abi::EVENT_CONNECT => Side::Client,
-                abi::EVENT_ACCEPT => Side::Server,
-                _ => Side::Unknown,
-            },
-            local: socket_addr(event.family, &event.local_addr, event.local_port),
-            peer: socket_addr(event.family, &event.peer_addr, event.peer_port),
-            comm: comm_string(&event.comm),
-            at,
-        },
-    }
-}
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-
-fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> Option<SocketAddr> {
-    let ip = match family {
-        AF_INET => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
-        AF_INET6 => IpAddr::V6(Ipv6Addr::from(*addr)),
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-fn comm_string(comm: &[u8; 16]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
 }

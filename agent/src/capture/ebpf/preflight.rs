@@ -2,8 +2,9 @@
 //! so a missing privilege or kernel feature is one clear line, not an aya
 //! error code.
 
-use std::fs;
 use std::path::Path;
+
+use crate::sys;
 
 /// A reason the eBPF capture cannot start here. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -42,19 +43,8 @@ const CAP_SYS_PTRACE: u32 = 19;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-/// The effective capability set of this process, from /proc/self/status.
-fn effective_capabilities() -> u64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        })
-        .unwrap_or(0)
-}
-
 pub fn check_capabilities() -> Result<(), PreflightError> {
-    let caps = effective_capabilities();
+    let caps = sys::proc::own_effective_capabilities();
     let has = |cap: u32| caps & (1 << cap) != 0;
     // CAP_SYS_ADMIN covers BPF and perf on every kernel; PTRACE reads other
     // processes' /proc/PID/exe and /proc/PID/root (their executables and
@@ -121,7 +111,7 @@ pub fn ensure_tracefs() -> Result<bool, PreflightError> {
 }
 
 pub fn check_process(pid: u32) -> Result<(), PreflightError> {
-    if pid != 0 && Path::new(&format!("/proc/{pid}")).exists() {
+    if sys::proc::exists(pid) {
         Ok(())
     } else {
         Err(PreflightError::NoSuchProcess(pid))

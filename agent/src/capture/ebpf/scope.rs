@@ -5,8 +5,9 @@
 //! itself (name patterns, v1 paths, container ids), plus the processes
 //! already running in them.
 //!
-//! Input: the flags' strings. Output: [`Scopes`], and pid lists from /proc
-//! and cgroupfs. No BPF here: the loader puts the keys in its maps.
+//! Input: the flags' strings. Output: [`Scopes`], and which processes are
+//! in them, as [`Processes`] tells. No BPF here: discovery puts the keys in
+//! the kernel's maps.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
+use super::processes::Processes;
+use crate::sys;
 use crate::workload::{container_id_matches, CgroupIdentity};
 
 /// Where the cgroup v2 hierarchy usually is mounted (on hybrid systems,
@@ -101,21 +104,6 @@ pub struct ProcessNames {
     pub exe: String,
 }
 
-impl ProcessNames {
-    /// Reads them from /proc; empty strings for what is gone or hidden.
-    pub fn of(pid: u32) -> ProcessNames {
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        let exe = fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_default();
-        ProcessNames {
-            comm: comm.trim_end().to_owned(),
-            exe,
-        }
-    }
-}
-
 /// A cgroup v2 directory and its id (the directory's inode number, which
 /// is what `bpf_get_current_cgroup_id` returns).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,31 +135,6 @@ impl WatchedCgroup {
             path: full,
         })
     }
-
-    /// The processes in this cgroup and its descendants now.
-    pub fn pids(&self) -> Vec<u32> {
-        pids_below(&self.path)
-    }
-}
-
-/// The processes in a cgroup directory (v1 or v2) and its descendants.
-fn pids_below(path: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let mut dirs = vec![path.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        }
-        if let Ok(entries) = fs::read_dir(&dir) {
-            dirs.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    pids
 }
 
 /// A directory of a cgroup v1 hierarchy. The kernel's cgroup id helpers
@@ -190,8 +153,8 @@ pub struct V1Cgroup {
 impl V1Cgroup {
     /// `path` when it lies in a mounted cgroup v1 hierarchy.
     fn resolve(path: &Path) -> Option<V1Cgroup> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+        let mountinfo = sys::proc::own_mountinfo()?;
+        let own = sys::proc::own_cgroup()?;
         let (point, options) = mountinfo.lines().find_map(|line| {
             let (mount, fs) = line.split_once(" - ")?;
             let point = Path::new(mount.split(' ').nth(4)?);
@@ -271,8 +234,7 @@ fn container_cgroup_v2(cgroup_file: &str, container_id: &str) -> Option<WatchedC
 /// The cgroup2 mount point, from /proc/self/mountinfo: `/sys/fs/cgroup`
 /// on unified systems, `/sys/fs/cgroup/unified` on hybrid ones.
 pub fn cgroup2_mount() -> PathBuf {
-    fs::read_to_string("/proc/self/mountinfo")
-        .ok()
+    sys::proc::own_mountinfo()
         .and_then(|info| {
             info.lines().find_map(|line| {
                 let (mount, fstype) = line.split_once(" - ")?;
@@ -284,14 +246,7 @@ pub fn cgroup2_mount() -> PathBuf {
 }
 
 fn is_cgroup2(path: &Path) -> bool {
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs fills the zeroed struct; c_path is NUL-terminated.
-    unsafe {
-        let mut fs: libc::statfs = std::mem::zeroed();
-        libc::statfs(c_path.as_ptr(), &mut fs) == 0 && fs.f_type as i64 == CGROUP2_SUPER_MAGIC
-    }
+    sys::files::filesystem_magic(path) == Some(CGROUP2_SUPER_MAGIC)
 }
 
 /// What the scope flags say, before they are resolved.
@@ -364,14 +319,14 @@ impl Scopes {
 
     /// Whether a process the kernel did not match at exec is in a scope
     /// that user space decides: an `--exe` pattern, a v1 cgroup, a container.
-    pub fn matches_in_user_space(&self, pid: u32) -> bool {
-        if self.exe_matches(pid) {
+    pub fn matches_in_user_space(&self, processes: &impl Processes, pid: u32) -> bool {
+        if self.exe_matches(processes, pid) {
             return true;
         }
         if self.v1_cgroups.is_empty() && self.containers.is_empty() {
             return false;
         }
-        let Some(cgroup_file) = cgroup_file(pid) else {
+        let Some(cgroup_file) = processes.cgroup(pid) else {
             return false;
         };
         self.v1_cgroups.iter().any(|c| c.contains(&cgroup_file))
@@ -379,17 +334,23 @@ impl Scopes {
     }
 
     /// The processes already inside a scope when the agent starts.
-    pub fn running_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.cgroups.iter().flat_map(WatchedCgroup::pids).collect();
-        pids.extend(self.v1_cgroups.iter().flat_map(|c| pids_below(&c.path)));
+    pub fn running_pids(&self, processes: &impl Processes) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .cgroups
+            .iter()
+            .map(|c| &c.path)
+            .chain(self.v1_cgroups.iter().map(|c| &c.path))
+            .flat_map(|path| processes.cgroup_members(path))
+            .collect();
         if !self.exes.is_empty() || !self.containers.is_empty() || self.all {
             let me = std::process::id();
-            pids.extend(all_pids().filter(|&pid| {
+            pids.extend(processes.all_pids().into_iter().filter(|&pid| {
                 pid != me
                     && (self.all
-                        || self.exe_matches(pid)
+                        || self.exe_matches(processes, pid)
                         || (!self.containers.is_empty()
-                            && cgroup_file(pid)
+                            && processes
+                                .cgroup(pid)
                                 .is_some_and(|f| self.watched_container(&f).is_some())))
             }));
         }
@@ -398,9 +359,9 @@ impl Scopes {
         pids
     }
 
-    fn exe_matches(&self, pid: u32) -> bool {
+    fn exe_matches(&self, processes: &impl Processes, pid: u32) -> bool {
         !self.exes.is_empty() && {
-            let names = ProcessNames::of(pid);
+            let names = processes.names(pid);
             self.exes.iter().any(|e| e.matches(&names))
         }
     }
@@ -412,34 +373,15 @@ impl Scopes {
             .filter(|id| self.containers.iter().any(|c| container_id_matches(c, id)))
     }
 
-    /// The cgroup v2 directories of the watched containers' running
-    /// processes, for the kernel to match their later execs itself.
-    pub fn container_cgroups(&self, running: &[u32]) -> Vec<WatchedCgroup> {
+    /// The cgroup v2 directory of a watched container's process, for the
+    /// kernel to match the container's later execs itself.
+    pub fn container_cgroup(&self, processes: &impl Processes, pid: u32) -> Option<WatchedCgroup> {
         if self.containers.is_empty() {
-            return Vec::new();
+            return None;
         }
-        let mut found: Vec<WatchedCgroup> = running
-            .iter()
-            .filter_map(|&pid| {
-                let text = cgroup_file(pid)?;
-                container_cgroup_v2(&text, &self.watched_container(&text)?)
-            })
-            .collect();
-        found.sort_unstable_by_key(|c| c.id);
-        found.dedup();
-        found
+        let text = processes.cgroup(pid)?;
+        container_cgroup_v2(&text, &self.watched_container(&text)?)
     }
-}
-
-fn cgroup_file(pid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
-}
-
-fn all_pids() -> impl Iterator<Item = u32> {
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
 }
 
 #[cfg(test)]
@@ -495,7 +437,7 @@ mod tests {
         let root = WatchedCgroup::resolve(Path::new("/")).unwrap();
         assert_eq!(root.path, mount);
         assert_eq!(root.id, fs::metadata(&mount).unwrap().ino());
-        assert!(root.pids().contains(&std::process::id()));
+        assert!(sys::proc::cgroup_members(&root.path).contains(&std::process::id()));
         assert!(matches!(
             WatchedCgroup::resolve(&mount.join("cgroup.procs")),
             Err(ScopeError::NotCgroup(..))

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use object::read::elf::ElfFile64;
 use object::{Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable};
 
+use crate::sys;
+
 /// The TLS library functions llmtap hooks, with the entry program each one
 /// gets; all share the `ssl_return` return program. GnuTLS's record calls
 /// have the shape of `SSL_write`/`SSL_read` (session, buffer; the byte
@@ -128,7 +130,7 @@ impl TlsTargets {
 /// which outlives the process (a short-lived one may be gone by attach).
 pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let shared_root = fs::read_link(&root).is_ok_and(|r| r == Path::new("/"));
+    let shared_root = sys::proc::shares_our_root(pid);
     let in_its_root = |path: &Path| {
         if shared_root {
             path.to_owned()
@@ -136,20 +138,17 @@ pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
             root.join(path.strip_prefix("/").unwrap_or(path))
         }
     };
-    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-    let mut out = vec![fs::read_link(&exe).map_or(exe, |p| in_its_root(&p))];
-    if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
-        for path in maps
-            .lines()
-            .filter_map(|line| line.split_whitespace().nth(5))
-        {
-            let is_libssl = Path::new(path)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| TLS_LIBRARIES.iter().any(|lib| n.starts_with(lib)));
-            if is_libssl {
-                out.push(in_its_root(Path::new(path)));
-            }
+    let mut out = vec![sys::proc::exe(pid).map_or_else(
+        || PathBuf::from(format!("/proc/{pid}/exe")),
+        |p| in_its_root(&p),
+    )];
+    for path in sys::proc::mapped_files(pid) {
+        let is_libssl = Path::new(&path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| TLS_LIBRARIES.iter().any(|lib| n.starts_with(lib)));
+        if is_libssl {
+            out.push(in_its_root(Path::new(&path)));
         }
     }
     out
@@ -173,7 +172,7 @@ enum Scan {
 /// Which hooked functions `path` defines, in its dynamic or static
 /// symbols, with their offsets in the file (what a uprobe attaches at).
 fn scan_file(path: &Path) -> Scan {
-    let Ok(data) = MappedFile::open(path) else {
+    let Ok(data) = sys::files::MappedFile::open(path) else {
         return Scan::Nothing;
     };
     let Ok(file) = object::File::parse(&*data) else {
@@ -273,54 +272,6 @@ fn ret_offsets(data: &[u8], offset: u64, size: u64) -> Vec<u64> {
         .filter(|insn| insn.mnemonic() == iced_x86::Mnemonic::Ret)
         .map(|insn| insn.ip())
         .collect()
-}
-
-/// A file mapped read-only: only the pages the symbol scan touches (ELF
-/// headers, the symbol tables) are read, not all of a 100 MB executable.
-struct MappedFile {
-    addr: *mut libc::c_void,
-    len: usize,
-}
-
-impl MappedFile {
-    fn open(path: &Path) -> std::io::Result<MappedFile> {
-        let file = fs::File::open(path)?;
-        let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
-        if len == 0 {
-            return Err(std::io::ErrorKind::InvalidData.into());
-        }
-        // SAFETY: a fresh private read-only mapping of an open fd; the
-        // mapping stays valid after the fd is closed.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(MappedFile { addr, len })
-    }
-}
-
-impl std::ops::Deref for MappedFile {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: addr..addr+len is mapped readable for our lifetime.
-        unsafe { std::slice::from_raw_parts(self.addr.cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for MappedFile {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `open` made.
-        unsafe { libc::munmap(self.addr, self.len) };
-    }
 }
 
 /// Where a function's code sits in its file: its address made relative to

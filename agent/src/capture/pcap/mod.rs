@@ -1,23 +1,27 @@
-//! Packet capture: TCP traffic read from libpcap (a live interface or a
-//! pcap/pcapng file) instead of from processes.
+//! Packet capture: TCP traffic read from libpcap instead of from
+//! processes, from a capture file ([`file::FileSource`], `--read`) or a live
+//! interface ([`live::LiveSource`], `--capture pcap`).
 //!
-//! `decode` turns a frame into a TCP segment, `tcp` reassembles segments
-//! into the per-connection [`crate::stream::StreamEvent`]s the eBPF path
-//! also ends in, so `http`, `calls` and the exporters are shared. Packets
-//! name no process: connections have pid [`tcp::NO_PID`] (0), no comm and
-//! no fd, and are seen from the client (its bytes are egress). Only
-//! plaintext can be read this way.
+//! `libpcap` reads frames, `decode` turns a frame into a TCP segment, `tcp`
+//! reassembles segments into the per-connection [`ConnectionEvent`]s the
+//! eBPF path also ends in, so `http`, `calls` and the exporters are shared.
+//! Packets name no process: connections have pid [`tcp::NO_PID`] (0), no
+//! comm and no fd, and are seen from the client (its bytes are egress).
+//! Only plaintext can be read this way.
 
 pub mod decode;
-pub mod source;
+pub mod file;
+pub mod libpcap;
+pub mod live;
 pub mod tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::reassembly::ConnectionEvent;
-use crate::stream::{ConnectionId, StreamEvent, WallNanos};
+use super::{CaptureReport, PacketReport};
+use crate::stream::{ConnectionEvent, ConnectionId, StreamEvent, WallNanos};
 use decode::{decode, LinkType};
+use libpcap::CaptureDrops;
 use tcp::{AbandonReason, TcpLimits, TcpReassembler, TcpStats};
 
 /// How often (in packet time) held holes and idle flows are looked at.
@@ -83,6 +87,25 @@ impl PacketStage {
         let from = out.len();
         self.tcp.close_all(at, out);
         self.screen(from, at, out);
+    }
+
+    /// What the stage saw and gave up, with the losses before it.
+    pub fn report(&self, drops: CaptureDrops) -> CaptureReport {
+        let abandoned = &self.tcp_stats().abandoned;
+        CaptureReport {
+            open_streams: self.open_flows(),
+            packets: Some(PacketReport {
+                seen: self.packets_seen,
+                dropped_by_kernel: drops.kernel,
+                dropped_by_interface: drops.interface,
+                dropped_by_agent: drops.agent,
+                abandoned: AbandonReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), abandoned.get(r).copied().unwrap_or(0)))
+                    .collect(),
+            }),
+            ..CaptureReport::default()
+        }
     }
 
     /// Looks at the first bytes of each new connection among `out[from..]`:

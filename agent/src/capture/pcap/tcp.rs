@@ -12,10 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use super::decode::Segment;
-use crate::reassembly::ConnectionEvent;
 use crate::stream::{
-    CloseReason, ConnectionId, ConnectionInfo, DataChunk, Direction, Side, StreamEvent, Transport,
-    WallNanos,
+    CloseReason, ConnectionEvent, ConnectionId, ConnectionInfo, DataChunk, Direction, Side,
+    StreamEvent, Transport, WallNanos,
 };
 
 /// Packets carry no process: connections from packets have this pid.

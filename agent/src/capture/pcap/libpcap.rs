@@ -1,5 +1,5 @@
 //! libpcap access: packets with their capture times from a pcap/pcapng
-//! file or a live interface.
+//! file or a live interface, read through a BPF filter.
 
 use std::path::Path;
 
@@ -20,13 +20,15 @@ pub enum Next<'a> {
     Idle,
 }
 
-/// Losses libpcap counts for a live capture (since it started).
+/// Frames a live capture lost (since it started).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureDrops {
-    /// Dropped because the capture buffer was full.
+    /// Dropped because the capture buffer was full (libpcap's count).
     pub kernel: u64,
-    /// Dropped by the interface or its driver.
+    /// Dropped by the interface or its driver (libpcap's count).
     pub interface: u64,
+    /// Not queued to the pipeline: the agent fell behind.
+    pub agent: u64,
 }
 
 /// Which packets to read: `--filter` and `--port`.
@@ -58,7 +60,8 @@ impl PacketFilter {
     }
 }
 
-pub struct PacketSource<T: Activated + ?Sized> {
+/// An open capture file or interface.
+pub struct PcapReader<T: Activated + ?Sized> {
     capture: Capture<T>,
     link: LinkType,
     filter: String,
@@ -74,7 +77,7 @@ const SNAPLEN: i32 = 262_144;
 /// in reading overflows.
 const RING_BYTES: i32 = 32 << 20;
 
-impl PacketSource<Offline> {
+impl PcapReader<Offline> {
     /// Opens a pcap or pcapng file; `filter` is a BPF expression (tcpdump's).
     pub fn open_file(path: &Path, filter: &PacketFilter) -> anyhow::Result<Self> {
         let capture = Capture::from_file_with_precision(path, Precision::Nano)
@@ -84,7 +87,7 @@ impl PacketSource<Offline> {
     }
 }
 
-impl PacketSource<Active> {
+impl PcapReader<Active> {
     /// Starts capturing on `iface`, packets matching `filter` only.
     pub fn open_live(iface: &str, filter: &PacketFilter) -> anyhow::Result<Self> {
         let capture = Capture::from_device(iface)
@@ -102,7 +105,7 @@ impl PacketSource<Active> {
         Self::new(capture, filter)
     }
 
-    /// A handle that makes a blocked [`PacketSource::next_packet`] return
+    /// A handle that makes a blocked [`PcapReader::next_packet`] return
     /// (libpcap waits for a packet however long, whatever its timeout).
     pub fn breaker(&mut self) -> pcap::BreakLoop {
         self.capture.breakloop_handle()
@@ -114,11 +117,12 @@ impl PacketSource<Active> {
             .map_or(CaptureDrops::default(), |s| CaptureDrops {
                 kernel: s.dropped as u64,
                 interface: s.if_dropped as u64,
+                agent: 0,
             })
     }
 }
 
-impl<T: Activated + ?Sized> PacketSource<T> {
+impl<T: Activated + ?Sized> PcapReader<T> {
     fn new(mut capture: Capture<T>, filter: &PacketFilter) -> anyhow::Result<Self> {
         let linktype = capture.get_datalink();
         let link = LinkType::from_linktype(linktype.0).with_context(|| {
@@ -133,7 +137,7 @@ impl<T: Activated + ?Sized> PacketSource<T> {
             .filter(&filter, true)
             .map_err(pcap_error)
             .with_context(|| format!("bad filter {filter:?}"))?;
-        Ok(PacketSource {
+        Ok(PcapReader {
             capture,
             link,
             filter,

@@ -1,32 +1,33 @@
-//! Reassembly: turns a capture path's [`CaptureEvent`]s into per-connection
-//! [`StreamEvent`]s, each connection with an id that is never reused.
+//! Stream identity: turns the kernel's [`KernelEvent`]s into per-connection
+//! [`ConnectionEvent`]s, each connection with an id that is never reused.
 //!
-//! The eBPF path already delivers each stream's bytes in order; this stage
-//! gives streams their identity (a fd is reused, a TLS session pointer too),
-//! joins a TLS session to the socket under it for addresses and close, marks
-//! truncated captures as gaps, and ends streams whose process went away.
+//! The kernel already delivers each stream's bytes in order (every record
+//! is one read or write of the process); this stage gives streams their
+//! identity (a fd is reused, a TLS session pointer too), joins a TLS session
+//! to the socket under it for addresses and close, marks truncated captures
+//! as gaps, and ends streams whose process went away.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::capture::{CaptureEvent, StreamKey};
+use super::records::{KernelEvent, StreamKey};
 use crate::stream::{
-    CloseReason, ConnectionId, ConnectionInfo, DataChunk, Direction, Side, StreamEvent, Transport,
-    WallNanos,
+    CloseReason, ConnectionEvent, ConnectionId, ConnectionInfo, DataChunk, Direction, Side,
+    StreamEvent, Transport, WallNanos,
 };
 
-/// Bounds on what reassembly keeps.
+/// Bounds on the streams followed.
 #[derive(Clone, Copy, Debug)]
-pub struct ReassemblyLimits {
+pub struct StreamLimits {
     /// Streams followed at once; past it the least recently active is evicted.
     pub max_streams: usize,
-    /// A stream with no event for this long is evicted by [`Reassembler::evict_idle`].
+    /// A stream with no event for this long is evicted by [`Streams::evict_idle`].
     pub idle_timeout_ns: u64,
 }
 
-impl Default for ReassemblyLimits {
+impl Default for StreamLimits {
     fn default() -> Self {
-        ReassemblyLimits {
+        StreamLimits {
             max_streams: 16_384,
             idle_timeout_ns: 300 * 1_000_000_000,
         }
@@ -35,7 +36,7 @@ impl Default for ReassemblyLimits {
 
 /// Counters of this stage, for the agent's health metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReassemblyStats {
+pub struct StreamStats {
     pub streams_opened: u64,
     /// Streams dropped because `max_streams` was reached or they went idle.
     pub streams_evicted: u64,
@@ -61,26 +62,23 @@ struct SocketInfo {
 
 /// Connection identity and lifetime across capture events.
 #[derive(Default)]
-pub struct Reassembler {
-    limits: ReassemblyLimits,
+pub struct Streams {
+    limits: StreamLimits,
     next_id: u64,
     streams: HashMap<StreamKey, Stream>,
     sockets: HashMap<(u32, i32), SocketInfo>,
-    stats: ReassemblyStats,
+    stats: StreamStats,
 }
 
-/// Output of [`Reassembler`]: an event of one connection.
-pub type ConnectionEvent = (ConnectionId, StreamEvent);
-
-impl Reassembler {
-    pub fn new(limits: ReassemblyLimits) -> Self {
-        Reassembler {
+impl Streams {
+    pub fn new(limits: StreamLimits) -> Self {
+        Streams {
             limits,
-            ..Reassembler::default()
+            ..Streams::default()
         }
     }
 
-    pub fn stats(&self) -> ReassemblyStats {
+    pub fn stats(&self) -> StreamStats {
         self.stats
     }
 
@@ -88,10 +86,10 @@ impl Reassembler {
         self.streams.len()
     }
 
-    /// Feeds one capture event; appends the connection events it causes.
-    pub fn push(&mut self, event: CaptureEvent, out: &mut Vec<ConnectionEvent>) {
+    /// Feeds one kernel event; appends the connection events it causes.
+    pub fn push(&mut self, event: KernelEvent, out: &mut Vec<ConnectionEvent>) {
         match event {
-            CaptureEvent::Data {
+            KernelEvent::Data {
                 key,
                 fd,
                 tid,
@@ -124,7 +122,7 @@ impl Reassembler {
                     }),
                 ));
             }
-            CaptureEvent::Connected {
+            KernelEvent::Connected {
                 pid,
                 fd,
                 side,
@@ -149,14 +147,16 @@ impl Reassembler {
                     self.sockets.insert((pid, fd), info);
                 }
             }
-            CaptureEvent::Closed { pid, fd, at } => {
+            KernelEvent::Closed { pid, fd, at } => {
                 self.close_matching(|k, s| on_fd(k, s, pid, fd), at, CloseReason::Closed, out);
                 self.sockets.remove(&(pid, fd));
             }
-            CaptureEvent::ProcessExited { pid, at } => {
+            KernelEvent::ProcessExited { pid, at } => {
                 self.close_matching(|k, _| k.pid() == pid, at, CloseReason::ProcessExited, out);
                 self.sockets.retain(|(p, _), _| *p != pid);
             }
+            // Discovery's business, not a stream's.
+            KernelEvent::Exec(_) => {}
         }
     }
 
@@ -283,8 +283,8 @@ mod tests {
         at: u64,
         bytes: &[u8],
         len: u64,
-    ) -> CaptureEvent {
-        CaptureEvent::Data {
+    ) -> KernelEvent {
+        KernelEvent::Data {
             key,
             fd,
             tid: 11,
@@ -296,11 +296,11 @@ mod tests {
         }
     }
 
-    fn run(events: Vec<CaptureEvent>) -> Vec<ConnectionEvent> {
-        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+    fn run(events: Vec<KernelEvent>) -> Vec<ConnectionEvent> {
+        let mut streams = Streams::new(StreamLimits::default());
         let mut out = Vec::new();
         for event in events {
-            reassembler.push(event, &mut out);
+            streams.push(event, &mut out);
         }
         out
     }
@@ -311,8 +311,8 @@ mod tests {
         session: 0xdead,
     };
 
-    fn connected(fd: i32) -> CaptureEvent {
-        CaptureEvent::Connected {
+    fn connected(fd: i32) -> KernelEvent {
+        KernelEvent::Connected {
             pid: 7,
             fd,
             side: Side::Client,
@@ -328,7 +328,7 @@ mod tests {
         let out = run(vec![
             connected(3),
             data(TLS, Some(3), Direction::Egress, 10, b"POST /", 6),
-            CaptureEvent::Closed {
+            KernelEvent::Closed {
                 pid: 7,
                 fd: 3,
                 at: 20,
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn a_socket_found_open_names_its_peer_and_ends_nothing() {
-        let found = |at| CaptureEvent::Connected {
+        let found = |at| KernelEvent::Connected {
             pid: 7,
             fd: 3,
             side: Side::Unknown,
@@ -423,7 +423,7 @@ mod tests {
             data(SOCKET, Some(3), Direction::Egress, 10, b"a", 1),
             data(TLS, None, Direction::Egress, 10, b"b", 1),
             data(other, Some(3), Direction::Egress, 10, b"c", 1),
-            CaptureEvent::ProcessExited { pid: 7, at: 50 },
+            KernelEvent::ProcessExited { pid: 7, at: 50 },
         ]);
         let closed: Vec<u64> = out
             .iter()
@@ -443,22 +443,22 @@ mod tests {
 
     #[test]
     fn streams_past_the_cap_evict_the_least_recent() {
-        let mut reassembler = Reassembler::new(ReassemblyLimits {
+        let mut streams = Streams::new(StreamLimits {
             max_streams: 2,
             idle_timeout_ns: 100,
         });
         let mut out = Vec::new();
         for fd in 0..3 {
             let key = StreamKey::Socket { pid: 1, fd };
-            reassembler.push(
+            streams.push(
                 data(key, Some(fd), Direction::Egress, 10 + fd as u64, b"x", 1),
                 &mut out,
             );
         }
-        assert_eq!(reassembler.open_streams(), 2);
-        assert_eq!(reassembler.stats().streams_evicted, 1);
-        reassembler.evict_idle(1_000, &mut out);
-        assert_eq!(reassembler.open_streams(), 0);
-        assert_eq!(reassembler.stats().streams_evicted, 3);
+        assert_eq!(streams.open_streams(), 2);
+        assert_eq!(streams.stats().streams_evicted, 1);
+        streams.evict_idle(1_000, &mut out);
+        assert_eq!(streams.open_streams(), 0);
+        assert_eq!(streams.stats().streams_evicted, 3);
     }
 }

@@ -1,11 +1,22 @@
-//! Untyped key walks over the kernel's hash maps, for the housekeeping that
-//! needs only keys: counting entries (the `llmtap_bpf_map_entries` gauge)
-//! and dropping those of exited processes. aya's typed maps would need each
-//! map's value type mirrored in Rust for no other use.
+//! The kernel's BPF maps, where aya leaves a gap: the ring buffer made
+//! awaitable on tokio, and untyped key walks over hash maps for the
+//! housekeeping that needs only keys (counting entries for the
+//! `llmtap_bpf_map_entries` gauge, dropping those of exited processes):
+//! aya's typed maps would need each map's value type mirrored in Rust for
+//! no other use.
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use aya::maps::{Map, MapData};
+use aya::maps::{Map, MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// The ring buffer registered with tokio's reactor, to await records.
+pub(crate) fn awaitable_ring(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
+    // for as long as it lives, which is as long as the AsyncFd.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(Into::into)
+}
 
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
@@ -42,7 +53,7 @@ fn bpf(cmd: libc::c_long, attr: &ElemAttr) -> bool {
 }
 
 /// Every key of a hash map, as bytes (empty for another map type).
-pub fn keys(map: &Map) -> Vec<Vec<u8>> {
+pub(crate) fn keys(map: &Map) -> Vec<Vec<u8>> {
     let Some(data) = map_data(map) else {
         return Vec::new();
     };
@@ -71,7 +82,7 @@ pub fn keys(map: &Map) -> Vec<Vec<u8>> {
 
 /// Deletes the keys of `map` for which `doomed` holds; a key already gone
 /// (evicted, or deleted by the kernel side) is no error.
-pub fn remove_where(map: &Map, doomed: impl Fn(&[u8]) -> bool) {
+pub(crate) fn remove_where(map: &Map, doomed: impl Fn(&[u8]) -> bool) {
     let Some(data) = map_data(map) else {
         return;
     };
@@ -89,6 +100,6 @@ pub fn remove_where(map: &Map, doomed: impl Fn(&[u8]) -> bool) {
 }
 
 /// The little-endian u32 at `at` in a key, if the key is long enough.
-pub fn u32_at(key: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn u32_at(key: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(key.get(at..at + 4)?.try_into().ok()?))
 }

@@ -1,0 +1,258 @@
+//! Which processes are watched, and finding new ones: the processes given,
+//! those already running in the scopes, and those that exec into a scope
+//! later (the kernel reports them) get their executable's and libraries'
+//! TLS functions hooked; those that exit are forgotten, in the kernel's
+//! maps too.
+//!
+//! Input: the scopes, and the kernel's exec and exit events. Output: calls
+//! on a [`ProbeControl`] (the kernel side) and a summary of the watched
+//! processes. Facts about processes come from [`Processes`]; both seams let
+//! the tests run without a kernel.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::processes::Processes;
+use super::records::{KernelEvent, ProcessExec};
+use super::scope::{ExeMatch, Scopes, COMM_LEN};
+use super::CaptureError;
+use crate::stream::WallNanos;
+
+/// What discovery asks of the kernel side.
+pub trait ProbeControl {
+    /// Puts a process on the in-kernel watch list.
+    fn watch(&mut self, pid: u32) -> Result<(), CaptureError>;
+    /// Watches every process that execs inside this cgroup v2 (by id) or
+    /// one of its descendants.
+    fn watch_cgroup(&mut self, id: u64) -> Result<(), CaptureError>;
+    /// Watches every process that execs a program of this name (cut to 15
+    /// bytes and zero-padded, as the kernel keeps `comm`).
+    fn watch_comm(&mut self, comm: [u8; COMM_LEN]) -> Result<(), CaptureError>;
+    /// Hooks the TLS functions of those `candidates` not hooked yet;
+    /// returns how many files it hooked now. A file that cannot be hooked
+    /// is skipped (its process's plaintext is still seen).
+    fn attach_tls(&mut self, candidates: &[PathBuf]) -> usize;
+    /// The TLS stack (`openssl`, `gnutls`, `go`) of the hooked file that
+    /// `path` is, under any name; `None` when it is not hooked.
+    fn hooked_stack(&self, path: &Path) -> Option<&'static str>;
+    /// Drops what the kernel still keeps for processes that exited.
+    fn forget(&mut self, pids: &HashSet<u32>);
+}
+
+/// The watched processes and the scopes that add to them.
+pub struct Discovery<P> {
+    scopes: Scopes,
+    processes: P,
+    /// Processes known to be watched: given, started, or found by exec.
+    watched: HashSet<u32>,
+    /// Containers' cgroup v2 ids already given to the kernel.
+    container_cgroups: HashSet<u64>,
+    /// Watched processes found gone at the last look, their exit not
+    /// reported yet.
+    gone_unreported: HashSet<u32>,
+    /// Seconds from exec to hooked, since the last [`Discovery::take_hook_latencies`].
+    hook_latencies: Vec<f64>,
+    /// Watched processes by hooked TLS stack, as of the last look.
+    tls: Vec<(Option<&'static str>, usize)>,
+}
+
+impl<P: Processes> Discovery<P> {
+    pub fn new(scopes: Scopes, processes: P) -> Self {
+        Discovery {
+            scopes,
+            processes,
+            watched: HashSet::new(),
+            container_cgroups: HashSet::new(),
+            gone_unreported: HashSet::new(),
+            hook_latencies: Vec::new(),
+            tls: Vec::new(),
+        }
+    }
+
+    /// Processes watched now.
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Whether some TLS file of `pid` is hooked.
+    pub fn is_tls_hooked(&self, probes: &impl ProbeControl, pid: u32) -> bool {
+        self.processes
+            .tls_candidates(pid)
+            .iter()
+            .any(|c| probes.hooked_stack(c).is_some())
+    }
+
+    /// Watches `pid` and hooks the TLS files it uses now; returns how many
+    /// files were hooked for it (not already hooked for another).
+    pub fn watch(
+        &mut self,
+        probes: &mut impl ProbeControl,
+        pid: u32,
+    ) -> Result<usize, CaptureError> {
+        // Under --all the kernel watches every pid without a map entry.
+        if !self.scopes.all {
+            probes.watch(pid)?;
+        }
+        self.watched.insert(pid);
+        Ok(probes.attach_tls(&self.processes.tls_candidates(pid)))
+    }
+
+    /// Watches a process found in a scope user space matched, and gives
+    /// the kernel its container's cgroup v2 directory, so the container's
+    /// next execs are matched there, from their first instruction.
+    fn watch_matched(
+        &mut self,
+        probes: &mut impl ProbeControl,
+        pid: u32,
+    ) -> Result<usize, CaptureError> {
+        let hooked = self.watch(probes, pid)?;
+        if let Some(cgroup) = self.scopes.container_cgroup(&self.processes, pid) {
+            if self.container_cgroups.insert(cgroup.id) {
+                probes.watch_cgroup(cgroup.id)?;
+                tracing::info!(path = %cgroup.path.display(), "watching a container's cgroup");
+            }
+        }
+        Ok(hooked)
+    }
+
+    /// Puts the scopes in the kernel, then watches what already runs in
+    /// them: a process starting in between is caught by one or the other.
+    pub fn arm(&mut self, probes: &mut impl ProbeControl) -> Result<(), CaptureError> {
+        for cgroup in &self.scopes.cgroups {
+            probes.watch_cgroup(cgroup.id)?;
+            tracing::info!(path = %cgroup.path.display(), id = cgroup.id, "watching cgroup");
+        }
+        for cgroup in &self.scopes.v1_cgroups {
+            tracing::info!(path = %cgroup.path.display(), "watching cgroup v1 directory (matched at exec by llmtap)");
+        }
+        for comm in self.scopes.exes.iter().filter_map(ExeMatch::comm_key) {
+            probes.watch_comm(comm)?;
+        }
+        for pid in self.scopes.running_pids(&self.processes) {
+            // Gone already: skip it, the scope stays.
+            if !self.processes.has_exited(pid) {
+                self.watch_matched(probes, pid)?;
+            }
+        }
+        if !self.scopes.containers.is_empty() && self.container_cgroups.is_empty() {
+            tracing::info!(
+                containers = ?self.scopes.containers,
+                "no process of the given containers runs yet: they are watched from their first exec"
+            );
+        }
+        Ok(())
+    }
+
+    /// Handles the execs and exits among the kernel's `events`, in order;
+    /// `now` times the hooking of new programs.
+    pub fn on_events(
+        &mut self,
+        probes: &mut impl ProbeControl,
+        events: &[KernelEvent],
+        now: WallNanos,
+    ) -> Result<(), CaptureError> {
+        let mut exited = HashSet::new();
+        for event in events {
+            match event {
+                KernelEvent::Exec(exec) => self.on_exec(probes, exec, now)?,
+                KernelEvent::ProcessExited { pid, .. } => {
+                    self.watched.remove(pid);
+                    exited.insert(*pid);
+                }
+                _ => {}
+            }
+        }
+        probes.forget(&exited);
+        Ok(())
+    }
+
+    fn on_exec(
+        &mut self,
+        probes: &mut impl ProbeControl,
+        exec: &ProcessExec,
+        now: WallNanos,
+    ) -> Result<(), CaptureError> {
+        let hooked = if exec.watched {
+            self.watched.insert(exec.pid);
+            probes.attach_tls(&self.processes.tls_candidates(exec.pid))
+        } else if self.scopes.matches_in_user_space(&self.processes, exec.pid) {
+            self.watch_matched(probes, exec.pid)?
+        } else {
+            tracing::trace!(pid = exec.pid, comm = %exec.comm, "exec outside the scopes");
+            return Ok(());
+        };
+        tracing::debug!(pid = exec.pid, comm = %exec.comm, "exec in scope");
+        if hooked > 0 {
+            let latency = now.saturating_sub(exec.at) as f64 / 1e9;
+            self.hook_latencies.push(latency);
+            tracing::info!(
+                pid = exec.pid,
+                comm = %exec.comm,
+                latency_ms = format!("{:.1}", latency * 1e3),
+                "hooked a new program's TLS functions after its exec"
+            );
+        }
+        Ok(())
+    }
+
+    /// Exits the kernel could not report (their record was dropped with the
+    /// ring buffer full), made up now for the processes found gone at two
+    /// looks in a row: an exit still on its way has arrived by the second.
+    pub fn unreported_exits(&mut self, at: WallNanos) -> Vec<KernelEvent> {
+        let gone: HashSet<u32> = self
+            .watched
+            .iter()
+            .copied()
+            .filter(|&pid| self.processes.has_exited(pid))
+            .collect();
+        let mut overdue: Vec<u32> = gone.intersection(&self.gone_unreported).copied().collect();
+        overdue.sort_unstable();
+        self.gone_unreported = gone;
+        overdue
+            .into_iter()
+            .map(|pid| KernelEvent::ProcessExited { pid, at })
+            .collect()
+    }
+
+    /// Looks at each watched process's TLS files again: one loaded since
+    /// its exec (a dlopen of libssl) is hooked now. Then counts the watched
+    /// processes by the TLS stack hooked in them, for [`Discovery::tls`].
+    pub fn look(&mut self, probes: &mut impl ProbeControl) {
+        let mut tls: Vec<(Option<&'static str>, usize)> = Vec::new();
+        for &pid in &self.watched {
+            let candidates = self.processes.tls_candidates(pid);
+            probes.attach_tls(&candidates);
+            let mut stacks: Vec<Option<&'static str>> = candidates
+                .iter()
+                .filter_map(|c| probes.hooked_stack(c))
+                .map(Some)
+                .collect();
+            stacks.sort_unstable();
+            stacks.dedup();
+            if stacks.is_empty() {
+                stacks.push(None);
+            }
+            for stack in stacks {
+                match tls.iter_mut().find(|(s, _)| *s == stack) {
+                    Some((_, count)) => *count += 1,
+                    None => tls.push((stack, 1)),
+                }
+            }
+        }
+        tls.sort_unstable();
+        self.tls = tls;
+    }
+
+    /// Watched processes by hooked TLS stack, as of the last [`Discovery::look`].
+    pub fn tls(&self) -> &[(Option<&'static str>, usize)] {
+        &self.tls
+    }
+
+    /// The exec-to-hooked latencies measured since the last call.
+    pub fn take_hook_latencies(&mut self) -> Vec<f64> {
+        std::mem::take(&mut self.hook_latencies)
+    }
+}
+
+#[cfg(test)]
+mod tests;

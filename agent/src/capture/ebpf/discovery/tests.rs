@@ -1,0 +1,302 @@
+//! Discovery against made-up processes and a kernel side that only writes
+//! down what it is asked.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::{Discovery, ProbeControl};
+use crate::capture::ebpf::processes::Processes;
+use crate::capture::ebpf::records::{KernelEvent, ProcessExec};
+use crate::capture::ebpf::scope::{ProcessNames, ScopeArgs, Scopes, COMM_LEN};
+use crate::capture::ebpf::CaptureError;
+
+/// What the kernel side was asked to do.
+#[derive(Default)]
+struct FakeProbes {
+    watched: BTreeSet<u32>,
+    cgroups: BTreeSet<u64>,
+    comms: BTreeSet<String>,
+    /// Hooked files and their stack.
+    hooked: HashMap<PathBuf, &'static str>,
+    forgotten: BTreeSet<u32>,
+}
+
+impl ProbeControl for FakeProbes {
+    fn watch(&mut self, pid: u32) -> Result<(), CaptureError> {
+        self.watched.insert(pid);
+        Ok(())
+    }
+
+    fn watch_cgroup(&mut self, id: u64) -> Result<(), CaptureError> {
+        self.cgroups.insert(id);
+        Ok(())
+    }
+
+    fn watch_comm(&mut self, comm: [u8; COMM_LEN]) -> Result<(), CaptureError> {
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        self.comms
+            .insert(String::from_utf8_lossy(&comm[..end]).into_owned());
+        Ok(())
+    }
+
+    fn attach_tls(&mut self, candidates: &[PathBuf]) -> usize {
+        let mut added = 0;
+        for path in candidates {
+            // Files named like a TLS library hook; anything else has none.
+            let name = path.file_name().unwrap().to_string_lossy();
+            let stack = if name.starts_with("libssl") {
+                "openssl"
+            } else if name.starts_with("libgnutls") {
+                "gnutls"
+            } else {
+                continue;
+            };
+            if self.hooked.insert(path.clone(), stack).is_none() {
+                added += 1;
+            }
+        }
+        added
+    }
+
+    fn hooked_stack(&self, path: &Path) -> Option<&'static str> {
+        self.hooked.get(path).copied()
+    }
+
+    fn forget(&mut self, pids: &HashSet<u32>) {
+        self.forgotten.extend(pids);
+    }
+}
+
+#[derive(Clone, Default)]
+struct FakeProcess {
+    comm: String,
+    files: Vec<PathBuf>,
+    exited: bool,
+}
+
+/// Processes by pid; changed between calls as a test goes on.
+#[derive(Default)]
+struct FakeProcesses(RefCell<HashMap<u32, FakeProcess>>);
+
+impl FakeProcesses {
+    fn with(processes: &[(u32, &str, &[&str])]) -> Self {
+        let fake = FakeProcesses::default();
+        for &(pid, comm, files) in processes {
+            fake.start(pid, comm, files);
+        }
+        fake
+    }
+
+    fn start(&self, pid: u32, comm: &str, files: &[&str]) {
+        self.0.borrow_mut().insert(
+            pid,
+            FakeProcess {
+                comm: comm.into(),
+                files: files.iter().map(PathBuf::from).collect(),
+                exited: false,
+            },
+        );
+    }
+
+    fn map(&self, pid: u32, file: &str) {
+        self.0
+            .borrow_mut()
+            .get_mut(&pid)
+            .unwrap()
+            .files
+            .push(file.into());
+    }
+
+    fn exit(&self, pid: u32) {
+        self.0.borrow_mut().get_mut(&pid).unwrap().exited = true;
+    }
+}
+
+impl Processes for &FakeProcesses {
+    fn all_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.0.borrow().keys().copied().collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    fn cgroup_members(&self, _dir: &Path) -> Vec<u32> {
+        Vec::new()
+    }
+
+    fn names(&self, pid: u32) -> ProcessNames {
+        let comm = self.0.borrow().get(&pid).map(|p| p.comm.clone());
+        ProcessNames {
+            exe: comm.clone().unwrap_or_default(),
+            comm: comm.unwrap_or_default(),
+        }
+    }
+
+    fn cgroup(&self, _pid: u32) -> Option<String> {
+        Some("0::/user.slice\n".into())
+    }
+
+    fn tls_candidates(&self, pid: u32) -> Vec<PathBuf> {
+        self.0
+            .borrow()
+            .get(&pid)
+            .map(|p| p.files.clone())
+            .unwrap_or_default()
+    }
+
+    fn has_exited(&self, pid: u32) -> bool {
+        self.0.borrow().get(&pid).is_none_or(|p| p.exited)
+    }
+}
+
+fn scopes(exes: &[&str], all: bool) -> Scopes {
+    Scopes::parse(&ScopeArgs {
+        exes: exes.iter().map(|e| e.to_string()).collect(),
+        all,
+        ..ScopeArgs::default()
+    })
+    .unwrap()
+}
+
+fn exec(pid: u32, comm: &str, watched: bool, at: u64) -> KernelEvent {
+    KernelEvent::Exec(ProcessExec {
+        pid,
+        comm: comm.into(),
+        at,
+        watched,
+    })
+}
+
+const LIBSSL: &str = "/usr/lib/libssl.so.3";
+const GNUTLS: &str = "/usr/lib/libgnutls.so.30";
+const PYTHON: &str = "/usr/bin/python3";
+
+#[test]
+fn a_given_pid_goes_on_the_kernels_list_with_its_tls_files_hooked() {
+    let processes = FakeProcesses::with(&[(10, "python3", &[PYTHON, LIBSSL])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    assert_eq!(discovery.watch(&mut probes, 10).unwrap(), 1);
+    assert!(discovery.is_tls_hooked(&probes, 10));
+    assert_eq!(probes.watched, BTreeSet::from([10]));
+    assert_eq!(probes.hooked.get(Path::new(LIBSSL)), Some(&"openssl"));
+    // The same library for a second process is hooked already.
+    processes.start(11, "python3", &[PYTHON, LIBSSL]);
+    assert_eq!(discovery.watch(&mut probes, 11).unwrap(), 0);
+    assert_eq!(discovery.watched(), 2);
+}
+
+#[test]
+fn a_name_scope_goes_to_the_kernel_and_takes_the_matching_running_processes() {
+    let processes = FakeProcesses::with(&[
+        (10, "python3", &[PYTHON, LIBSSL]),
+        (11, "nginx", &["/usr/sbin/nginx", GNUTLS]),
+    ]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(scopes(&["python3"], false), &processes);
+    discovery.arm(&mut probes).unwrap();
+    assert_eq!(probes.comms, BTreeSet::from(["python3".to_owned()]));
+    assert_eq!(probes.watched, BTreeSet::from([10]));
+    assert!(!probes.hooked.contains_key(Path::new(GNUTLS)));
+}
+
+#[test]
+fn execs_the_kernel_watched_are_hooked_and_timed_others_ignored() {
+    let processes = FakeProcesses::with(&[(20, "node", &["/usr/bin/node", LIBSSL])]);
+    processes.start(21, "bash", &["/bin/bash"]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(scopes(&["node"], false), &processes);
+    let events = [
+        exec(20, "node", true, 1_000),
+        exec(21, "bash", false, 1_000),
+    ];
+    discovery
+        .on_events(&mut probes, &events, 5_001_000)
+        .unwrap();
+    assert_eq!(discovery.watched(), 1);
+    assert!(probes.hooked.contains_key(Path::new(LIBSSL)));
+    assert_eq!(discovery.take_hook_latencies(), vec![0.005]);
+    assert!(discovery.take_hook_latencies().is_empty());
+    // Watched by the kernel already: not put on its list again.
+    assert!(probes.watched.is_empty());
+}
+
+#[test]
+fn a_pattern_scope_is_matched_at_exec_in_user_space() {
+    let processes = FakeProcesses::with(&[(30, "python3.11", &[PYTHON, LIBSSL])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(scopes(&["python3\\..*"], false), &processes);
+    discovery.arm(&mut probes).unwrap();
+    assert!(probes.comms.is_empty(), "a pattern is not a kernel key");
+    assert_eq!(probes.watched, BTreeSet::from([30]), "running ones match");
+    processes.start(31, "python3.12", &[PYTHON]);
+    processes.start(32, "python2.7", &[PYTHON]);
+    let events = [
+        exec(31, "python3.12", false, 0),
+        exec(32, "python2.7", false, 0),
+    ];
+    discovery.on_events(&mut probes, &events, 0).unwrap();
+    assert_eq!(probes.watched, BTreeSet::from([30, 31]));
+}
+
+#[test]
+fn an_exit_forgets_the_process_here_and_in_the_kernel() {
+    let processes = FakeProcesses::with(&[(40, "curl", &[LIBSSL]), (41, "curl", &[LIBSSL])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    discovery.watch(&mut probes, 40).unwrap();
+    discovery.watch(&mut probes, 41).unwrap();
+    let exit = KernelEvent::ProcessExited { pid: 40, at: 9 };
+    discovery.on_events(&mut probes, &[exit], 9).unwrap();
+    assert_eq!(discovery.watched(), 1);
+    assert_eq!(probes.forgotten, BTreeSet::from([40]));
+}
+
+#[test]
+fn an_exit_the_kernel_could_not_report_is_made_up_at_the_second_look() {
+    let processes = FakeProcesses::with(&[(50, "curl", &[]), (51, "curl", &[])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    discovery.watch(&mut probes, 50).unwrap();
+    discovery.watch(&mut probes, 51).unwrap();
+    processes.exit(50);
+    assert!(
+        discovery.unreported_exits(1).is_empty(),
+        "its exit may be on its way"
+    );
+    let exits = discovery.unreported_exits(2);
+    assert_eq!(exits, vec![KernelEvent::ProcessExited { pid: 50, at: 2 }]);
+    discovery.on_events(&mut probes, &exits, 2).unwrap();
+    assert_eq!(discovery.watched(), 1);
+    assert!(discovery.unreported_exits(3).is_empty());
+}
+
+#[test]
+fn a_library_loaded_later_is_hooked_at_the_next_look_and_counted_by_stack() {
+    let processes =
+        FakeProcesses::with(&[(60, "python3", &[PYTHON]), (61, "gnutls-cli", &[GNUTLS])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    discovery.watch(&mut probes, 60).unwrap();
+    discovery.watch(&mut probes, 61).unwrap();
+    discovery.look(&mut probes);
+    assert_eq!(discovery.tls(), [(None, 1), (Some("gnutls"), 1)]);
+    processes.map(60, LIBSSL);
+    discovery.look(&mut probes);
+    assert!(probes.hooked.contains_key(Path::new(LIBSSL)));
+    assert_eq!(discovery.tls(), [(Some("gnutls"), 1), (Some("openssl"), 1)]);
+}
+
+#[test]
+fn under_all_every_running_process_is_watched_without_kernel_entries() {
+    let processes = FakeProcesses::with(&[(70, "python3", &[LIBSSL]), (71, "sshd", &[])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(scopes(&[], true), &processes);
+    discovery.arm(&mut probes).unwrap();
+    assert_eq!(discovery.watched(), 2);
+    assert!(
+        probes.watched.is_empty(),
+        "the kernel watches all by itself"
+    );
+    assert!(probes.hooked.contains_key(Path::new(LIBSSL)));
+}

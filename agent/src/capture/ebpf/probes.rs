@@ -1,0 +1,335 @@
+//! The kernel side, loaded: `llmtap-ebpf`'s object loaded with aya, its
+//! syscall and scheduler tracepoints attached, TLS uprobes attached per
+//! file, and the in-kernel watch lists and per-process state kept.
+//! [`EbpfProbes`] is the real [`ProbeControl`]; nothing here decides what
+//! to watch (that is `discovery`) or reads records (that is `ring`).
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+use aya::programs::{BtfTracePoint, TracePoint, UProbe};
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use super::discovery::ProbeControl;
+use super::ring::RingReader;
+use super::scope::COMM_LEN;
+use super::tls_targets::{self, TlsTarget, TlsTargets, TLS_FUNCTIONS};
+use super::{abi, preflight, CaptureError, EbpfConfig};
+use crate::sys;
+
+/// Syscall tracepoints and the programs on them.
+const TRACEPOINTS: &[(&str, &str)] = &[
+    ("sys_enter_write", "enter_write"),
+    ("sys_exit_write", "exit_write"),
+    ("sys_enter_sendto", "enter_sendto"),
+    ("sys_exit_sendto", "exit_sendto"),
+    ("sys_enter_writev", "enter_writev"),
+    ("sys_exit_writev", "exit_writev"),
+    ("sys_enter_sendmsg", "enter_sendmsg"),
+    ("sys_exit_sendmsg", "exit_sendmsg"),
+    ("sys_enter_read", "enter_read"),
+    ("sys_exit_read", "exit_read"),
+    ("sys_enter_recvfrom", "enter_recvfrom"),
+    ("sys_exit_recvfrom", "exit_recvfrom"),
+    ("sys_enter_readv", "enter_readv"),
+    ("sys_exit_readv", "exit_readv"),
+    ("sys_enter_recvmsg", "enter_recvmsg"),
+    ("sys_exit_recvmsg", "exit_recvmsg"),
+    ("sys_enter_connect", "enter_connect"),
+    ("sys_exit_connect", "exit_connect"),
+    ("sys_exit_accept", "exit_accept_plain"),
+    ("sys_exit_accept4", "exit_accept4"),
+    ("sys_enter_close", "enter_close"),
+];
+
+/// Scheduler tracepoints (BTF-typed) that follow forks, execs and exits.
+const SCHED_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sched_process_fork", "on_fork"),
+    ("sched_process_exec", "on_exec"),
+    ("sched_process_exit", "on_exit"),
+];
+
+/// Maps keyed by process, with the offset of the tgid in their key:
+/// `sockets` by `tgid << 32 | fd`, `ssl_fds` by `struct ssl_key`,
+/// `active_go_calls` by `struct go_key` (a goroutine cut short by its
+/// process's exit never reaches a RET).
+const PID_KEYED_MAPS: [(&str, usize); 3] = [("sockets", 4), ("ssl_fds", 8), ("active_go_calls", 8)];
+
+/// Maps whose entries belong to processes, threads or connections.
+pub const STATE_MAPS: [&str; 8] = [
+    "watched_pids",
+    "sockets",
+    "ssl_fds",
+    "active_ssl_calls",
+    "active_socket_calls",
+    "active_connects",
+    "thread_tls_fd",
+    "active_go_calls",
+];
+
+/// Kernel-side counters (`enum llmtap_counter`), summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Records dropped because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Reads/writes whose bytes were cut at the capture size.
+    pub truncated: u64,
+    /// Socket calls skipped because they carried TLS ciphertext.
+    pub tls_ciphertext_skipped: u64,
+    /// Connections `--all` stopped capturing: their first bytes are not HTTP.
+    pub not_http_connections: u64,
+}
+
+/// The loaded programs and maps. Dropping it detaches and unloads
+/// everything.
+pub struct EbpfProbes {
+    ebpf: Ebpf,
+    targets: TlsTargets,
+    attached: Vec<TlsTarget>,
+    /// The kernel refused a uprobe for want of a capability (said once).
+    uprobes_refused: bool,
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, CaptureError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let not_found = || CaptureError::Program {
+        name: name.to_owned(),
+        source: aya::programs::ProgramError::UnexpectedProgramType,
+    };
+    let prog = ebpf.program_mut(name).ok_or_else(not_found)?;
+    prog.try_into().map_err(|source| CaptureError::Program {
+        name: name.to_owned(),
+        source,
+    })
+}
+
+fn program_error(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> CaptureError + '_ {
+    move |source| CaptureError::Program {
+        name: name.to_owned(),
+        source,
+    }
+}
+
+impl EbpfProbes {
+    /// Checks the host, loads the programs and attaches the syscall and
+    /// scheduler tracepoints. TLS uprobes are attached per target later.
+    pub fn load(config: &EbpfConfig) -> Result<Self, CaptureError> {
+        preflight::check_capabilities()?;
+        preflight::check_kernel()?;
+        if preflight::ensure_tracefs()? {
+            tracing::info!("mounted tracefs at /sys/kernel/tracing (needed to attach tracepoints)");
+        }
+        let cpus = aya::util::nr_cpus().map_or(256, |n| n as u32);
+        let capture_bytes = config.capture_bytes.clamp(1, abi::MAX_DATA);
+        let follow_forks = u8::from(config.follow_forks);
+        let report_all_execs = u8::from(config.report_all_execs);
+        let watch_all = u8::from(config.watch_all);
+        // The kernel's pid (tgid) of the agent, which --all must not watch.
+        let agent_pid = std::process::id();
+        let wakeup_bytes = (config.ring_buffer_bytes / 4).min(256 * 1024);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("capture_bytes", &capture_bytes, true)
+            .override_global("follow_forks", &follow_forks, true)
+            .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("report_all_execs", &report_all_execs, true)
+            .override_global("watch_all", &watch_all, true)
+            .override_global("agent_pid", &agent_pid, true)
+            .map_max_entries("events", config.ring_buffer_bytes)
+            .map_max_entries("scratch", cpus)
+            .load(llmtap_ebpf::object())?;
+
+        for (tracepoint, name) in TRACEPOINTS {
+            let prog: &mut TracePoint = program(&mut ebpf, name)?;
+            prog.load().map_err(program_error(name))?;
+            prog.attach("syscalls", tracepoint)
+                .map_err(program_error(name))?;
+        }
+        let btf = Btf::from_sys_fs()?;
+        for (tracepoint, name) in SCHED_TRACEPOINTS {
+            let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
+            prog.load(tracepoint, &btf).map_err(program_error(name))?;
+            prog.attach().map_err(program_error(name))?;
+        }
+        let uprobes: std::collections::BTreeSet<&str> = TLS_FUNCTIONS
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(["ssl_return", "go_tls_return"])
+            .collect();
+        for name in uprobes {
+            program::<UProbe>(&mut ebpf, name)?
+                .load()
+                .map_err(program_error(name))?;
+        }
+
+        Ok(EbpfProbes {
+            ebpf,
+            targets: TlsTargets::default(),
+            attached: Vec::new(),
+            uprobes_refused: false,
+        })
+    }
+
+    fn insert<K: aya::Pod>(&mut self, name: &'static str, key: K) -> Result<(), CaptureError> {
+        let map_error = |source| CaptureError::Map { name, source };
+        let map = self.ebpf.map_mut(name).expect("in the object");
+        let mut set: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(map_error)?;
+        set.insert(key, 1, 0).map_err(map_error)
+    }
+
+    /// Entries in each kernel map that holds per-process, per-thread or
+    /// per-connection state: what an exited process must not leave behind.
+    pub fn map_entries(&self) -> Vec<(&'static str, usize)> {
+        STATE_MAPS
+            .iter()
+            .map(|name| {
+                (
+                    *name,
+                    self.ebpf.map(name).map_or(0, |m| sys::bpf::keys(m).len()),
+                )
+            })
+            .collect()
+    }
+
+    fn attach_tls_target(&mut self, target: &TlsTarget) -> Result<(), CaptureError> {
+        let attach = |ebpf: &mut Ebpf, name: &str, offset: u64| {
+            program::<UProbe>(ebpf, name)?
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(offset),
+                    &target.path,
+                    UProbeScope::AllProcesses,
+                )
+                .map(drop)
+                .map_err(|source| match &source {
+                    aya::programs::ProgramError::SyscallError(e)
+                        if e.io_error.kind() == std::io::ErrorKind::PermissionDenied =>
+                    {
+                        CaptureError::UprobeRefused
+                    }
+                    _ => program_error(name)(source),
+                })
+        };
+        for (function, entry) in TLS_FUNCTIONS {
+            let Some(&(_, offset)) = target.functions.iter().find(|(f, _)| *f == function) else {
+                continue;
+            };
+            attach(&mut self.ebpf, entry, offset)?;
+            if !tls_targets::is_go_function(function) {
+                attach(&mut self.ebpf, "ssl_return", offset)?;
+            }
+        }
+        for &offset in &target.go_returns {
+            attach(&mut self.ebpf, "go_tls_return", offset)?;
+        }
+        Ok(())
+    }
+
+    /// The hooked target that `path` is (another name of), if any.
+    fn hooked_target(&self, path: &Path) -> Option<&TlsTarget> {
+        let inode = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let wanted = inode(path)?;
+        self.attached
+            .iter()
+            .find(|t| inode(&t.path) == Some(wanted))
+    }
+
+    /// Files whose TLS functions are hooked.
+    pub fn tls_targets(&self) -> &[TlsTarget] {
+        &self.attached
+    }
+
+    /// Takes the ring buffer out for reading on the async runtime.
+    pub fn ring_reader(&mut self) -> Result<RingReader, CaptureError> {
+        let map = self.ebpf.take_map("events").expect("in the object");
+        let ring = RingBuf::try_from(map).map_err(|source| CaptureError::Map {
+            name: "events",
+            source,
+        })?;
+        RingReader::new(ring).map_err(CaptureError::RingBuffer)
+    }
+
+    /// The kernel side's counters, summed over CPUs.
+    pub fn counters(&self) -> KernelCounters {
+        let Some(map) = self.ebpf.map("counters") else {
+            return KernelCounters::default();
+        };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+            return KernelCounters::default();
+        };
+        let sum = |index: u32| -> u64 {
+            array
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelCounters {
+            ringbuf_full: sum(abi::COUNTER_RINGBUF_FULL),
+            truncated: sum(abi::COUNTER_TRUNCATED),
+            tls_ciphertext_skipped: sum(abi::COUNTER_TLS_CIPHERTEXT),
+            not_http_connections: sum(abi::COUNTER_NOT_HTTP),
+        }
+    }
+}
+
+impl ProbeControl for EbpfProbes {
+    fn watch(&mut self, pid: u32) -> Result<(), CaptureError> {
+        self.insert("watched_pids", pid)
+    }
+
+    fn watch_cgroup(&mut self, id: u64) -> Result<(), CaptureError> {
+        self.insert("watched_cgroups", id)
+    }
+
+    fn watch_comm(&mut self, comm: [u8; COMM_LEN]) -> Result<(), CaptureError> {
+        self.insert("watched_comms", comm)
+    }
+
+    fn attach_tls(&mut self, candidates: &[PathBuf]) -> usize {
+        let mut added = 0;
+        for path in candidates {
+            let Some(target) = self.targets.consider(path) else {
+                continue;
+            };
+            match self.attach_tls_target(&target) {
+                Ok(()) => {
+                    tracing::debug!(path = %target.path.display(), functions = ?target.functions, "hooked TLS library");
+                    self.attached.push(target);
+                    added += 1;
+                }
+                // The same for every library: said once.
+                Err(CaptureError::UprobeRefused) if self.uprobes_refused => {}
+                Err(err @ CaptureError::UprobeRefused) => {
+                    self.uprobes_refused = true;
+                    tracing::warn!("{err}");
+                }
+                Err(err) => {
+                    tracing::warn!(path = %target.path.display(), "cannot hook TLS library: {err}")
+                }
+            }
+        }
+        added
+    }
+
+    fn hooked_stack(&self, path: &Path) -> Option<&'static str> {
+        self.hooked_target(path).map(TlsTarget::stack)
+    }
+
+    // Their sockets and TLS sessions: an exit closes the fds without a
+    // close(2) for the probes to see. Per-thread state the exit program drops.
+    fn forget(&mut self, pids: &HashSet<u32>) {
+        if pids.is_empty() {
+            return;
+        }
+        for (name, pid_at) in PID_KEYED_MAPS {
+            if let Some(map) = self.ebpf.map(name) {
+                sys::bpf::remove_where(map, |key| {
+                    sys::bpf::u32_at(key, pid_at).is_some_and(|pid| pids.contains(&pid))
+                });
+            }
+        }
+    }
+}
