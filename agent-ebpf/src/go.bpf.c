@@ -9,16 +9,10 @@
  */
 #include "llmtap.h"
 
-struct go_key {
-	__u64 g;
-	__u32 pid;
-	__u32 _pad;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
-	__type(key, struct go_key);
+	__type(key, struct llmtap_go_key);
 	__type(value, struct ssl_call);
 } active_go_calls SEC(".maps");
 
@@ -47,7 +41,7 @@ int go_tls_read_entry(struct pt_regs *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!is_watched(pid_tgid >> 32))
 		return 0;
-	struct go_key key = { .g = ctx->r14, .pid = pid_tgid >> 32 };
+	struct llmtap_go_key key = { .g = ctx->r14, .pid = pid_tgid >> 32 };
 	/* A stack-growth restart re-enters: the later entry wins. */
 	struct ssl_call call = {
 		.ssl = ctx->rax,
@@ -63,7 +57,7 @@ SEC("uprobe")
 int go_tls_return(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct go_key key = { .g = ctx->r14, .pid = pid_tgid >> 32 };
+	struct llmtap_go_key key = { .g = ctx->r14, .pid = pid_tgid >> 32 };
 	struct ssl_call *active = bpf_map_lookup_elem(&active_go_calls, &key);
 	if (!active)
 		return 0;

@@ -164,18 +164,12 @@ struct {
 	__type(value, __s32);
 } thread_tls_fd SEC(".maps");
 
-struct ssl_key {
-	__u64 ssl;
-	__u32 pid;
-	__u32 _pad;
-};
-
 /* The socket fd under an SSL*, learnt from the syscalls it makes (by the
  * socket probes) and read when its plaintext is sent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, struct ssl_key);
+	__type(key, struct llmtap_ssl_key);
 	__type(value, __s32);
 } ssl_fds SEC(".maps");
 
@@ -295,7 +289,7 @@ static __always_inline void emit_tls_data(struct ssl_call *call, __u64 len, __u6
 	struct data_scratch *s = scratch_slot();
 	if (!s)
 		return;
-	struct ssl_key skey = { .ssl = call->ssl, .pid = pid_tgid >> 32 };
+	struct llmtap_ssl_key skey = { .ssl = call->ssl, .pid = pid_tgid >> 32 };
 	__s32 *fd = bpf_map_lookup_elem(&ssl_fds, &skey);
 	if (!fd) {
 		fd = bpf_map_lookup_elem(&thread_tls_fd, &pid_tgid);

@@ -16,16 +16,11 @@ struct {
 	__type(value, __u8);
 } watched_cgroups SEC(".maps");
 
-/* ... and program names (the comm an exec sets: the file's basename, cut
- * to 15 bytes, zero-padded). */
-struct comm_key {
-	char comm[16];
-};
-
+/* ... and program names. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
-	__type(key, struct comm_key);
+	__type(key, struct llmtap_comm_key);
 	__type(value, __u8);
 } watched_comms SEC(".maps");
 
@@ -72,9 +67,9 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	if (!watched) {
 		/* The comm is the name it was started by (python3), the file's
 		 * own name may differ (python3.11, behind a symlink). */
-		struct comm_key comm = {};
+		struct llmtap_comm_key comm = {};
 		bpf_get_current_comm(comm.comm, sizeof(comm.comm));
-		struct comm_key file = {};
+		struct llmtap_comm_key file = {};
 		const unsigned char *name = BPF_CORE_READ(bprm, file, f_path.dentry, d_name.name);
 		bpf_probe_read_kernel_str(file.comm, sizeof(file.comm), name);
 		watched = bpf_map_lookup_elem(&watched_comms, &comm) ||

@@ -10,7 +10,7 @@
 #define SOCKET_SIDE_CLIENT 1
 #define SOCKET_SIDE_SERVER 2
 
-/* What is known of a watched process's TCP socket, by (tgid << 32 | fd). */
+/* What is known of a watched process's TCP socket. */
 struct socket_state {
 	__u8 tls;       /* carries TLS: its socket records are ciphertext */
 	__u8 seen_data; /* the first bytes were checked for a TLS record */
@@ -21,13 +21,13 @@ struct socket_state {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__type(key, struct llmtap_socket_key);
 	__type(value, struct socket_state);
 } sockets SEC(".maps");
 
-static __always_inline __u64 socket_key(__u32 pid, __s32 fd)
+static __always_inline struct llmtap_socket_key socket_key(__u32 pid, __s32 fd)
 {
-	return ((__u64)pid << 32) | (__u32)fd;
+	return (struct llmtap_socket_key){ .fd = fd, .pid = pid };
 }
 
 /* The TCP socket behind `fd` in the current process, or NULL. */
@@ -120,7 +120,7 @@ static __always_inline int enter_socket_call(__s32 fd, __u64 buf, __u32 iovcnt, 
 		return 0;
 
 	struct socket_state fresh = {};
-	__u64 key = socket_key(pid, fd);
+	struct llmtap_socket_key key = socket_key(pid, fd);
 	struct ssl_call *ssl = current_ssl_call(pid_tgid);
 	if (ssl) {
 		/* Inside an SSL call: if this is a TCP socket, it is the TLS
@@ -137,7 +137,7 @@ static __always_inline int enter_socket_call(__s32 fd, __u64 buf, __u32 iovcnt, 
 			bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
 			emit_conn_event(LLMTAP_EVENT_FOUND, 0, fd, sk, bpf_ktime_get_ns());
 		}
-		struct ssl_key skey = { .ssl = ssl->ssl, .pid = pid };
+		struct llmtap_ssl_key skey = { .ssl = ssl->ssl, .pid = pid };
 		bpf_map_update_elem(&ssl_fds, &skey, &fd, BPF_ANY);
 		count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
 		return 0;
@@ -182,7 +182,7 @@ static __always_inline int exit_socket_call(__s64 ret)
 	if (ret <= 0)
 		return 0;
 
-	__u64 key = socket_key(pid_tgid >> 32, call.fd);
+	struct llmtap_socket_key key = socket_key(pid_tgid >> 32, call.fd);
 	struct socket_state *state = bpf_map_lookup_elem(&sockets, &key);
 	if (!state || state->tls)
 		return 0;
@@ -275,7 +275,7 @@ static __always_inline void connection_opened(__u8 kind, __s32 fd, __u8 side)
 	if (!sk)
 		return;
 	struct socket_state fresh = { .side = side };
-	__u64 key = socket_key(pid_tgid >> 32, fd);
+	struct llmtap_socket_key key = socket_key(pid_tgid >> 32, fd);
 	bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
 	emit_conn_event(kind, 0, fd, sk, bpf_ktime_get_ns());
 }
@@ -329,7 +329,7 @@ int enter_close(struct syscall_enter_ctx *ctx)
 	if (!is_watched(pid))
 		return 0;
 	__s32 fd = ctx->args[0];
-	__u64 key = socket_key(pid, fd);
+	struct llmtap_socket_key key = socket_key(pid, fd);
 	if (!bpf_map_lookup_elem(&sockets, &key))
 		return 0;
 	bpf_map_delete_elem(&sockets, &key);
