@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * The one ABI between llmtap's kernel programs and its user space.
+ * The one ABI between llmtap's kernel programs and its user space: the
+ * records of the ring buffer, the values user space reads in them and in
+ * the `counters` map, and the keys of the maps it writes or cleans.
  *
  * Every record in the ring buffer starts with `struct llmtap_header`; `kind`
  * says which body follows. The Rust mirror lives in
- * agent/src/capture/ebpf/abi.rs and a test checks sizes and offsets against
- * the `llmtap_abi_*` constants in the compiled object.
+ * agent/src/capture/ebpf/abi.rs and a test checks every value, size and
+ * offset against the `llmtap_abi_*` constants in the compiled object
+ * (abi.bpf.c).
  *
  * Only fixed-width types, explicit padding, no bitfields: the layout must be
  * the same for clang -target bpf and for rustc.
@@ -100,6 +103,35 @@ enum llmtap_counter {
 	 * are not HTTP, so they cannot carry an LLM call. */
 	LLMTAP_COUNTER_NOT_HTTP = 3,
 	LLMTAP_COUNTER_MAX = 4,
+};
+
+/* Keys of the maps that hold state of a process: user space finds the
+ * process by the pid in each key to drop what an exited one left. */
+
+/* `sockets`: a TCP socket of a watched process. */
+struct llmtap_socket_key {
+	__s32 fd;
+	__u32 pid;
+};
+
+/* `ssl_fds`: a TLS session (an SSL*, or a GnuTLS or Go connection). */
+struct llmtap_ssl_key {
+	__u64 ssl;
+	__u32 pid;
+	__u32 _pad;
+};
+
+/* `active_go_calls`: a goroutine (its g) inside crypto/tls Read. */
+struct llmtap_go_key {
+	__u64 g;
+	__u32 pid;
+	__u32 _pad;
+};
+
+/* `watched_comms`: a program name as an exec sets the comm (the file's
+ * basename, cut to 15 bytes, zero-padded). */
+struct llmtap_comm_key {
+	char comm[16];
 };
 
 #endif

@@ -1,9 +1,12 @@
 //! The Rust mirror of `agent-ebpf/src/events.h`: the ring-buffer record
-//! layout, and the decoding of one record into a [`Record`].
+//! layout, its values, the keys of the maps user space cleans, the names
+//! of the object's maps and programs, and the decoding of one record into
+//! a [`Record`].
 //!
-//! The test at the bottom reads the offsets the C compiler chose (exported
-//! as `llmtap_abi_*` constants in the object) and compares them with these
-//! structs, so the two cannot drift apart silently.
+//! The tests at the bottom read what the C compiler chose (exported as
+//! `llmtap_abi_*` constants in the object) and the object's maps and
+//! programs, and compare them with these, so the two cannot drift apart
+//! silently.
 
 use std::mem::size_of;
 
@@ -18,7 +21,9 @@ pub const EVENT_FOUND: u8 = 7;
 
 /// `enum llmtap_direction`
 pub const EGRESS: u8 = 0;
+pub const INGRESS: u8 = 1;
 /// `enum llmtap_source`
+pub const SOURCE_SOCKET: u8 = 0;
 pub const SOURCE_OPENSSL: u8 = 1;
 /// `LLMTAP_FLAG_TRUNCATED`
 pub const FLAG_TRUNCATED: u8 = 1;
@@ -32,6 +37,7 @@ pub const COUNTER_RINGBUF_FULL: u32 = 0;
 pub const COUNTER_TRUNCATED: u32 = 1;
 pub const COUNTER_TLS_CIPHERTEXT: u32 = 2;
 pub const COUNTER_NOT_HTTP: u32 = 3;
+pub const COUNTER_MAX: u32 = 4;
 
 /// `struct llmtap_header`
 #[repr(C)]
@@ -70,6 +76,116 @@ pub struct ConnEvent {
     pub local_addr: [u8; 16],
     pub peer_addr: [u8; 16],
     pub comm: [u8; 16],
+}
+
+/// `struct llmtap_socket_key`: the key of the `sockets` map. This key and
+/// the next two are never built here: their layout says where the pid is,
+/// for [`maps::PID_KEYED_MAPS`].
+#[repr(C)]
+pub struct SocketKey {
+    pub fd: i32,
+    pub pid: u32,
+}
+
+/// `struct llmtap_ssl_key`: the key of the `ssl_fds` map.
+#[repr(C)]
+pub struct SslKey {
+    pub ssl: u64,
+    pub pid: u32,
+    pub _pad: u32,
+}
+
+/// `struct llmtap_go_key`: the key of the `active_go_calls` map.
+#[repr(C)]
+pub struct GoKey {
+    pub g: u64,
+    pub pid: u32,
+    pub _pad: u32,
+}
+
+/// Names of the object's maps: user space finds them by name.
+pub mod maps {
+    use std::mem::offset_of;
+
+    use super::{GoKey, SocketKey, SslKey};
+
+    pub const EVENTS: &str = "events";
+    pub const WATCHED_PIDS: &str = "watched_pids";
+    pub const WATCHED_CGROUPS: &str = "watched_cgroups";
+    pub const WATCHED_COMMS: &str = "watched_comms";
+    pub const COUNTERS: &str = "counters";
+    pub const SCRATCH: &str = "scratch";
+    pub const SOCKETS: &str = "sockets";
+    pub const SSL_FDS: &str = "ssl_fds";
+    pub const ACTIVE_SOCKET_CALLS: &str = "active_socket_calls";
+    pub const ACTIVE_CONNECTS: &str = "active_connects";
+    pub const ACTIVE_SSL_CALLS: &str = "active_ssl_calls";
+    pub const THREAD_TLS_FD: &str = "thread_tls_fd";
+    pub const ACTIVE_GO_CALLS: &str = "active_go_calls";
+
+    /// Maps whose entries belong to processes, threads or connections.
+    pub const STATE_MAPS: [&str; 8] = [
+        WATCHED_PIDS,
+        SOCKETS,
+        SSL_FDS,
+        ACTIVE_SSL_CALLS,
+        ACTIVE_SOCKET_CALLS,
+        ACTIVE_CONNECTS,
+        THREAD_TLS_FD,
+        ACTIVE_GO_CALLS,
+    ];
+
+    /// Maps keyed by process, with the offset of the tgid in their key
+    /// (a goroutine cut short by its process's exit never reaches a RET,
+    /// so `active_go_calls` is one of them).
+    pub const PID_KEYED_MAPS: [(&str, usize); 3] = [
+        (SOCKETS, offset_of!(SocketKey, pid)),
+        (SSL_FDS, offset_of!(SslKey, pid)),
+        (ACTIVE_GO_CALLS, offset_of!(GoKey, pid)),
+    ];
+}
+
+/// Names of the object's programs that user space loads and attaches by
+/// name. The TLS entry programs are in
+/// [`TLS_FUNCTIONS`](crate::capture::ebpf::tls_targets::TLS_FUNCTIONS),
+/// beside the functions they hook.
+pub mod programs {
+    /// Syscall tracepoints and the programs on them.
+    pub const TRACEPOINTS: &[(&str, &str)] = &[
+        ("sys_enter_write", "enter_write"),
+        ("sys_exit_write", "exit_write"),
+        ("sys_enter_sendto", "enter_sendto"),
+        ("sys_exit_sendto", "exit_sendto"),
+        ("sys_enter_writev", "enter_writev"),
+        ("sys_exit_writev", "exit_writev"),
+        ("sys_enter_sendmsg", "enter_sendmsg"),
+        ("sys_exit_sendmsg", "exit_sendmsg"),
+        ("sys_enter_read", "enter_read"),
+        ("sys_exit_read", "exit_read"),
+        ("sys_enter_recvfrom", "enter_recvfrom"),
+        ("sys_exit_recvfrom", "exit_recvfrom"),
+        ("sys_enter_readv", "enter_readv"),
+        ("sys_exit_readv", "exit_readv"),
+        ("sys_enter_recvmsg", "enter_recvmsg"),
+        ("sys_exit_recvmsg", "exit_recvmsg"),
+        ("sys_enter_connect", "enter_connect"),
+        ("sys_exit_connect", "exit_connect"),
+        ("sys_exit_accept", "exit_accept_plain"),
+        ("sys_exit_accept4", "exit_accept4"),
+        ("sys_enter_close", "enter_close"),
+    ];
+
+    /// Scheduler tracepoints (BTF-typed) that follow forks, execs and exits.
+    pub const SCHED_TRACEPOINTS: &[(&str, &str)] = &[
+        ("sched_process_fork", "on_fork"),
+        ("sched_process_exec", "on_exec"),
+        ("sched_process_exit", "on_exit"),
+    ];
+
+    /// The return program of every TLS function but Go's.
+    pub const SSL_RETURN: &str = "ssl_return";
+    /// Go's `(*Conn).Read`, at each of its RET instructions.
+    pub const GO_TLS_RETURN: &str = "go_tls_return";
 }
 
 /// One decoded ring-buffer record, borrowing its payload.
@@ -129,16 +245,22 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, AbiError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
     use std::mem::offset_of;
 
-    use object::{Object, ObjectSection, ObjectSymbol};
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
     use super::*;
+    use crate::capture::ebpf::scope::COMM_LEN;
+    use crate::capture::ebpf::tls_targets::TLS_FUNCTIONS;
+
+    fn compiled_object() -> object::File<'static> {
+        object::File::parse(llmtap_ebpf::object()).expect("the BPF object parses")
+    }
 
     /// The `llmtap_abi_*` constants of the compiled object, by name.
     fn compiled_layout() -> HashMap<String, u32> {
-        let file = object::File::parse(llmtap_ebpf::object()).expect("the BPF object parses");
+        let file = compiled_object();
         let rodata = file.section_by_name(".rodata").expect(".rodata");
         let data = rodata.data().expect("rodata bytes");
         file.symbols()
@@ -154,7 +276,11 @@ mod tests {
     #[test]
     fn rust_mirror_matches_the_compiled_c_layout() {
         let c = compiled_layout();
-        let rust: &[(&str, usize)] = &[
+        // `(NAME, value)` of the constants mirroring `LLMTAP_<NAME>`.
+        macro_rules! values {
+            ($($name:ident),*) => { [$((stringify!($name), $name as usize)),*] };
+        }
+        let mut rust = vec![
             ("llmtap_header__size", size_of::<Header>()),
             ("llmtap_header__kind", offset_of!(Header, kind)),
             ("llmtap_header__direction", offset_of!(Header, direction)),
@@ -192,13 +318,90 @@ mod tests {
                 offset_of!(ConnEvent, peer_addr),
             ),
             ("llmtap_conn_event__comm", offset_of!(ConnEvent, comm)),
-            ("max_data", MAX_DATA as usize),
+            ("llmtap_socket_key__size", size_of::<SocketKey>()),
+            ("llmtap_socket_key__pid", offset_of!(SocketKey, pid)),
+            ("llmtap_ssl_key__size", size_of::<SslKey>()),
+            ("llmtap_ssl_key__pid", offset_of!(SslKey, pid)),
+            ("llmtap_go_key__size", size_of::<GoKey>()),
+            ("llmtap_go_key__pid", offset_of!(GoKey, pid)),
+            ("llmtap_comm_key__size", COMM_LEN),
         ];
-        for (name, value) in rust {
+        rust.extend(values!(
+            MAX_DATA,
+            EVENT_DATA,
+            EVENT_CONNECT,
+            EVENT_ACCEPT,
+            EVENT_CLOSE,
+            EVENT_EXIT,
+            EVENT_EXEC,
+            EVENT_FOUND,
+            EGRESS,
+            INGRESS,
+            SOURCE_SOCKET,
+            SOURCE_OPENSSL,
+            FLAG_TRUNCATED,
+            FLAG_WATCHED,
+            COUNTER_RINGBUF_FULL,
+            COUNTER_TRUNCATED,
+            COUNTER_TLS_CIPHERTEXT,
+            COUNTER_NOT_HTTP,
+            COUNTER_MAX
+        ));
+        for (name, value) in &rust {
             assert_eq!(c.get(*name).map(|v| *v as usize), Some(*value), "{name}");
         }
         // Every constant the C side exports is checked here.
         assert_eq!(c.len(), rust.len(), "unchecked constants: {c:?}");
+    }
+
+    #[test]
+    fn rust_names_every_map_of_the_object() {
+        let file = compiled_object();
+        let section = file.section_by_name(".maps").expect(".maps").index();
+        let compiled: BTreeSet<&str> = file
+            .symbols()
+            .filter(|sym| sym.section_index() == Some(section))
+            .filter_map(|sym| sym.name().ok())
+            .collect();
+        let named = BTreeSet::from([
+            maps::EVENTS,
+            maps::WATCHED_PIDS,
+            maps::WATCHED_CGROUPS,
+            maps::WATCHED_COMMS,
+            maps::COUNTERS,
+            maps::SCRATCH,
+            maps::SOCKETS,
+            maps::SSL_FDS,
+            maps::ACTIVE_SOCKET_CALLS,
+            maps::ACTIVE_CONNECTS,
+            maps::ACTIVE_SSL_CALLS,
+            maps::THREAD_TLS_FD,
+            maps::ACTIVE_GO_CALLS,
+        ]);
+        assert_eq!(compiled, named);
+        let listed = maps::STATE_MAPS
+            .into_iter()
+            .chain(maps::PID_KEYED_MAPS.map(|(name, _)| name));
+        for name in listed {
+            assert!(compiled.contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn user_space_attaches_every_program_of_the_object() {
+        let compiled: BTreeSet<&str> = compiled_object()
+            .symbols()
+            .filter(|sym| sym.kind() == SymbolKind::Text && sym.is_global())
+            .filter_map(|sym| sym.name().ok())
+            .collect();
+        let attached: BTreeSet<&str> = programs::TRACEPOINTS
+            .iter()
+            .chain(programs::SCHED_TRACEPOINTS)
+            .chain(&TLS_FUNCTIONS)
+            .map(|(_, name)| *name)
+            .chain([programs::SSL_RETURN, programs::GO_TLS_RETURN])
+            .collect();
+        assert_eq!(compiled, attached);
     }
 
     #[test]

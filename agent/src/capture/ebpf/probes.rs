@@ -17,58 +17,9 @@ use super::discovery::ProbeControl;
 use super::ring::RingReader;
 use super::scope::COMM_LEN;
 use super::tls_targets::{self, TlsTarget, TlsTargets, TLS_FUNCTIONS};
-use super::{abi, preflight, CaptureError, EbpfConfig};
+use super::abi::{self, maps, programs};
+use super::{preflight, CaptureError, EbpfConfig};
 use crate::sys;
-
-/// Syscall tracepoints and the programs on them.
-const TRACEPOINTS: &[(&str, &str)] = &[
-    ("sys_enter_write", "enter_write"),
-    ("sys_exit_write", "exit_write"),
-    ("sys_enter_sendto", "enter_sendto"),
-    ("sys_exit_sendto", "exit_sendto"),
-    ("sys_enter_writev", "enter_writev"),
-    ("sys_exit_writev", "exit_writev"),
-    ("sys_enter_sendmsg", "enter_sendmsg"),
-    ("sys_exit_sendmsg", "exit_sendmsg"),
-    ("sys_enter_read", "enter_read"),
-    ("sys_exit_read", "exit_read"),
-    ("sys_enter_recvfrom", "enter_recvfrom"),
-    ("sys_exit_recvfrom", "exit_recvfrom"),
-    ("sys_enter_readv", "enter_readv"),
-    ("sys_exit_readv", "exit_readv"),
-    ("sys_enter_recvmsg", "enter_recvmsg"),
-    ("sys_exit_recvmsg", "exit_recvmsg"),
-    ("sys_enter_connect", "enter_connect"),
-    ("sys_exit_connect", "exit_connect"),
-    ("sys_exit_accept", "exit_accept_plain"),
-    ("sys_exit_accept4", "exit_accept4"),
-    ("sys_enter_close", "enter_close"),
-];
-
-/// Scheduler tracepoints (BTF-typed) that follow forks, execs and exits.
-const SCHED_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sched_process_fork", "on_fork"),
-    ("sched_process_exec", "on_exec"),
-    ("sched_process_exit", "on_exit"),
-];
-
-/// Maps keyed by process, with the offset of the tgid in their key:
-/// `sockets` by `tgid << 32 | fd`, `ssl_fds` by `struct ssl_key`,
-/// `active_go_calls` by `struct go_key` (a goroutine cut short by its
-/// process's exit never reaches a RET).
-const PID_KEYED_MAPS: [(&str, usize); 3] = [("sockets", 4), ("ssl_fds", 8), ("active_go_calls", 8)];
-
-/// Maps whose entries belong to processes, threads or connections.
-pub const STATE_MAPS: [&str; 8] = [
-    "watched_pids",
-    "sockets",
-    "ssl_fds",
-    "active_ssl_calls",
-    "active_socket_calls",
-    "active_connects",
-    "thread_tls_fd",
-    "active_go_calls",
-];
 
 /// Kernel-side counters (`enum llmtap_counter`), summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,18 +90,18 @@ impl EbpfProbes {
             .override_global("report_all_execs", &report_all_execs, true)
             .override_global("watch_all", &watch_all, true)
             .override_global("agent_pid", &agent_pid, true)
-            .map_max_entries("events", config.ring_buffer_bytes)
-            .map_max_entries("scratch", cpus)
+            .map_max_entries(maps::EVENTS, config.ring_buffer_bytes)
+            .map_max_entries(maps::SCRATCH, cpus)
             .load(llmtap_ebpf::object())?;
 
-        for (tracepoint, name) in TRACEPOINTS {
+        for (tracepoint, name) in programs::TRACEPOINTS {
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
             prog.load().map_err(program_error(name))?;
             prog.attach("syscalls", tracepoint)
                 .map_err(program_error(name))?;
         }
         let btf = Btf::from_sys_fs()?;
-        for (tracepoint, name) in SCHED_TRACEPOINTS {
+        for (tracepoint, name) in programs::SCHED_TRACEPOINTS {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &btf).map_err(program_error(name))?;
             prog.attach().map_err(program_error(name))?;
@@ -158,7 +109,7 @@ impl EbpfProbes {
         let uprobes: std::collections::BTreeSet<&str> = TLS_FUNCTIONS
             .iter()
             .map(|(_, name)| *name)
-            .chain(["ssl_return", "go_tls_return"])
+            .chain([programs::SSL_RETURN, programs::GO_TLS_RETURN])
             .collect();
         for name in uprobes {
             program::<UProbe>(&mut ebpf, name)?
@@ -184,7 +135,7 @@ impl EbpfProbes {
     /// Entries in each kernel map that holds per-process, per-thread or
     /// per-connection state: what an exited process must not leave behind.
     pub fn map_entries(&self) -> Vec<(&'static str, usize)> {
-        STATE_MAPS
+        maps::STATE_MAPS
             .iter()
             .map(|name| {
                 (
@@ -219,11 +170,11 @@ impl EbpfProbes {
             };
             attach(&mut self.ebpf, entry, offset)?;
             if !tls_targets::is_go_function(function) {
-                attach(&mut self.ebpf, "ssl_return", offset)?;
+                attach(&mut self.ebpf, programs::SSL_RETURN, offset)?;
             }
         }
         for &offset in &target.go_returns {
-            attach(&mut self.ebpf, "go_tls_return", offset)?;
+            attach(&mut self.ebpf, programs::GO_TLS_RETURN, offset)?;
         }
         Ok(())
     }
@@ -244,9 +195,9 @@ impl EbpfProbes {
 
     /// Takes the ring buffer out for reading on the async runtime.
     pub fn ring_reader(&mut self) -> Result<RingReader, CaptureError> {
-        let map = self.ebpf.take_map("events").expect("in the object");
+        let map = self.ebpf.take_map(maps::EVENTS).expect("in the object");
         let ring = RingBuf::try_from(map).map_err(|source| CaptureError::Map {
-            name: "events",
+            name: maps::EVENTS,
             source,
         })?;
         RingReader::new(ring).map_err(CaptureError::RingBuffer)
@@ -254,7 +205,7 @@ impl EbpfProbes {
 
     /// The kernel side's counters, summed over CPUs.
     pub fn counters(&self) -> KernelCounters {
-        let Some(map) = self.ebpf.map("counters") else {
+        let Some(map) = self.ebpf.map(maps::COUNTERS) else {
             return KernelCounters::default();
         };
         let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
@@ -277,15 +228,15 @@ impl EbpfProbes {
 
 impl ProbeControl for EbpfProbes {
     fn watch(&mut self, pid: u32) -> Result<(), CaptureError> {
-        self.insert("watched_pids", pid)
+        self.insert(maps::WATCHED_PIDS, pid)
     }
 
     fn watch_cgroup(&mut self, id: u64) -> Result<(), CaptureError> {
-        self.insert("watched_cgroups", id)
+        self.insert(maps::WATCHED_CGROUPS, id)
     }
 
     fn watch_comm(&mut self, comm: [u8; COMM_LEN]) -> Result<(), CaptureError> {
-        self.insert("watched_comms", comm)
+        self.insert(maps::WATCHED_COMMS, comm)
     }
 
     fn attach_tls(&mut self, candidates: &[PathBuf]) -> usize {
@@ -324,7 +275,7 @@ impl ProbeControl for EbpfProbes {
         if pids.is_empty() {
             return;
         }
-        for (name, pid_at) in PID_KEYED_MAPS {
+        for (name, pid_at) in maps::PID_KEYED_MAPS {
             if let Some(map) = self.ebpf.map(name) {
                 sys::bpf::remove_where(map, |key| {
                     sys::bpf::u32_at(key, pid_at).is_some_and(|pid| pids.contains(&pid))
