@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Everything from `reassembly` to `calls` is pure: bytes and timestamps in,
-//! values out, no sockets, clocks or BPF. `main.rs` is only glue.
+//! values out, no sockets, clocks or BPF. `main.rs` is only glue. `json` is
+//! a shared primitive, not a stage: a forward-only reader for hot paths.
 
 pub mod calls;
 pub mod capture;
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod export;
 pub mod http;
 pub mod http2;
+pub(crate) mod json;
 pub mod launch;
 pub mod providers;
 pub mod reassembly;

@@ -12,7 +12,6 @@ mod azure;
 mod gemini;
 mod ollama;
 mod openai;
-mod scan;
 
 use std::borrow::Cow;
 

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use super::chat::{ChoiceKey, ChunkKey};
-use crate::providers::scan::{string_end, string_text, Scanned, Scanner, Token};
+use crate::json::{string_end, string_text, Scanned, Scanner, Token};
 use crate::providers::{MemberName, ResponseInfo};
 
 /// String values a shape keeps track of; a chunk with more is scanned.
