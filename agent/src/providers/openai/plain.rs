@@ -3,6 +3,10 @@
 //! its bytes with other strings (the content, perhaps an `obfuscation`
 //! pad), and [`ChunkShape`] recognises them by comparing bytes. Whatever
 //! is not plain gives `None`, and the caller decodes it with serde.
+//!
+//! Input: one chunk's bytes; output: its facts added to a
+//! [`ResponseInfo`], exactly as `chat::decode` would add them, or `None`
+//! with nothing added. It reads chunks as `chat` names their members.
 
 use std::borrow::Cow;
 
@@ -30,7 +34,7 @@ const MESSAGE_TEXTS: [&[u8]; 4] = [b"content", b"reasoning_content", b"reasoning
 /// effects with its own strings. Strings that did not change from the
 /// scanned chunk to the next are compared as bytes from then on.
 #[derive(Debug, Default)]
-pub(in crate::providers) struct ChunkShape {
+pub(super) struct ChunkShape {
     bytes: Vec<u8>,
     strings: Vec<Token>,
     /// Bit `i`: string `i` may change from chunk to chunk. All bits (as
@@ -282,7 +286,7 @@ mod tests {
     use crate::providers::openai::chat::decode;
 
     /// `chunks` applied in turn to `before` through one shape (serde
-    /// decoding what it gives up on, as `chat::chunk` does) and by serde
+    /// decoding what it gives up on, as the `ChatDecoder` does) and by serde
     /// alone: the records must agree after each. Returns how many chunks
     /// the shape read.
     fn agree(chunks: &[&[u8]], before: &ResponseInfo) -> Result<usize, TestCaseError> {
