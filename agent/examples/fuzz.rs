@@ -423,9 +423,8 @@ fn decode_everywhere(frame: Frame<'_>) -> u64 {
     for provider in PROVIDERS {
         for api in apis {
             let mut out = llmtap::providers::ResponseInfo::new(64);
-            let mut memory = llmtap::providers::FrameMemory::default();
-            decoded += u64::from(provider.frame(api, frame, &mut memory, &mut out).is_ok());
-            let _ = provider.body(api, frame.data, &mut out);
+            decoded += u64::from(provider.decoder(api).frame(frame, &mut out).is_ok());
+            let _ = provider.decoder(api).body(frame.data, &mut out);
         }
     }
     decoded

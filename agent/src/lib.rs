@@ -20,6 +20,7 @@ pub mod demo;
 pub mod export;
 pub mod http;
 pub mod http2;
+pub(crate) mod json;
 pub(crate) mod pipeline;
 pub mod providers;
 pub mod run;

@@ -417,9 +417,8 @@ fn apply(
             role: Role::Response,
             bytes,
         } => {
-            let llm = exchange.llm;
             if let Some(response) = &mut exchange.response {
-                response.body(bytes, time.end, llm, limits);
+                response.body(bytes, time.end, limits);
             }
         }
         HttpEvent::BodyTruncated {
@@ -505,7 +504,7 @@ fn build(
     if let Some(response) = &mut response {
         // Bytes the capture lost are a truncation like any other.
         response.truncated |= matches!(ending, Ending::CaptureLost);
-        let oversized = response.finish(response.last_byte, exchange.llm);
+        let oversized = response.finish(response.last_byte);
         stats.oversized_events += oversized;
         // A dropped event is output the record cannot count.
         response.truncated |= oversized > 0;

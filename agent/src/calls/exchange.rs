@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{Limits, ReconstructionStats};
 use crate::http::{ChunkTime, RequestHead, ResponseHead};
-use crate::providers::{self, Api, FrameMemory, Provider, RequestInfo, ResponseInfo};
+use crate::providers::{self, Api, Provider, RequestInfo, ResponseDecoder, ResponseInfo};
 use crate::sse::{Frame, NdjsonParser, SseParser};
 use crate::stream::WallNanos;
 
@@ -115,7 +115,7 @@ impl Exchange {
             framer,
             acc: Accumulator {
                 info: ResponseInfo::new(limits.max_output_text),
-                memory: FrameMemory::default(),
+                decoder: self.llm.map(|(provider, api)| provider.decoder(api)),
                 first_chunk: None,
                 first_output: None,
                 last_output: None,
@@ -155,7 +155,9 @@ pub(super) struct Response {
 /// What the frames of a response add up to.
 pub(super) struct Accumulator {
     pub info: ResponseInfo,
-    memory: FrameMemory,
+    /// The provider's decoder for this response; `None` when it is not an
+    /// LLM call (its body is then not framed).
+    decoder: Option<Box<dyn ResponseDecoder>>,
     pub first_chunk: Option<WallNanos>,
     pub first_output: Option<WallNanos>,
     pub last_output: Option<WallNanos>,
@@ -168,9 +170,12 @@ pub(super) struct Accumulator {
 }
 
 impl Accumulator {
-    fn frame(&mut self, frame: Frame<'_>, at: WallNanos, provider: &dyn Provider, api: Api) {
+    fn frame(&mut self, frame: Frame<'_>, at: WallNanos) {
+        let Some(decoder) = &mut self.decoder else {
+            return;
+        };
         self.first_chunk.get_or_insert(at);
-        match provider.frame(api, frame, &mut self.memory, &mut self.info) {
+        match decoder.frame(frame, &mut self.info) {
             Ok(true) => {
                 self.first_output.get_or_insert(at);
                 self.last_output = Some(at);
@@ -183,23 +188,24 @@ impl Accumulator {
             Err(_) => self.decode_errors += 1,
         }
     }
+
+    /// Decodes a whole body.
+    fn body(&mut self, body: &[u8]) {
+        let Some(decoder) = &mut self.decoder else {
+            return;
+        };
+        if decoder.body(body, &mut self.info).is_err() {
+            self.decode_errors += 1;
+        }
+    }
 }
 
 impl Response {
     /// Decoded body bytes that arrived in a call returning at `at`.
-    pub(super) fn body(
-        &mut self,
-        bytes: &[u8],
-        at: WallNanos,
-        llm: Option<(&'static dyn Provider, Api)>,
-        limits: &Limits,
-    ) {
+    pub(super) fn body(&mut self, bytes: &[u8], at: WallNanos, limits: &Limits) {
         self.last_byte = at;
-        let Some((provider, api)) = llm else {
-            return;
-        };
         let acc = &mut self.acc;
-        let mut on = |frame: Frame<'_>| acc.frame(frame, at, provider, api);
+        let mut on = |frame: Frame<'_>| acc.frame(frame, at);
         match &mut self.framer {
             Framer::Ignore => {}
             Framer::Sse(parser) => parser.feed(bytes, &mut on),
@@ -216,25 +222,18 @@ impl Response {
 
     /// The body is over (complete or not): flush the framer and decode a
     /// whole body. Returns events dropped as oversized.
-    pub(super) fn finish(
-        &mut self,
-        at: WallNanos,
-        llm: Option<(&'static dyn Provider, Api)>,
-    ) -> u64 {
-        let Some((provider, api)) = llm else {
-            return 0;
-        };
+    pub(super) fn finish(&mut self, at: WallNanos) -> u64 {
         let acc = &mut self.acc;
         match &mut self.framer {
             Framer::Ignore => 0,
             Framer::Sse(parser) => parser.oversized,
             Framer::Ndjson(parser) => {
-                parser.finish(&mut |frame| acc.frame(frame, at, provider, api));
+                parser.finish(&mut |frame| acc.frame(frame, at));
                 parser.oversized
             }
             Framer::Whole(body) => {
-                if !body.is_empty() && provider.body(api, body, &mut acc.info).is_err() {
-                    acc.decode_errors += 1;
+                if !body.is_empty() {
+                    acc.body(body);
                 }
                 *body = Vec::new();
                 0

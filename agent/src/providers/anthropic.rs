@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    parse, Api, ErrorField, Fields, FrameMemory, Provider, ProviderError, RequestInfo, ResponseInfo,
+    parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseDecoder,
+    ResponseInfo,
 };
 use crate::http::RequestHead;
 use crate::sse::Frame;
@@ -43,18 +44,21 @@ impl Provider for Anthropic {
         })
     }
 
-    fn frame(
-        &self,
-        _api: Api,
-        frame: Frame<'_>,
-        _memory: &mut FrameMemory,
-        out: &mut ResponseInfo,
-    ) -> Result<bool, ProviderError> {
+    fn decoder(&self, _api: Api) -> Box<dyn ResponseDecoder> {
+        Box::new(Decoder)
+    }
+}
+
+/// Reads a Messages response; each event stands alone.
+struct Decoder;
+
+impl ResponseDecoder for Decoder {
+    fn frame(&mut self, frame: Frame<'_>, out: &mut ResponseInfo) -> Result<bool, ProviderError> {
         let event: Event<'_> = parse(frame.data)?;
         Ok(event.apply(out))
     }
 
-    fn body(&self, _api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
+    fn body(&mut self, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
         let message: MessageObject<'_> = parse(body)?;
         for block in message.content.iter().flatten() {
             block.push(out);

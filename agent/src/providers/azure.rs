@@ -3,9 +3,8 @@
 
 use serde_json::Value;
 
-use super::{openai, Api, FrameMemory, Provider, ProviderError, RequestInfo, ResponseInfo};
+use super::{openai, Api, Provider, RequestInfo, ResponseDecoder};
 use crate::http::RequestHead;
-use crate::sse::Frame;
 
 /// Azure OpenAI Service (`/openai/deployments/{name}/...`, `/openai/v1/...`).
 pub(super) struct AzureOpenAi;
@@ -34,17 +33,7 @@ impl Provider for AzureOpenAi {
         Some(info)
     }
 
-    fn frame(
-        &self,
-        api: Api,
-        frame: Frame<'_>,
-        memory: &mut FrameMemory,
-        out: &mut ResponseInfo,
-    ) -> Result<bool, ProviderError> {
-        openai::decode_frame(api, frame, memory, out)
-    }
-
-    fn body(&self, api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
-        openai::decode_body(api, body, out)
+    fn decoder(&self, api: Api) -> Box<dyn ResponseDecoder> {
+        openai::decoder(api)
     }
 }

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    parse, Api, ErrorField, Fields, FrameMemory, Provider, ProviderError, RequestInfo, ResponseInfo,
+    parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseDecoder,
+    ResponseInfo,
 };
 use crate::http::RequestHead;
 use crate::sse::Frame;
@@ -56,18 +57,21 @@ impl Provider for Gemini {
         Some(info)
     }
 
-    fn frame(
-        &self,
-        _api: Api,
-        frame: Frame<'_>,
-        _memory: &mut FrameMemory,
-        out: &mut ResponseInfo,
-    ) -> Result<bool, ProviderError> {
+    fn decoder(&self, _api: Api) -> Box<dyn ResponseDecoder> {
+        Box::new(Decoder)
+    }
+}
+
+/// Reads a `generateContent` response; each chunk stands alone.
+struct Decoder;
+
+impl ResponseDecoder for Decoder {
+    fn frame(&mut self, frame: Frame<'_>, out: &mut ResponseInfo) -> Result<bool, ProviderError> {
         let chunk: Chunk<'_> = parse(frame.data)?;
         Ok(chunk.apply(out))
     }
 
-    fn body(&self, _api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
+    fn body(&mut self, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
         if body.trim_ascii_start().starts_with(b"[") {
             let chunks: Vec<Chunk<'_>> = parse(body)?;
             for chunk in chunks {

@@ -1,18 +1,18 @@
 //! LLM API decoders, one file per provider behind the [`Provider`] trait.
 //!
 //! Input: a request head and its parsed JSON body, then the response as
-//! [`Frame`]s (SSE events, NDJSON lines) or as one whole body. Output: the
-//! request's [`RequestInfo`] and the response facts gathered into a
-//! [`ResponseInfo`]. Providers are tried in [`PROVIDERS`] order; the first
-//! that claims a request decodes it. Hosts never matter: compatible servers
-//! run anywhere, so claims look at the path and the body's shape only.
+//! [`Frame`]s (SSE events, NDJSON lines) or as one whole body, read by the
+//! provider's [`ResponseDecoder`] for that response. Output: the request's
+//! [`RequestInfo`] and the response facts gathered into a [`ResponseInfo`].
+//! Providers are tried in [`PROVIDERS`] order; the first that claims a
+//! request decodes it. Hosts never matter: compatible servers run anywhere,
+//! so claims look at the path and the body's shape only.
 
 mod anthropic;
 mod azure;
 mod gemini;
 mod ollama;
 mod openai;
-mod scan;
 
 use std::borrow::Cow;
 
@@ -171,13 +171,6 @@ impl ResponseInfo {
     }
 }
 
-/// What the decoders keep from one frame of a response to the next, to
-/// read the next faster. Never part of the record.
-#[derive(Debug, Default)]
-pub struct FrameMemory {
-    chunk_shape: openai::ChunkShape,
-}
-
 /// One LLM API family.
 pub trait Provider: Sync {
     /// The provider name in records (`gen_ai.provider.name`).
@@ -192,19 +185,25 @@ pub trait Provider: Sync {
     /// shape: the request is then not an LLM call.
     fn request(&self, api: Api, head: &RequestHead, body: Option<&Value>) -> Option<RequestInfo>;
 
+    /// A decoder for one response to a request of `api`. Called once per
+    /// call; a decoder with no state is a zero-sized box, which does not
+    /// allocate.
+    fn decoder(&self, api: Api) -> Box<dyn ResponseDecoder>;
+}
+
+/// Decodes one response, keeping whatever it needs from one frame to the
+/// next (never part of the record). A response is read either as frames,
+/// in order, or as one whole body.
+///
+/// `Send` so that what holds a response in progress can still move
+/// between threads.
+pub trait ResponseDecoder: Send {
     /// Decodes one streamed frame; returns whether it carried generated
-    /// output (text, reasoning or a tool-call delta). `memory` is the
-    /// response's, kept from its earlier frames.
-    fn frame(
-        &self,
-        api: Api,
-        frame: Frame<'_>,
-        memory: &mut FrameMemory,
-        out: &mut ResponseInfo,
-    ) -> Result<bool, ProviderError>;
+    /// output (text, reasoning or a tool-call delta).
+    fn frame(&mut self, frame: Frame<'_>, out: &mut ResponseInfo) -> Result<bool, ProviderError>;
 
     /// Decodes a whole body: a non-streamed response or an error.
-    fn body(&self, api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError>;
+    fn body(&mut self, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError>;
 }
 
 /// Every provider, in the order they are asked to claim a request: the

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    parse, Api, ErrorField, Fields, FrameMemory, Provider, ProviderError, RequestInfo,
+    parse, Api, ErrorField, Fields, Provider, ProviderError, RequestInfo, ResponseDecoder,
     ResponseInfo, ToolCall,
 };
 use crate::http::RequestHead;
@@ -52,18 +52,22 @@ impl Provider for Ollama {
         })
     }
 
-    fn frame(
-        &self,
-        _api: Api,
-        frame: Frame<'_>,
-        _memory: &mut FrameMemory,
-        out: &mut ResponseInfo,
-    ) -> Result<bool, ProviderError> {
+    fn decoder(&self, _api: Api) -> Box<dyn ResponseDecoder> {
+        Box::new(Decoder)
+    }
+}
+
+/// Reads a `/api/chat` or `/api/generate` response; each line stands
+/// alone, and both APIs' lines share one shape.
+struct Decoder;
+
+impl ResponseDecoder for Decoder {
+    fn frame(&mut self, frame: Frame<'_>, out: &mut ResponseInfo) -> Result<bool, ProviderError> {
         let line: Line<'_> = parse(frame.data)?;
         Ok(line.apply(out))
     }
 
-    fn body(&self, _api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
+    fn body(&mut self, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
         let line: Line<'_> = parse(body)?;
         line.apply(out);
         Ok(())

@@ -73,22 +73,14 @@ fn unknown_body_shapes_are_not_llm_calls() {
 fn role_only_and_done_frames_carry_no_output() {
     let (provider, api) = claim(&head("POST", "/v1/chat/completions")).unwrap();
     let mut out = ResponseInfo::new(1024);
-    let mut memory = FrameMemory::default();
+    let mut decoder = provider.decoder(api);
     let frame = |data: &'static [u8]| Frame { event: b"", data };
     let role = br#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
-    assert!(!provider
-        .frame(api, frame(role), &mut memory, &mut out)
-        .unwrap());
+    assert!(!decoder.frame(frame(role), &mut out).unwrap());
     let text = br#"{"id":"c2","choices":[{"index":0,"delta":{"content":"Hi \"x\""}}]}"#;
-    assert!(provider
-        .frame(api, frame(text), &mut memory, &mut out)
-        .unwrap());
-    assert!(!provider
-        .frame(api, frame(b"[DONE]"), &mut memory, &mut out)
-        .unwrap());
-    assert!(provider
-        .frame(api, frame(b"{not json"), &mut memory, &mut out)
-        .is_err());
+    assert!(decoder.frame(frame(text), &mut out).unwrap());
+    assert!(!decoder.frame(frame(b"[DONE]"), &mut out).unwrap());
+    assert!(decoder.frame(frame(b"{not json"), &mut out).is_err());
     assert_eq!(out.id.as_deref(), Some("c1"));
     assert_eq!(out.text, "Hi \"x\"");
     assert!(out.done);
@@ -108,7 +100,8 @@ fn string_and_object_errors() {
     let mut out = ResponseInfo::new(0);
     let (ollama, api) = claim(&head("POST", "/api/chat")).unwrap();
     ollama
-        .body(api, br#"{"error":"model 'x' not found"}"#, &mut out)
+        .decoder(api)
+        .body(br#"{"error":"model 'x' not found"}"#, &mut out)
         .unwrap();
     let error = out.error.clone().unwrap();
     assert_eq!(error.kind, None);
@@ -117,13 +110,12 @@ fn string_and_object_errors() {
     let event =
         br#"{"type":"error","code":"rate_limit_exceeded","message":"slow down","param":null}"#;
     openai
+        .decoder(api)
         .frame(
-            api,
             Frame {
                 event: b"error",
                 data: event,
             },
-            &mut FrameMemory::default(),
             &mut out,
         )
         .unwrap();

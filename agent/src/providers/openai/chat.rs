@@ -1,35 +1,20 @@
-//! Chat Completions and Completions: stream chunks and whole bodies share
-//! one shape (`choices` with `delta`, `message` or `text`).
+//! Chat Completions and Completions read by serde: stream chunks and whole
+//! bodies share one shape (`choices` with `delta`, `message` or `text`).
+//! Input: one chunk's bytes; output: its facts added to a [`ResponseInfo`].
 
 use std::borrow::Cow;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::plain::ChunkShape;
 use super::TokenUsage;
 use crate::providers::{
     ErrorField, Member, MemberName, ProviderError, ResponseInfo, Text, ToolCall, Usage,
 };
 
-/// Decodes a Chat Completions or Completions chunk (or a whole
-/// non-streamed body, same shape) straight into `out`; returns whether it
-/// carried output. This runs once per streamed token: the common plain
-/// chunk is read by `shape` (the stream's last one), anything else by
-/// [`decode`].
-pub(super) fn chunk(
-    data: &[u8],
-    shape: &mut ChunkShape,
-    out: &mut ResponseInfo,
-) -> Result<bool, ProviderError> {
-    match shape.apply(data, out) {
-        Some(output) => Ok(output),
-        None => decode(data, out),
-    }
-}
-
-/// Decodes any chunk with serde_json, walking it with a visitor instead of
-/// building structs and vectors to throw away.
+/// Decodes any chunk (or a whole non-streamed body, same shape) into
+/// `out` with serde_json, walking it with a visitor instead of building
+/// structs and vectors to throw away; returns whether it carried output.
 pub(super) fn decode(data: &[u8], out: &mut ResponseInfo) -> Result<bool, ProviderError> {
     let mut de = serde_json::Deserializer::from_slice(data);
     let mut visitor = ChunkVisitor { out, output: false };

@@ -2,19 +2,23 @@
 //! servers that copy them (vLLM, llama.cpp with its `timings`, TGI,
 //! LiteLLM, Ollama's `/v1`). Claimed by path suffix on any host.
 //!
-//! `chat` decodes Chat Completions and Completions chunks and bodies;
-//! `responses` the Responses API's events and objects.
+//! A response is read by [`ChatDecoder`] or [`ResponsesDecoder`]: `chat`
+//! decodes Chat Completions and Completions chunks and bodies with serde,
+//! `plain` reads their common chunk fast, and `responses` the Responses
+//! API's events and objects.
 
 mod chat;
 mod plain;
 mod responses;
 
-pub(super) use plain::ChunkShape;
-
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Api, Fields, FrameMemory, Provider, ProviderError, RequestInfo, ResponseInfo, Usage};
+use plain::ChunkShape;
+
+use super::{
+    Api, Fields, Provider, ProviderError, RequestInfo, ResponseDecoder, ResponseInfo, Usage,
+};
 use crate::http::RequestHead;
 use crate::sse::Frame;
 
@@ -34,18 +38,8 @@ impl Provider for OpenAi {
         request(api, body)
     }
 
-    fn frame(
-        &self,
-        api: Api,
-        frame: Frame<'_>,
-        memory: &mut FrameMemory,
-        out: &mut ResponseInfo,
-    ) -> Result<bool, ProviderError> {
-        decode_frame(api, frame, memory, out)
-    }
-
-    fn body(&self, api: Api, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
-        decode_body(api, body, out)
+    fn decoder(&self, api: Api) -> Box<dyn ResponseDecoder> {
+        decoder(api)
     }
 }
 
@@ -86,33 +80,59 @@ pub(super) fn request(api: Api, body: Option<&Value>) -> Option<RequestInfo> {
     })
 }
 
-/// Decodes one SSE event of `api`.
-pub(super) fn decode_frame(
-    api: Api,
-    frame: Frame<'_>,
-    memory: &mut FrameMemory,
-    out: &mut ResponseInfo,
-) -> Result<bool, ProviderError> {
-    if api == Api::Responses {
-        return responses::event(frame.data, out);
+/// A decoder for one response of `api`.
+pub(super) fn decoder(api: Api) -> Box<dyn ResponseDecoder> {
+    match api {
+        Api::Responses => Box::new(ResponsesDecoder),
+        _ => Box::<ChatDecoder>::default(),
     }
-    if frame.data == b"[DONE]" {
-        out.done = true;
-        return Ok(false);
-    }
-    chat::chunk(frame.data, &mut memory.chunk_shape, out)
 }
 
-/// Decodes a whole response body of `api`.
-pub(super) fn decode_body(
-    api: Api,
-    body: &[u8],
-    out: &mut ResponseInfo,
-) -> Result<(), ProviderError> {
-    if api == Api::Responses {
+/// Reads a Chat Completions or Completions response. A stream's chunks
+/// usually repeat one plain shape, so `shape` (learnt from the last plain
+/// chunk) reads most of them without serde.
+#[derive(Default)]
+struct ChatDecoder {
+    shape: ChunkShape,
+}
+
+impl ChatDecoder {
+    /// Decodes a chunk (or a whole non-streamed body, same shape) straight
+    /// into `out`; returns whether it carried output. This runs once per
+    /// streamed token: the plain chunk is read by the shape, anything else
+    /// by serde.
+    fn chunk(&mut self, data: &[u8], out: &mut ResponseInfo) -> Result<bool, ProviderError> {
+        match self.shape.apply(data, out) {
+            Some(output) => Ok(output),
+            None => chat::decode(data, out),
+        }
+    }
+}
+
+impl ResponseDecoder for ChatDecoder {
+    fn frame(&mut self, frame: Frame<'_>, out: &mut ResponseInfo) -> Result<bool, ProviderError> {
+        if frame.data == b"[DONE]" {
+            out.done = true;
+            return Ok(false);
+        }
+        self.chunk(frame.data, out)
+    }
+
+    fn body(&mut self, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
+        self.chunk(body, out).map(|_| ())
+    }
+}
+
+/// Reads a Responses API response; each event stands alone.
+struct ResponsesDecoder;
+
+impl ResponseDecoder for ResponsesDecoder {
+    fn frame(&mut self, frame: Frame<'_>, out: &mut ResponseInfo) -> Result<bool, ProviderError> {
+        responses::event(frame.data, out)
+    }
+
+    fn body(&mut self, body: &[u8], out: &mut ResponseInfo) -> Result<(), ProviderError> {
         responses::body(body, out)
-    } else {
-        chat::chunk(body, &mut ChunkShape::default(), out).map(|_| ())
     }
 }
 

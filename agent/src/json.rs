@@ -1,20 +1,21 @@
-//! A forward-only JSON reader for the per-chunk hot path.
+//! A forward-only JSON reader for hot paths: input a JSON text as bytes,
+//! output its members and string values as positions ([`Token`]s) in it.
 //!
-//! It reads only the plain shapes streamed chunks take: objects walked
-//! member by member, arrays of objects, and scalars, with only spaces
-//! between them. Anything else (a nested value it was not asked to walk,
-//! an escape in a name, bad syntax) makes it give up with `None`, and the
-//! caller decodes the same bytes with serde_json instead. So when it succeeds serde_json accepts
-//! the bytes too, and a decoder built on it must give what its serde twin
-//! gives; the tests compare the two on generated and mutated chunks.
+//! It reads only plain shapes: objects walked member by member, arrays of
+//! objects, and scalars, with only spaces between them. Anything else (a
+//! nested value it was not asked to walk, an escape in a name, bad syntax)
+//! makes it give up with `None`, and the caller decodes the same bytes with
+//! serde_json instead. So when it succeeds serde_json accepts the bytes too,
+//! and a decoder built on it must give what its serde twin gives (its
+//! callers' tests compare the two).
 //!
 //! It notes where each string value is, so that a caller can recognise the
-//! next chunk as the same bytes with other strings (see `openai::plain`).
+//! next text as the same bytes with other strings.
 
 use std::borrow::Cow;
 
 /// A position in one JSON text.
-pub(super) struct Scanner<'a> {
+pub(crate) struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
     /// The string values seen so far.
@@ -22,22 +23,22 @@ pub(super) struct Scanner<'a> {
 }
 
 /// Gave up: decode with serde_json instead.
-pub(super) type Scanned<T> = Option<T>;
+pub(crate) type Scanned<T> = Option<T>;
 
 /// Where a string value is in its text.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Token {
+pub(crate) struct Token {
     /// The opening quote.
-    pub(super) start: usize,
+    pub(crate) start: usize,
     /// Just past the closing quote.
-    pub(super) end: usize,
+    pub(crate) end: usize,
     /// It has backslash escapes.
-    pub(super) escaped: bool,
+    pub(crate) escaped: bool,
 }
 
 /// A string token's text (quotes included in `token`): borrowed if plain,
 /// decoded by serde_json (which also rejects bad escapes) if escaped.
-pub(super) fn string_text(token: &[u8], escaped: bool) -> Scanned<Cow<'_, str>> {
+pub(crate) fn string_text(token: &[u8], escaped: bool) -> Scanned<Cow<'_, str>> {
     if escaped {
         return serde_json::from_slice::<String>(token).ok().map(Cow::Owned);
     }
@@ -49,7 +50,7 @@ pub(super) fn string_text(token: &[u8], escaped: bool) -> Scanned<Cow<'_, str>> 
 impl<'a> Scanner<'a> {
     /// A scanner at the start of `bytes`; `strings` is reused to note the
     /// string values.
-    pub(super) fn new(bytes: &'a [u8], mut strings: Vec<Token>) -> Self {
+    pub(crate) fn new(bytes: &'a [u8], mut strings: Vec<Token>) -> Self {
         strings.clear();
         Self {
             bytes,
@@ -60,7 +61,7 @@ impl<'a> Scanner<'a> {
 
     /// The string values, in order (indexed as [`Self::string_or_null`]
     /// numbers them).
-    pub(super) fn into_strings(self) -> Vec<Token> {
+    pub(crate) fn into_strings(self) -> Vec<Token> {
         self.strings
     }
 
@@ -80,13 +81,13 @@ impl<'a> Scanner<'a> {
     }
 
     /// Only spaces are left.
-    pub(super) fn end(&mut self) -> Scanned<()> {
+    pub(crate) fn end(&mut self) -> Scanned<()> {
         self.peek().is_none().then_some(())
     }
 
     /// An object: `each` gets every member's name (raw bytes: not UTF-8
     /// checked) and must read its value.
-    pub(super) fn object(
+    pub(crate) fn object(
         &mut self,
         mut each: impl FnMut(&mut Self, &'a [u8]) -> Scanned<()>,
     ) -> Scanned<()> {
@@ -110,7 +111,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `null` (gives `false`) or an object walked as [`Self::object`].
-    pub(super) fn object_or_null(
+    pub(crate) fn object_or_null(
         &mut self,
         each: impl FnMut(&mut Self, &'a [u8]) -> Scanned<()>,
     ) -> Scanned<bool> {
@@ -121,7 +122,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `null`, or an array whose elements `each` reads.
-    pub(super) fn array_or_null(
+    pub(crate) fn array_or_null(
         &mut self,
         mut each: impl FnMut(&mut Self) -> Scanned<()>,
     ) -> Scanned<()> {
@@ -159,7 +160,7 @@ impl<'a> Scanner<'a> {
 
     /// `null`, or a string: its number among the string values (its text
     /// is left to [`string_text`], which may still give up).
-    pub(super) fn string_or_null(&mut self) -> Scanned<Option<usize>> {
+    pub(crate) fn string_or_null(&mut self) -> Scanned<Option<usize>> {
         if self.null()? {
             return Some(None);
         }
@@ -169,7 +170,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes `null` if it comes next.
-    pub(super) fn null(&mut self) -> Scanned<bool> {
+    pub(crate) fn null(&mut self) -> Scanned<bool> {
         if self.peek()? != b'n' {
             return Some(false);
         }
@@ -179,7 +180,7 @@ impl<'a> Scanner<'a> {
     /// A string, number, `true`, `false` or `null`, unread. Objects and
     /// arrays are not skipped: a chunk that has them where a plain one has
     /// a scalar is unusual enough to leave to serde.
-    pub(super) fn skip_scalar(&mut self) -> Scanned<()> {
+    pub(crate) fn skip_scalar(&mut self) -> Scanned<()> {
         match self.peek()? {
             b'"' => {
                 self.at += 1;
@@ -251,7 +252,7 @@ impl<'a> Scanner<'a> {
 /// Where the string starting at `start` (after its opening quote) ends:
 /// the closing quote's index, and whether it has escapes. `None` at a raw
 /// control byte, which serde_json rejects in strings.
-pub(super) fn string_end(bytes: &[u8], start: usize) -> Scanned<(usize, bool)> {
+pub(crate) fn string_end(bytes: &[u8], start: usize) -> Scanned<(usize, bool)> {
     let mut escaped = false;
     let mut at = start;
     loop {
@@ -267,8 +268,8 @@ pub(super) fn string_end(bytes: &[u8], start: usize) -> Scanned<(usize, bool)> {
     }
 }
 
-/// The first `"`, `\` or raw control byte. Strings in chunks are short
-/// (names, ids, a token or two): eight bytes at a time in a register beats
+/// The first `"`, `\` or raw control byte. Strings on the hot path are
+/// short (names, ids, a token or two): eight bytes at a time in a register beats
 /// `memchr`, whose SIMD setup costs more than such a string.
 fn find_string_stop(bytes: &[u8]) -> Option<usize> {
     let mut words = bytes.chunks_exact(8);
