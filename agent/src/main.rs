@@ -8,7 +8,7 @@ use clap::Parser;
 use llmtap::capture::ebpf::scope::{ScopeArgs, Scopes};
 use llmtap::capture::ebpf::EbpfConfig;
 use llmtap::capture::pcap::source::PacketFilter;
-use llmtap::cli::{CaptureMode, Cli, Command, LogFormat, WatchArgs};
+use llmtap::cli::{CaptureMode, Cli, Command, DemoArgs, LogFormat, WatchArgs};
 use llmtap::export::print::PrintedBytes;
 use llmtap::run::{self, AgentOptions, Outcome, OutputOptions};
 use llmtap::run_packets::{self, PacketInput, PacketOptions};
@@ -102,7 +102,7 @@ async fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|err| exit_on_bad_arguments(err));
     init_logging(cli.watch.log_format);
     let result = match cli.command {
-        Some(Command::Demo(args)) => llmtap::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Some(Command::Demo(args)) => demo(args).await.map(|()| ExitCode::SUCCESS),
         None => match packet_options(&cli.watch) {
             Ok(Some(options)) => run_packets::run(options).await,
             Ok(None) => match agent_options(cli.watch) {
@@ -122,6 +122,16 @@ async fn main() -> ExitCode {
         eprintln!("llmtap: error: {}", one_line(&err));
         ExitCode::FAILURE
     })
+}
+
+#[cfg(feature = "demo")]
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    llmtap::demo::run(args).await
+}
+
+#[cfg(not(feature = "demo"))]
+async fn demo(_: DemoArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this llmtap was built without the demo (cargo feature `demo`)")
 }
 
 /// Help and version go out as clap writes them; a bad argument is one line
