@@ -29,6 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Runs a built-in demo: a local LLM-like streaming server over TLS, a
     /// client (curl) calling it, and the agent watching the client.
+    // A build without the `demo` feature (the container image) keeps it out
+    // of --help, but still parses it to say in one line why it cannot run.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo(DemoArgs),
 }
 
@@ -222,6 +225,17 @@ mod tests {
         assert_eq!(cli.watch.port, Some(8080));
         assert!(Cli::try_parse_from(["llmtap", "--read", "a.pcap", "--pid", "1"]).is_err());
         assert!(Cli::try_parse_from(["llmtap", "--read", "a.pcap", "--iface", "lo"]).is_err());
+    }
+
+    #[test]
+    fn demo_parses_in_every_build() {
+        // Without the `demo` feature it is hidden, not gone: main says why
+        // it cannot run.
+        let cli = Cli::try_parse_from(["llmtap", "demo", "--calls", "2"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Demo(DemoArgs { calls: 2, .. }))
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod calls;
 pub mod capture;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod export;
 pub mod http;

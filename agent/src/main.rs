@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use llmtap::cli::{Cli, Command, LogFormat};
+use llmtap::cli::{Cli, Command, DemoArgs, LogFormat};
 use llmtap::run::Outcome;
 
 fn init_logging(format: LogFormat) {
@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|err| exit_on_bad_arguments(err));
     init_logging(cli.watch.log_format);
     let result = match cli.command {
-        Some(Command::Demo(args)) => llmtap::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Some(Command::Demo(args)) => demo(args).await.map(|()| ExitCode::SUCCESS),
         None => llmtap::run::run(cli.watch)
             .await
             .map(|outcome| match outcome {
@@ -40,6 +40,16 @@ async fn main() -> ExitCode {
         eprintln!("llmtap: error: {}", one_line(&err));
         ExitCode::FAILURE
     })
+}
+
+#[cfg(feature = "demo")]
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    llmtap::demo::run(args).await
+}
+
+#[cfg(not(feature = "demo"))]
+async fn demo(_: DemoArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this llmtap was built without the demo (cargo feature `demo`)")
 }
 
 /// Help and version go out as clap writes them; a bad argument is one line

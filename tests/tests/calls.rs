@@ -6,11 +6,6 @@
 use llmtap_tests::*;
 use serde_json::Value;
 
-/// The `"type":"call"` lines the agent printed.
-fn calls(lines: &[Value]) -> Vec<&Value> {
-    lines.iter().filter(|l| l["type"] == "call").collect()
-}
-
 /// Runs the openai Python SDK client under the agent; returns what the
 /// agent printed and the client's own report of its calls.
 fn python_stream(server: &MockServer, model: &str) -> (AgentRun, ClientReport) {
@@ -47,7 +42,7 @@ fn an_openai_sdk_stream_becomes_one_exact_call_record() {
     let (run, report) = python_stream(&server, "gpt-test");
     assert!(run.status.success(), "{}", run.stderr);
     let client = report.calls();
-    let calls = calls(&run.lines);
+    let calls = call_lines(&run.lines);
     assert_eq!(calls.len(), 1, "one call expected: {calls:#?}");
     let (call, client) = (calls[0], &client[0]);
 
@@ -147,7 +142,7 @@ fn an_http_error_and_a_cut_stream_are_recorded_with_their_error_types() {
         ("cut-midstream", "connection_closed"),
     ] {
         let (run, _) = python_stream(&server, model);
-        let calls = calls(&run.lines);
+        let calls = call_lines(&run.lines);
         assert_eq!(calls.len(), 1, "{model}: {calls:#?}\n{}", run.stderr);
         assert_eq!(calls[0]["request_model"], model);
         assert_eq!(
@@ -186,7 +181,7 @@ fn a_server_watched_by_pid_records_the_call_from_its_side() {
     // The server's last write and close reach the agent within its poll.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let run = agent.stop();
-    let calls = calls(&run.lines);
+    let calls = call_lines(&run.lines);
     assert_eq!(calls.len(), 1, "{calls:#?}\n{}", run.stderr);
     let call = calls[0];
     assert_eq!(call["side"], "server");

@@ -74,7 +74,7 @@ fn observe(script: &str) -> Observed {
     ];
     let run = run_agent_on_command_in_real_time(&[], &command, None);
     assert!(run.status.success(), "{}", run.stderr);
-    let calls: Vec<&Value> = run.lines.iter().filter(|l| l["type"] == "call").collect();
+    let calls = call_lines(&run.lines);
     assert_eq!(
         calls.len(),
         2,

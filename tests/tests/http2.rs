@@ -39,14 +39,6 @@ fn the_one_h2_connection(run: &AgentRun) -> CapturedConnection {
     h2[0].clone()
 }
 
-fn calls(run: &AgentRun) -> Vec<Value> {
-    run.lines
-        .iter()
-        .filter(|l| l["type"] == "call")
-        .cloned()
-        .collect()
-}
-
 /// What every streamed call of these tests must say.
 fn assert_streamed_call(call: &Value, output_tokens: u64) {
     assert_eq!(call["provider"], "openai", "{call:#}");
@@ -91,12 +83,12 @@ fn curl_with_prior_knowledge_streams_one_call_over_h2c() {
     let run = run_agent_on_command(&[], &command, None);
     let connection = the_one_h2_connection(&run);
     assert_eq!(connection.open["transport"], "tcp");
-    let calls = calls(&run);
+    let calls = call_lines(&run.lines);
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert_eq!(calls[0]["request_model"], "gpt-curl-h2c");
     assert_eq!(calls[0]["response_model"], "gpt-curl-h2c");
     assert_eq!(calls[0]["request_path"], "/v1/chat/completions");
-    assert_streamed_call(&calls[0], 6);
+    assert_streamed_call(calls[0], 6);
 }
 
 /// The h2c client running three streams at once on one connection, with
@@ -116,7 +108,7 @@ fn three_parallel_streams(server: &MockServer) -> (ClientReport, [String; 6]) {
 }
 
 /// The three calls are the client's three streams, multiplexed.
-fn assert_three_multiplexed_calls(calls: &[Value], report: &ClientReport) {
+fn assert_three_multiplexed_calls(calls: &[&Value], report: &ClientReport) {
     let client = report.calls();
     assert!(
         client.iter().all(|c| c["http_version"] == "HTTP/2"),
@@ -165,7 +157,7 @@ fn three_streams_at_once_on_one_h2c_connection_are_three_calls() {
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let run = run_agent_on_command(&[], &command, None);
     the_one_h2_connection(&run);
-    assert_three_multiplexed_calls(&calls(&run), &report);
+    assert_three_multiplexed_calls(&call_lines(&run.lines), &report);
 }
 
 #[test]
@@ -186,7 +178,7 @@ fn three_h2c_streams_captured_as_packets_are_the_same_three_calls() {
     eprintln!("{}", run.stderr);
     assert!(run.status.success(), "{}", run.stderr);
     the_one_h2_connection(&run);
-    assert_three_multiplexed_calls(&calls(&run), &report);
+    assert_three_multiplexed_calls(&call_lines(&run.lines), &report);
 }
 
 #[test]
@@ -202,7 +194,7 @@ fn a_go_client_negotiating_h2_by_alpn_is_seen_through_crypto_tls() {
     let connection = the_one_h2_connection(&run);
     assert_eq!(connection.open["transport"], "tls");
     assert_no_tls_ciphertext(&connections(&run.lines));
-    let calls = calls(&run);
+    let calls = call_lines(&run.lines);
     assert_eq!(calls.len(), 1, "{calls:#?}");
     let call = &calls[0];
     assert_eq!(call["request_model"], "gpt-go-h2");

@@ -45,14 +45,6 @@ fn replay(name: &str) -> Vec<Value> {
     json_lines(&output.stdout)
 }
 
-fn calls(lines: &[Value]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter(|l| l["type"] == "call")
-        .cloned()
-        .collect()
-}
-
 /// The one call the client made, from its own report.
 fn client_call(name: &str) -> Value {
     let name = name.trim_end_matches(".pcapng");
@@ -81,7 +73,7 @@ fn packet_times(name: &str) -> BTreeSet<u64> {
 /// the packets' times.
 fn the_call(name: &str) -> Value {
     let lines = replay(name);
-    let calls = calls(&lines);
+    let calls = call_lines(&lines);
     assert_eq!(calls.len(), 1, "{name}: {calls:#?}");
     let (call, client) = (calls[0].clone(), client_call(name));
     assert_eq!(call["pid"], 0, "packets name no process");
@@ -213,7 +205,7 @@ fn a_lost_segment_is_a_gap_and_the_call_stops_there() {
     assert_eq!(cut[at..], whole[at + gap..]);
     // The call is kept, cut where the hole is: what came before it is the
     // whole capture's, nothing after it is claimed.
-    let lossy = calls(&lossy_lines);
+    let lossy = call_lines(&lossy_lines);
     assert_eq!(lossy.len(), 1, "{lossy:#?}");
     let (call, base) = (&lossy[0], the_call("ipv4"));
     assert_eq!(call["error_type"], "capture_incomplete");
@@ -284,7 +276,7 @@ fn live_capture_on_lo_gives_the_ebpf_paths_call_record() {
     let (_, scrape) = llmtap_tests::prometheus::http_get(metrics, "/metrics").expect("/metrics");
     let packets = packets.stop();
     assert!(packets.status.success(), "{}", packets.stderr);
-    let (pcap_calls, ebpf_calls) = (calls(&packets.lines), calls(&ebpf.lines));
+    let (pcap_calls, ebpf_calls) = (call_lines(&packets.lines), call_lines(&ebpf.lines));
     assert_eq!(pcap_calls.len(), 1, "{pcap_calls:#?}\n{}", packets.stderr);
     assert_eq!(ebpf_calls.len(), 1, "{ebpf_calls:#?}");
     let (p, e) = (&pcap_calls[0], &ebpf_calls[0]);
@@ -343,11 +335,15 @@ fn live_capture_drops_tls_flows_and_says_so() {
     let metrics = packets.metrics_addr();
     let ebpf = ebpf_run_of_the_client(&server, "gpt-tls");
     assert!(ebpf.status.success(), "{}", ebpf.stderr);
-    assert_eq!(calls(&ebpf.lines).len(), 1, "the eBPF path reads TLS");
+    assert_eq!(call_lines(&ebpf.lines).len(), 1, "the eBPF path reads TLS");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let (_, scrape) = llmtap_tests::prometheus::http_get(metrics, "/metrics").expect("/metrics");
     let packets = packets.stop();
-    assert!(calls(&packets.lines).is_empty(), "{:#?}", packets.lines);
+    assert!(
+        call_lines(&packets.lines).is_empty(),
+        "{:#?}",
+        packets.lines
+    );
     assert!(
         !packets.lines.iter().any(|l| l["type"] == "data"),
         "no TLS bytes are passed on"

@@ -88,7 +88,7 @@ fn one_call_with_only(caps: &str, tls: bool) -> (AgentRun, u64) {
     assert!(run.status.success(), "{}", run.stderr);
 
     let client = report.calls().remove(0);
-    let calls: Vec<&Value> = run.lines.iter().filter(|l| l["type"] == "call").collect();
+    let calls = call_lines(&run.lines);
     assert_eq!(calls.len(), 1, "{}", run.stderr);
     assert_eq!(
         calls[0]["output_tokens"],

@@ -948,6 +948,8 @@ fn the_image_runs_the_binary_the_tests_run() {
         words.contains(&"--release") && words.contains(&"--locked"),
         "{cargo}"
     );
+    // Without `llmtap demo` and its mock LLM server.
+    assert!(words.contains(&"--no-default-features"), "{cargo}");
     let (package, binary) = (after("-p"), after("--bin"));
 
     // It is the binary the tests run: that package's binary target of the

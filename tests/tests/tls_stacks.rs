@@ -64,7 +64,7 @@ fn the_one_tls_call(run: &AgentRun, server: &MockServer) -> serde_json::Value {
     assert_eq!(chat[0].open["transport"], "tls", "{:?}", chat[0].open);
     assert_no_tls_ciphertext(&connections);
     assert_matches_server(chat[0], &server.sent(), Some(5_000_000));
-    let calls: Vec<_> = run.lines.iter().filter(|l| l["type"] == "call").collect();
+    let calls = call_lines(&run.lines);
     assert_eq!(calls.len(), 1, "{calls:#?}");
     calls[0].clone()
 }

@@ -1,4 +1,4 @@
-//! `mock-llm`: runs llmtap's mock LLM server (`llmtap::demo::server`) for
+//! `mock-llm`: runs llmtap's mock LLM server (the `llmtap-mock-llm` crate) for
 //! the end-to-end tests and by hand. Prints one JSON ready line on stdout,
 //! `{"listening":"127.0.0.1:PORT","url":"https://127.0.0.1:PORT","cert":"/path"|null}`,
 //! once it accepts connections, then serves until SIGINT or SIGTERM.
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use llmtap::demo::server::{self, Pacing, ServerConfig};
+use llmtap_mock_llm::{Pacing, ServerConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A mock OpenAI / Anthropic / Ollama server that streams with realistic
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         send_log_file: args.send_log,
         keep_send_log: false,
     };
-    let running = server::start(config).await?;
+    let running = llmtap_mock_llm::start(config).await?;
     let ready = serde_json::json!({
         "listening": running.addr.to_string(),
         "url": running.base_url(),

@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
-use super::sse_data;
-use crate::demo::reply::{error_type, openai_error, Api, Ending, Events, Finish, Generation};
+use crate::api::{error_type, Api, Ending, Finish, Generation};
+use crate::pacing::Events;
 
 /// `POST /v1/chat/completions`.
 pub struct Chat;
@@ -162,4 +162,14 @@ fn http_error(status: u16, message: &str) -> String {
         err["error"]["code"] = "rate_limit_exceeded".into();
     }
     err.to_string()
+}
+
+/// The `{"error": {...}}` object, also sent mid-stream.
+fn openai_error(message: &str, kind: &str) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+}
+
+/// One SSE event with only a `data:` field.
+fn sse_data(data: &str) -> String {
+    format!("data: {data}\n\n")
 }

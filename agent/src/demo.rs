@@ -1,13 +1,15 @@
 //! `llmtap demo`: the agent's main job on a built-in target. Starts the mock
-//! LLM server over TLS on loopback, runs a real client (curl, through the
-//! system libssl) against it under the agent with /metrics live, logs one
-//! line per call the agent saw, and shows the resulting LLM metrics.
+//! LLM server (`llmtap-mock-llm`) over TLS on loopback, runs a real client
+//! (curl, through the system libssl) against it under the agent with
+//! /metrics live, logs one line per call the agent saw, and shows the
+//! resulting LLM metrics. Only in builds with the `demo` cargo feature (the
+//! default; the container image leaves it out).
 
 use std::ffi::OsString;
 
 use anyhow::Context;
+use llmtap_mock_llm::ServerConfig;
 
-use super::server::{self, ServerConfig};
 use crate::capture::ebpf::scope::Scopes;
 use crate::capture::ebpf::EbpfConfig;
 use crate::cli::DemoArgs;
@@ -18,7 +20,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("llmtap-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let cert = dir.join("ca.pem");
-    let server = server::start(ServerConfig {
+    let server = llmtap_mock_llm::start(ServerConfig {
         tls_cert_out: Some(cert.clone()),
         ..ServerConfig::default()
     })

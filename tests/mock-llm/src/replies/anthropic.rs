@@ -5,7 +5,8 @@
 
 use serde_json::json;
 
-use crate::demo::reply::{error_type, Api, Ending, Events, Finish, Generation};
+use crate::api::{error_type, Api, Ending, Finish, Generation};
+use crate::pacing::Events;
 
 /// `POST /v1/messages`.
 pub struct Messages;

@@ -25,15 +25,12 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-pub use super::reply::Pacing;
-pub use super::send_log::SendRecord;
-
-use super::connection::{serve, Settings};
-use super::h2;
-use super::rewound::Rewound;
-use super::send_log::SendLog;
-use super::tls;
-use crate::http2::PREFACE;
+use crate::connection::{serve, Settings};
+use crate::h2::{self, PREFACE};
+use crate::pacing::Pacing;
+use crate::rewound::Rewound;
+use crate::send_log::{SendLog, SendRecord};
+use crate::tls;
 
 /// How to run the server.
 #[derive(Clone, Debug)]
@@ -224,7 +221,7 @@ mod tests {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
     use super::*;
-    use crate::demo::reply::token;
+    use crate::reply::token;
 
     fn config(chunks: usize) -> ServerConfig {
         ServerConfig {

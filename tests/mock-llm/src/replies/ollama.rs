@@ -4,7 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::demo::reply::{Api, Ending, Events, Finish, Generation};
+use crate::api::{Api, Ending, Finish, Generation};
+use crate::pacing::Events;
 
 /// `POST /api/chat`.
 pub struct Chat;

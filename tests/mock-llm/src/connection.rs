@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::reply::{self, Pacing, ReplyContext};
-use super::request::{parse_head, HeadError};
-use super::send_log::{now_ns, SendLog, SendRecord};
-use super::wire::{plan, Plan};
+use crate::pacing::Pacing;
+use crate::reply::{self, ReplyContext};
+use crate::request::{parse_head, HeadError};
+use crate::send_log::{now_ns, SendLog, SendRecord};
+use crate::wire::{plan, Plan};
 
 /// What every connection shares.
 #[derive(Clone, Debug)]

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use super::reply::{Body, Pacing, Reply};
+use crate::pacing::Pacing;
+use crate::reply::{Body, Reply};
 
 /// One write on the connection.
 #[derive(Debug, PartialEq, Eq)]
@@ -110,7 +111,7 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::reply::{Events, Pace};
+    use crate::pacing::{Events, Pace};
 
     fn pacing() -> Pacing {
         Pacing {

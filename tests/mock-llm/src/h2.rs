@@ -15,9 +15,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::connection::Settings;
-use super::reply::{self, Body};
-use super::send_log::{now_ns, SendRecord};
+use crate::connection::Settings;
+use crate::reply::{self, Body};
+use crate::send_log::{now_ns, SendRecord};
+
+/// What an HTTP/2 client sends before its first frame (RFC 9113 §3.4): a
+/// plaintext connection that opens with it (h2c with prior knowledge) is
+/// served here rather than as HTTP/1.1.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves streams on `stream` until the client goes away.
 pub async fn serve<S>(stream: S, conn: u64, settings: &Settings) -> io::Result<()>

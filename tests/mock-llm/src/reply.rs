@@ -1,14 +1,13 @@
 //! What the mock answers, before any HTTP framing or timing: the request's
-//! path picks an [`Api`], the model name picks a [`Scenario`], and the API
-//! turns a [`Generation`] into a [`Reply`] — one JSON body, or a list of
-//! stream events each tagged with its [`Pace`]. Pure: no I/O, no clock.
+//! path picks an [`Api`] from `replies/`, the model name picks a
+//! [`Scenario`], and the API turns the [`Generation`] built here into a
+//! [`Reply`] — one JSON body, or a list of stream events each tagged with
+//! its pace. Pure: no I/O, no clock.
 
-use std::time::Duration;
-
-use serde_json::json;
-
-use super::replies::{anthropic, ollama, openai};
-use super::request::LlmRequest;
+use crate::api::{Api, Ending, Finish, Generation};
+use crate::pacing::{Events, Pacing};
+use crate::replies::{anthropic, ollama, openai};
+use crate::request::LlmRequest;
 
 /// The answer to one request.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,96 +28,6 @@ pub enum Body {
     Whole { text: String, generated: usize },
     /// Sent one event per write.
     Stream(Events),
-}
-
-/// When an event is written, relative to the event before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pace {
-    /// Right away (headers and events before the first token).
-    Now,
-    /// After [`Pacing::first_token`]: the first output-bearing event.
-    FirstToken,
-    /// After [`Pacing::chunk`]: every event after the first token.
-    Next,
-}
-
-/// The server's delays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pacing {
-    /// From reading the request to writing the first output-bearing chunk.
-    pub first_token: Duration,
-    /// Between consecutive chunks after the first output-bearing one.
-    pub chunk: Duration,
-}
-
-impl Default for Pacing {
-    fn default() -> Self {
-        Self {
-            first_token: Duration::from_millis(100),
-            chunk: Duration::from_millis(20),
-        }
-    }
-}
-
-impl Pacing {
-    /// The delay of one event.
-    pub fn delay(&self, pace: Pace) -> Duration {
-        match pace {
-            Pace::Now => Duration::ZERO,
-            Pace::FirstToken => self.first_token,
-            Pace::Next => self.chunk,
-        }
-    }
-
-    /// How long generating `tokens` tokens takes, as streamed.
-    pub fn generation_time(&self, tokens: usize) -> Duration {
-        match tokens {
-            0 => Duration::ZERO,
-            n => self.first_token + self.chunk * (n as u32 - 1),
-        }
-    }
-}
-
-/// A stream's events in order, built so that the pacing follows from what
-/// each event carries.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Events {
-    pub events: Vec<(Pace, String)>,
-}
-
-impl Events {
-    /// An event without generated output (role chunk, `message_start`,
-    /// `ping`, finish, usage, `[DONE]`...).
-    pub fn meta(&mut self, text: String) {
-        self.push(Pace::Now, text);
-    }
-
-    /// An event carrying one generated token.
-    pub fn output(&mut self, text: String) {
-        self.push(Pace::FirstToken, text);
-    }
-
-    /// Each event with its time, counted from reading the request.
-    pub fn timed(self, pacing: &Pacing) -> impl Iterator<Item = (Duration, String)> + '_ {
-        let mut at = Duration::ZERO;
-        self.events.into_iter().map(move |(pace, event)| {
-            at += pacing.delay(pace);
-            (at, event)
-        })
-    }
-
-    /// Appends `text` with pace `before_first_token` until the first token
-    /// has been written, [`Pace::Next`] after.
-    fn push(&mut self, before_first_token: Pace, text: String) {
-        // `Next` only ever follows `FirstToken`, so the last event tells.
-        let generating = matches!(self.events.last(), Some((Pace::FirstToken | Pace::Next, _)));
-        let pace = if generating {
-            Pace::Next
-        } else {
-            before_first_token
-        };
-        self.events.push((pace, text));
-    }
 }
 
 /// What the model name asks the mock to do.
@@ -153,47 +62,6 @@ impl Scenario {
                 }
             }
         }
-    }
-}
-
-/// Why generation stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finish {
-    /// The model finished.
-    Stop,
-    /// `max_tokens` cut it short.
-    Length,
-}
-
-/// How a stream ends after its tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// Finish reason, usage and end marker.
-    Complete,
-    /// The API's in-stream error event.
-    Error,
-    /// Nothing: the connection is cut.
-    Cut,
-}
-
-/// Everything an API needs to write its answer.
-#[derive(Debug)]
-pub struct Generation<'a> {
-    pub request: &'a LlmRequest,
-    /// Unique per response: `mock-{conn}-{request}`.
-    pub id: String,
-    /// Unix seconds, for `created` fields.
-    pub created: u64,
-    pub tokens: Vec<String>,
-    pub finish: Finish,
-    pub ending: Ending,
-    pub pacing: Pacing,
-}
-
-impl Generation<'_> {
-    /// The generated text.
-    pub fn text(&self) -> String {
-        self.tokens.concat()
     }
 }
 
@@ -233,24 +101,6 @@ fn big_token(i: usize, bytes: usize) -> String {
         .unwrap_or(0);
     text.truncate(end);
     text
-}
-
-/// One LLM API the mock speaks.
-pub trait Api: Sync {
-    /// Whether a body without a `stream` field asks for a stream.
-    fn streams_by_default(&self) -> bool {
-        false
-    }
-    /// The stream's events for `g`, ending as `g.ending` says.
-    fn stream(&self, g: &Generation<'_>) -> Events;
-    /// The whole (non-stream) JSON body for `g`.
-    fn whole(&self, g: &Generation<'_>) -> String;
-    /// The error body for an HTTP error `status`.
-    fn error_body(&self, status: u16, message: &str) -> String;
-    /// The stream's content type.
-    fn stream_content_type(&self) -> &'static str {
-        "text/event-stream; charset=utf-8"
-    }
 }
 
 /// Endpoints by path, the query string ignored.
@@ -350,26 +200,6 @@ fn error(api: &dyn Api, status: u16, message: &str) -> Reply {
     }
 }
 
-/// The conventional error type name for an HTTP status, as the providers
-/// spell it in their error bodies.
-pub fn error_type(status: u16) -> &'static str {
-    match status {
-        400 | 405 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        529 => "overloaded_error",
-        _ => "api_error",
-    }
-}
-
-/// The OpenAI-shaped `{"error": {...}}` object, also used mid-stream.
-pub fn openai_error(message: &str, kind: &str) -> serde_json::Value {
-    json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,17 +250,6 @@ mod tests {
         // "Hello", " from" and " the" each divide 100000 bytes exactly.
         assert_eq!(content.len(), 3 * 100_000);
         assert!(content.starts_with("HelloHello"));
-    }
-
-    #[test]
-    fn events_pace_from_their_content() {
-        let mut ev = Events::default();
-        ev.meta("a".into());
-        ev.output("b".into());
-        ev.output("c".into());
-        ev.meta("d".into());
-        let paces: Vec<Pace> = ev.events.iter().map(|(p, _)| *p).collect();
-        assert_eq!(paces, [Pace::Now, Pace::FirstToken, Pace::Next, Pace::Next]);
     }
 
     #[test]
