@@ -13,11 +13,11 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::programs::{BtfTracePoint, TracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 
+use super::abi::{self, maps, programs};
 use super::discovery::ProbeControl;
 use super::ring::RingReader;
 use super::scope::COMM_LEN;
 use super::tls_targets::{self, TlsTarget, TlsTargets, TLS_FUNCTIONS};
-use super::abi::{self, maps, programs};
 use super::{preflight, CaptureError, EbpfConfig};
 use crate::sys;
 

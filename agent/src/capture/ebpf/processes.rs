@@ -4,9 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use super::scope::ProcessNames;
 use super::tls_targets;
 use crate::sys;
+
+/// The names a process goes by: its comm and its executable's file name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessNames {
+    pub comm: String,
+    pub exe: String,
+}
 
 /// Facts about processes, as of the moment they are asked for. A process
 /// that is gone answers with nothing: empty lists, `None`, exited.

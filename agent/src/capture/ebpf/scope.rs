@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use super::processes::Processes;
+use super::processes::{ProcessNames, Processes};
 use crate::sys;
 use crate::workload::{container_id_matches, CgroupIdentity};
 
@@ -95,13 +95,6 @@ impl ExeMatch {
             ExeMatch::Pattern(re) => candidates.iter().any(|c| !c.is_empty() && re.is_match(c)),
         }
     }
-}
-
-/// The names a process goes by: its comm and its executable's file name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcessNames {
-    pub comm: String,
-    pub exe: String,
 }
 
 /// A cgroup v2 directory and its id (the directory's inode number, which

@@ -6,9 +6,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::{Discovery, ProbeControl};
-use crate::capture::ebpf::processes::Processes;
+use crate::capture::ebpf::processes::{ProcessNames, Processes};
 use crate::capture::ebpf::records::{KernelEvent, ProcessExec};
-use crate::capture::ebpf::scope::{ProcessNames, ScopeArgs, Scopes, COMM_LEN};
+use crate::capture::ebpf::scope::{ScopeArgs, Scopes, COMM_LEN};
 use crate::capture::ebpf::CaptureError;
 
 /// What the kernel side was asked to do.
