@@ -199,7 +199,7 @@ fn reconstruction(c: &mut Criterion<ThreadCpuTime>) {
         .flat_map(|e| tracker.on_event(ConnectionId(0), e))
         .collect();
     assert_eq!(warm.len(), 1);
-    assert_eq!(warm[0].output_chunks, CHUNKS as u64);
+    assert_eq!(warm[0].timings.output_chunks, CHUNKS as u64);
 
     let mut group = c.benchmark_group("reconstruction");
     // The role chunk, content chunks, the finish chunk and [DONE].

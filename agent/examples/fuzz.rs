@@ -29,8 +29,8 @@ use llmtap::capture::pcap::decode::LinkType;
 use llmtap::capture::pcap::libpcap::{Next, PacketFilter, PcapReader};
 use llmtap::capture::pcap::tcp::TcpLimits;
 use llmtap::capture::pcap::PacketStage;
-use llmtap::http::{ChunkTime, HttpConnection, HttpEvent, HttpLimits};
-use llmtap::http2::{Http2Connection, Http2Event, PREFACE};
+use llmtap::http::{ChunkTime, ExchangeEvent, Framer, HttpConnection, HttpEvent, HttpLimits};
+use llmtap::http2::{Http2Connection, PREFACE};
 use llmtap::providers::{Api, PROVIDERS};
 use llmtap::sse::{Frame, NdjsonParser, SseParser};
 use llmtap::stream::{CloseReason, ConnectionId, DataChunk, Direction, Side, StreamEvent};
@@ -310,18 +310,28 @@ fn mutated_events(
     out
 }
 
+/// Framing caps small enough to be hit, heads from `min_head` bytes.
+fn http_limits(rng: &mut Rng, min_head: usize) -> HttpLimits {
+    HttpLimits {
+        max_head_bytes: min_head + rng.below(8192),
+        max_decoded_body: 1 + rng.below(1 << 16) as u64,
+        max_streams: 1 + rng.below(8),
+        max_pending: 1 + rng.below(4),
+    }
+}
+
 /// HTTP framing alone; yields the decoded body bytes.
 fn fuzz_http(rng: &mut Rng, seeds: &Seeds) -> u64 {
     let events = mutated_events(rng, &seeds.connections, seeds);
-    let limits = HttpLimits {
-        max_head_bytes: 64 + rng.below(8192),
-        max_decoded_body: 1 + rng.below(1 << 16) as u64,
-        max_streams: 1 + rng.below(8),
-    };
+    let limits = http_limits(rng, 64);
     let mut conn = HttpConnection::new(Side::Unknown, limits);
     let mut bytes = 0usize;
-    let mut sink = |e: HttpEvent<'_>| {
-        if let HttpEvent::Body { bytes: b, .. } = e {
+    let mut sink = |e: ExchangeEvent<'_>| {
+        if let ExchangeEvent::Message {
+            event: HttpEvent::Body { bytes: b, .. },
+            ..
+        } = e
+        {
             bytes += b.len();
         }
     };
@@ -346,11 +356,7 @@ fn fuzz_http(rng: &mut Rng, seeds: &Seeds) -> u64 {
 /// bytes and the records.
 fn fuzz_http2(rng: &mut Rng, seeds: &Seeds) -> u64 {
     let events = mutated_events(rng, &seeds.http2, seeds);
-    let limits = HttpLimits {
-        max_head_bytes: 16 + rng.below(8192),
-        max_decoded_body: 1 + rng.below(1 << 16) as u64,
-        max_streams: 1 + rng.below(8),
-    };
+    let limits = http_limits(rng, 16);
     let side = [Side::Client, Side::Server][rng.below(2)];
     let mut conn = if rng.chance(4) {
         Http2Connection::upgraded(side, limits)
@@ -358,8 +364,8 @@ fn fuzz_http2(rng: &mut Rng, seeds: &Seeds) -> u64 {
         Http2Connection::new(side, limits)
     };
     let mut produced = 0u64;
-    let mut sink = |e: Http2Event<'_>| {
-        if let Http2Event::Stream {
+    let mut sink = |e: ExchangeEvent<'_>| {
+        if let ExchangeEvent::Message {
             event: HttpEvent::Body { bytes, .. },
             ..
         } = e
@@ -469,17 +475,12 @@ fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) -> u64 {
     let events = mutated_events(rng, &seeds.connections, seeds);
     let limits = Limits {
         max_connections: 1 + rng.below(3),
-        http: HttpLimits {
-            max_head_bytes: 64 + rng.below(8192),
-            max_decoded_body: 1 + rng.below(1 << 16) as u64,
-            max_streams: 1 + rng.below(8),
-        },
+        http: http_limits(rng, 64),
         max_request_body: rng.below(4096),
         max_response_body: rng.below(4096),
         max_event_bytes: 1 + rng.below(4096),
         max_output_text: rng.below(256),
         max_chunks: rng.below(16),
-        max_pending: 1 + rng.below(4),
         keep_content: rng.below(2) == 1,
     };
     let mut tracker = CallTracker::new(limits);
@@ -490,7 +491,7 @@ fn fuzz_calls(rng: &mut Rng, seeds: &Seeds) -> u64 {
         for call in tracker.on_event(ConnectionId(id), event) {
             // Serializing is part of the path (`--print`).
             let _ = serde_json::to_string(&call);
-            let _ = call.inter_chunk_gaps().count();
+            let _ = call.timings.inter_chunk_gaps().count();
             records += 1;
         }
     }

@@ -30,12 +30,12 @@ fn caps_cut_lists_and_text_but_keep_timing() {
     });
     let calls = feed(&mut tracker, 1, &fixture("openai_chat_stream", 1));
     let (cut, full) = (&calls[0], &full[0]);
-    assert_eq!(cut.chunks.len(), 3);
-    assert_eq!(cut.chunks_dropped, 6);
-    assert_eq!(cut.output_chunks, full.output_chunks);
-    assert_eq!(cut.last_output_ns, full.last_output_ns);
-    assert_eq!(cut.ttft_s, full.ttft_s);
-    assert!(cut.output_tokens.unwrap() < full.output_tokens.unwrap());
+    assert_eq!(cut.timings.chunks.len(), 3);
+    assert_eq!(cut.timings.chunks_dropped, 6);
+    assert_eq!(cut.timings.output_chunks, full.timings.output_chunks);
+    assert_eq!(cut.timings.last_output_ns, full.timings.last_output_ns);
+    assert_eq!(cut.timings.ttft_s(), full.timings.ttft_s());
+    assert!(cut.usage.output_tokens.unwrap() < full.usage.output_tokens.unwrap());
     let stats = tracker.stats();
     assert_eq!(stats.chunks_dropped, 6);
     assert_eq!(stats.output_text_truncated, 1);
@@ -65,9 +65,9 @@ fn request_body_cap_keeps_the_call() {
     });
     let calls = feed(&mut tracker, 1, &fixture("openai_chat_stream_usage", 1));
     assert_eq!(calls.len(), 1);
-    assert!(calls[0].request_truncated);
+    assert!(calls[0].outcome.request_truncated);
     assert_eq!(calls[0].request_model, None);
-    assert_eq!(calls[0].output_tokens, Some(9));
+    assert_eq!(calls[0].usage.output_tokens, Some(9));
     assert_eq!(tracker.stats().request_bodies_truncated, 1);
 }
 
@@ -178,7 +178,7 @@ fn records_serialize_as_flat_json() {
     let text = json.to_string();
     assert!(!text.contains("Say hello") && !text.contains("How can I help"));
     assert!(!text.contains("sk-secret"));
-    assert_eq!(calls[0].inter_chunk_gaps().count(), 8);
+    assert_eq!(calls[0].timings.inter_chunk_gaps().count(), 8);
 }
 
 /// The fixture's call with its `n`th response read lost (a capture gap).
@@ -212,15 +212,18 @@ fn a_capture_gap_keeps_the_call_as_incomplete_with_nothing_invented() {
         let calls = feed(&mut tracker, 1, &with_response_read_lost(&whole, lost));
         assert_eq!(calls.len(), 1, "read {lost}: the call is kept, not lost");
         let call = &calls[0];
-        assert_eq!(call.error_type, Some(ErrorType::CaptureIncomplete));
-        assert!(call.response_truncated);
-        assert_eq!(call.end_ns.is_some(), end_seen, "read {lost}");
-        assert!(call.finish_reasons.is_empty());
+        assert_eq!(call.outcome.error_type, Some(ErrorType::CaptureIncomplete));
+        assert!(call.outcome.response_truncated);
+        assert_eq!(call.timings.end_ns.is_some(), end_seen, "read {lost}");
+        assert!(call.outcome.finish_reasons.is_empty());
         // What came before the hole is the whole call's, nothing after it.
-        assert!(!call.chunks.is_empty() && call.chunks.len() < full.chunks.len());
-        let times = |c: &LlmCall| c.chunks.iter().map(|c| c.t_ns).collect::<Vec<_>>();
+        assert!(
+            !call.timings.chunks.is_empty()
+                && call.timings.chunks.len() < full.timings.chunks.len()
+        );
+        let times = |c: &LlmCall| c.timings.chunks.iter().map(|c| c.t_ns).collect::<Vec<_>>();
         assert!(times(full).starts_with(&times(call)));
-        assert_eq!(call.ttft_s, full.ttft_s);
+        assert_eq!(call.timings.ttft_s(), full.timings.ttft_s());
         let stats = tracker.stats();
         assert_eq!((stats.capture_gaps, stats.calls_lost), (1, 0));
         assert_eq!(stats.parse_failures, 0);
@@ -244,7 +247,7 @@ fn a_stream_that_said_done_is_whole_even_if_the_connection_closes_before_its_fra
     last.bytes.truncate(last.bytes.len() - framing_end.len());
     let calls = common::replay(&events);
     assert_eq!(calls, common::replay(&whole));
-    assert_eq!(calls[0].error_type, None);
+    assert_eq!(calls[0].outcome.error_type, None);
 
     // Closed before the reply said it was done: the close is the error.
     let data_seen = 12;
@@ -256,6 +259,9 @@ fn a_stream_that_said_done_is_whole_even_if_the_connection_closes_before_its_fra
         .collect();
     cut.push(whole.last().expect("the close").clone());
     let calls = common::replay(&cut);
-    assert_eq!(calls[0].error_type, Some(ErrorType::ConnectionClosed));
-    assert!(calls[0].finish_reasons.is_empty());
+    assert_eq!(
+        calls[0].outcome.error_type,
+        Some(ErrorType::ConnectionClosed)
+    );
+    assert!(calls[0].outcome.finish_reasons.is_empty());
 }

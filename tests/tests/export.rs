@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use llmtap::calls::{ErrorType, LlmCall, OutputChunk};
+use llmtap::calls::fixture::streamed_call;
+use llmtap::calls::{ErrorType, LlmCall, OutputChunk, Timings};
 use llmtap::config::{
     ExportSettings, MetricsEndpointSettings, OtlpProtocol, OtlpSettings, SlowThresholds,
 };
 use llmtap::export::metrics_server::MetricsServer;
 use llmtap::export::otlp::OtlpExporter;
 use llmtap::export::prometheus::MetricsRegistry;
-use llmtap::providers::Api;
-use llmtap::stream::{ConnectionId, Side};
+use llmtap::stream::ConnectionId;
 use llmtap::workload::Workload;
 use llmtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, SpanKind};
 use llmtap_tests::prometheus::{free_port, http_get, promtool_check_metrics, scraped, Prometheus};
@@ -30,43 +30,20 @@ const PARENT: &str = "00f067aa0ba902b7";
 const CONTAINER: &str = "3f4e1b2c9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
 const POD_UID: &str = "1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b";
 
-/// A finished streamed chat call from a request carrying a `traceparent`,
-/// in pod `prod/chat-0` ([`workload`]):
-/// 2 s long, first token at +0.2 s, 4 output chunks 0.2 s apart, 11 in and
-/// 4 out tokens, 8 tokens/s (slow: under 10).
+/// The fixture call, from a request carrying a `traceparent`, in pod
+/// `prod/chat-0` ([`workload`]): 2 s long, first token at +0.2 s, 4 output
+/// chunks 0.2 s apart, 11 in and 4 out tokens, 5 tokens/s (slow: under 10).
 fn call() -> LlmCall {
-    let chunks: Vec<_> = (1..=4)
-        .map(|i| OutputChunk {
-            t_ns: T0 + i * S / 5,
-            tokens: 1,
-        })
-        .collect();
-    LlmCall {
-        connection_id: ConnectionId(7),
-        pid: 4242,
-        comm: Some("python3".into()),
-        side: Side::Client,
-        server_address: Some("127.0.0.1".into()),
-        server_port: Some(8443),
-        provider: "openai",
-        api: Api::Chat,
-        request_path: "/v1/chat/completions".into(),
-        request_model: Some("gpt-4o-mini".into()),
-        stream: true,
-        max_tokens: Some(16),
-        temperature: None,
-        trace_id: Some(TRACE.into()),
-        parent_span_id: Some(PARENT.into()),
-        response_model: Some("gpt-4o-mini-2024-07-18".into()),
-        response_id: Some("chatcmpl-42".into()),
-        finish_reasons: vec!["stop".into()],
-        http_status: Some(200),
-        input_tokens: Some(11),
-        output_tokens: Some(4),
-        cached_input_tokens: None,
-        reasoning_tokens: None,
-        input_tokens_estimated: false,
-        output_tokens_estimated: false,
+    let mut call = streamed_call("gpt-4o-mini", &[]);
+    call.connection_id = ConnectionId(7);
+    call.max_tokens = Some(16);
+    call.trace_id = Some(TRACE.into());
+    call.parent_span_id = Some(PARENT.into());
+    call.response_model = Some("gpt-4o-mini-2024-07-18".into());
+    call.response_id = Some("chatcmpl-42".into());
+    call.usage.input_tokens = Some(11);
+    call.usage.output_tokens = Some(4);
+    call.timings = Timings {
         t0_ns: T0,
         request_sent_ns: Some(T0 + S / 100),
         first_byte_ns: Some(T0 + S / 20),
@@ -75,20 +52,15 @@ fn call() -> LlmCall {
         last_output_ns: Some(T0 + 4 * S / 5),
         end_ns: Some(T0 + 2 * S),
         output_chunks: 4,
-        chunks,
+        chunks: (1..=4)
+            .map(|i| OutputChunk {
+                t_ns: T0 + i * S / 5,
+                tokens: 1,
+            })
+            .collect(),
         chunks_dropped: 0,
-        ttft_s: Some(0.2),
-        time_to_first_chunk_s: Some(0.1),
-        tpot_s: Some(0.2),
-        tokens_per_second: Some(8.0),
-        duration_s: Some(2.0),
-        error_type: None,
-        provider_error_type: None,
-        error_message: None,
-        request_truncated: false,
-        response_truncated: false,
-        content: None,
-    }
+    };
+    call
 }
 
 /// The workload of [`call`]'s process: pod `prod/chat-0`.
@@ -382,8 +354,8 @@ async fn promtool_finds_no_problem_in_a_scrape_of_the_endpoint() {
     let metrics = Arc::new(registry());
     metrics.record(&call(), &workload());
     let mut failed = call();
-    failed.error_type = Some(ErrorType::Http5xx);
-    failed.http_status = Some(500);
+    failed.outcome.error_type = Some(ErrorType::Http5xx);
+    failed.outcome.http_status = Some(500);
     metrics.record(&failed, &workload());
     metrics.health().events_read.inc_by(10);
     metrics

@@ -8,7 +8,22 @@ use super::{Limits, ReconstructionStats};
 use crate::http::{ChunkTime, RequestHead, ResponseHead};
 use crate::providers::{self, Api, Provider, RequestInfo, ResponseDecoder, ResponseInfo};
 use crate::sse::{Frame, NdjsonParser, SseParser};
-use crate::stream::WallNanos;
+use crate::stream::{CloseReason, WallNanos};
+
+/// How an exchange ended.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Ending {
+    /// The response's last byte arrived.
+    Complete,
+    /// The connection (or the HTTP/2 stream) ended while the response was
+    /// arriving.
+    Cut(CloseReason),
+    /// The connection ended before a response started.
+    NoResponse,
+    /// The capture lost bytes the framing could not step over; what the
+    /// response did after them is unknown.
+    CaptureLost,
+}
 
 /// A request, and its response once that starts.
 pub(super) struct Exchange {
@@ -93,19 +108,35 @@ impl Exchange {
         self.request = request;
     }
 
+    /// The exchange ended early: with `ending` if its response had started,
+    /// else unanswered.
+    pub(super) fn ended_early(
+        mut self,
+        ending: Ending,
+        stats: &mut ReconstructionStats,
+    ) -> (Self, Ending) {
+        self.resolve(false, stats);
+        let ending = if self.response.is_some() {
+            ending
+        } else {
+            Ending::NoResponse
+        };
+        (self, ending)
+    }
+
     /// The response head arrived.
     pub(super) fn respond(&mut self, head: &ResponseHead, first_byte: ChunkTime, limits: &Limits) {
         let framer = if self.llm.is_none() {
-            Framer::Ignore
+            BodyFraming::Ignore
         } else {
             let content_type = head.header("content-type").unwrap_or_default();
             let content_type = content_type.to_ascii_lowercase();
             if content_type.starts_with("text/event-stream") {
-                Framer::Sse(SseParser::new(limits.max_event_bytes))
+                BodyFraming::Sse(SseParser::new(limits.max_event_bytes))
             } else if content_type.contains("ndjson") || content_type.contains("jsonl") {
-                Framer::Ndjson(NdjsonParser::new(limits.max_event_bytes))
+                BodyFraming::Ndjson(NdjsonParser::new(limits.max_event_bytes))
             } else {
-                Framer::Whole(Vec::new())
+                BodyFraming::Whole(Vec::new())
             }
         };
         self.response = Some(Response {
@@ -130,7 +161,7 @@ impl Exchange {
 }
 
 /// How the response body is cut into frames.
-pub(super) enum Framer {
+pub(super) enum BodyFraming {
     /// Not an LLM call: the body is not looked at.
     Ignore,
     Sse(SseParser),
@@ -146,7 +177,7 @@ pub(super) struct Response {
     pub first_byte: WallNanos,
     /// Return of the call carrying the latest body byte.
     pub last_byte: WallNanos,
-    framer: Framer,
+    framer: BodyFraming,
     pub acc: Accumulator,
     /// Bytes were lost or cut.
     pub truncated: bool,
@@ -207,10 +238,10 @@ impl Response {
         let acc = &mut self.acc;
         let mut on = |frame: Frame<'_>| acc.frame(frame, at);
         match &mut self.framer {
-            Framer::Ignore => {}
-            Framer::Sse(parser) => parser.feed(bytes, &mut on),
-            Framer::Ndjson(parser) => parser.feed(bytes, &mut on),
-            Framer::Whole(body) => {
+            BodyFraming::Ignore => {}
+            BodyFraming::Sse(parser) => parser.feed(bytes, &mut on),
+            BodyFraming::Ndjson(parser) => parser.feed(bytes, &mut on),
+            BodyFraming::Whole(body) => {
                 let room = limits.max_response_body.saturating_sub(body.len());
                 if bytes.len() > room {
                     self.truncated = true;
@@ -225,13 +256,13 @@ impl Response {
     pub(super) fn finish(&mut self, at: WallNanos) -> u64 {
         let acc = &mut self.acc;
         match &mut self.framer {
-            Framer::Ignore => 0,
-            Framer::Sse(parser) => parser.oversized,
-            Framer::Ndjson(parser) => {
+            BodyFraming::Ignore => 0,
+            BodyFraming::Sse(parser) => parser.oversized,
+            BodyFraming::Ndjson(parser) => {
                 parser.finish(&mut |frame| acc.frame(frame, at));
                 parser.oversized
             }
-            Framer::Whole(body) => {
+            BodyFraming::Whole(body) => {
                 if !body.is_empty() {
                     acc.body(body);
                 }
@@ -243,6 +274,6 @@ impl Response {
 
     /// Whether the body was a stream of frames.
     pub(super) fn streamed(&self) -> bool {
-        matches!(self.framer, Framer::Sse(_) | Framer::Ndjson(_))
+        matches!(self.framer, BodyFraming::Sse(_) | BodyFraming::Ndjson(_))
     }
 }

@@ -11,8 +11,12 @@
 //! by the read that completed it, and counts tokens.
 
 mod bpe;
+mod build;
 mod connection;
+mod errors;
 mod exchange;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixture;
 mod record;
 mod tokens;
 
@@ -27,7 +31,8 @@ use crate::http::HttpLimits;
 use crate::stream::{ConnectionId, ConnectionInfo, StreamEvent, Transport};
 use connection::Connection;
 
-pub use record::{CallContent, ErrorType, LlmCall, OutputChunk};
+pub use errors::ErrorType;
+pub use record::{CallContent, LlmCall, Outcome, OutputChunk, Timings, Usage};
 
 /// Caps that bound memory per connection and per call, and whether a call
 /// keeps its text. Past a cap the call is still timed; what was cut is
@@ -48,9 +53,6 @@ pub struct Limits {
     pub max_output_text: usize,
     /// Output chunks listed per call.
     pub max_chunks: usize,
-    /// Requests waiting for responses per connection (pipelining); past
-    /// it the connection is given up.
-    pub max_pending: usize,
     /// Put the prompt and completion text on the record
     /// ([`LlmCall::content`]). Off by default: text is read to count
     /// tokens, then dropped.
@@ -67,7 +69,6 @@ impl Default for Limits {
             max_event_bytes: 1024 * 1024,
             max_output_text: 1024 * 1024,
             max_chunks: 4096,
-            max_pending: 64,
             keep_content: false,
         }
     }

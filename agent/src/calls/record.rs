@@ -1,64 +1,12 @@
-//! [`LlmCall`]: the one record per LLM request/response pair, and the
-//! numbers derived from its timings (as `design.md` defines them).
+//! [`LlmCall`]: the one record per LLM request/response pair, its raw
+//! facts grouped as [`Timings`], [`Usage`] and [`Outcome`], and the numbers
+//! derived from them (as `design.md` defines them), computed when asked.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
+use super::errors::ErrorType;
 use crate::providers::Api;
 use crate::stream::{ConnectionId, Side, WallNanos};
-
-/// Why a call failed. One fixed set, so it can be a metric label; the
-/// provider's own error type goes in [`LlmCall::provider_error_type`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum ErrorType {
-    /// HTTP status 400–499.
-    #[serde(rename = "http_4xx")]
-    Http4xx,
-    /// HTTP status 500 and above.
-    #[serde(rename = "http_5xx")]
-    Http5xx,
-    /// An error event (or error object) inside a successful response.
-    #[serde(rename = "stream_error_event")]
-    StreamErrorEvent,
-    /// The body ended cleanly but the stream's end marker never came.
-    #[serde(rename = "stream_truncated")]
-    StreamTruncated,
-    /// The connection was reset while the response was arriving.
-    #[serde(rename = "connection_reset")]
-    ConnectionReset,
-    /// The connection closed while the response was arriving, seen from
-    /// the client (or no longer followed: evicted, server process gone).
-    #[serde(rename = "connection_closed")]
-    ConnectionClosed,
-    /// The client went away mid-response: seen closing from the server
-    /// side, or the watched client process exited.
-    #[serde(rename = "client_aborted")]
-    ClientAborted,
-    /// The connection ended before any response arrived (also when the
-    /// request itself was cut short).
-    #[serde(rename = "no_response")]
-    NoResponse,
-    /// Part of the response was not observed (bytes lost by the capture,
-    /// or past a size cap) and what was seen does not show how it ended.
-    #[serde(rename = "capture_incomplete")]
-    CaptureIncomplete,
-}
-
-impl ErrorType {
-    /// The label value, as serialized.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http4xx => "http_4xx",
-            Self::Http5xx => "http_5xx",
-            Self::StreamErrorEvent => "stream_error_event",
-            Self::StreamTruncated => "stream_truncated",
-            Self::ConnectionReset => "connection_reset",
-            Self::ConnectionClosed => "connection_closed",
-            Self::ClientAborted => "client_aborted",
-            Self::NoResponse => "no_response",
-            Self::CaptureIncomplete => "capture_incomplete",
-        }
-    }
-}
 
 /// One output-bearing chunk: when it arrived and its tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -81,15 +29,129 @@ pub struct CallContent {
     pub completion: String,
 }
 
+/// When each step of a call happened: wall-clock nanoseconds since the Unix
+/// epoch, from the watched process's own read and write calls.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// Request start: entry of the first write (client side) or read
+    /// (server side) carrying the request's first byte.
+    pub t0_ns: WallNanos,
+    /// Return of the call that carried the request's last byte.
+    pub request_sent_ns: Option<WallNanos>,
+    /// Return of the call that carried the response status line's first byte.
+    pub first_byte_ns: Option<WallNanos>,
+    /// Return of the call that completed the first stream event of any kind.
+    pub first_chunk_ns: Option<WallNanos>,
+    /// Return of the call that completed the first output-bearing chunk
+    /// (text, reasoning or tool-call delta; not role-only, empty or ping).
+    pub first_output_ns: Option<WallNanos>,
+    /// The same for the last output-bearing chunk.
+    pub last_output_ns: Option<WallNanos>,
+    /// Return of the call that carried the response's last byte.
+    pub end_ns: Option<WallNanos>,
+    /// Output-bearing chunks seen.
+    pub output_chunks: u64,
+    /// The first of them, with times and token counts (capped).
+    pub chunks: Vec<OutputChunk>,
+    /// Output chunks not listed in `chunks` because of the cap.
+    pub chunks_dropped: u64,
+}
+
+/// Seconds between two wall-clock times.
+fn seconds(from: WallNanos, to: WallNanos) -> f64 {
+    to.saturating_sub(from) as f64 / 1e9
+}
+
+impl Timings {
+    /// TTFT: request start to the first output-bearing chunk, in seconds.
+    pub fn ttft_s(&self) -> Option<f64> {
+        self.first_output_ns.map(|t| seconds(self.t0_ns, t))
+    }
+
+    /// Request start to the first stream event of any kind, in seconds.
+    pub fn time_to_first_chunk_s(&self) -> Option<f64> {
+        self.first_chunk_ns.map(|t| seconds(self.t0_ns, t))
+    }
+
+    /// Request start to the response's last byte, in seconds; `None` for
+    /// a call that never ended.
+    pub fn duration_s(&self) -> Option<f64> {
+        self.end_ns.map(|t| seconds(self.t0_ns, t))
+    }
+
+    /// When the call was over: its last byte, or for a call that never
+    /// ended (connection cut, no response) the last moment anything of it
+    /// was seen.
+    pub fn over_ns(&self) -> WallNanos {
+        self.end_ns
+            .or(self.last_output_ns)
+            .or(self.first_chunk_ns)
+            .or(self.first_byte_ns)
+            .or(self.request_sent_ns)
+            .unwrap_or(self.t0_ns)
+            .max(self.t0_ns)
+    }
+
+    /// Request start to [`Timings::over_ns`], in seconds: the duration of
+    /// an ended call, how long one that never ended was seen.
+    pub fn elapsed_s(&self) -> f64 {
+        seconds(self.t0_ns, self.over_ns())
+    }
+
+    /// Gaps between consecutive listed output chunks, in nanoseconds
+    /// (OTel `time_per_output_chunk`).
+    pub fn inter_chunk_gaps(&self) -> impl Iterator<Item = u64> + '_ {
+        self.chunks
+            .windows(2)
+            .map(|w| w[1].t_ns.saturating_sub(w[0].t_ns))
+    }
+}
+
+/// Tokens of a call: as the response reported them, or counted by the
+/// tokenizer (and marked estimated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens (cached included).
+    pub input_tokens: Option<u64>,
+    /// Generated tokens (reasoning included).
+    pub output_tokens: Option<u64>,
+    /// Prompt tokens served from the provider's cache.
+    pub cached_input_tokens: Option<u64>,
+    /// Reasoning tokens.
+    pub reasoning_tokens: Option<u64>,
+    /// `input_tokens` was counted by the tokenizer, not reported.
+    pub input_tokens_estimated: bool,
+    /// `output_tokens` was counted by the tokenizer, not reported.
+    pub output_tokens_estimated: bool,
+}
+
+/// How a call ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// HTTP status of the final response, if one arrived.
+    pub http_status: Option<u16>,
+    /// Finish/stop reasons, one per finished choice.
+    pub finish_reasons: Vec<String>,
+    /// Why the call failed, if it did.
+    pub error_type: Option<ErrorType>,
+    /// The provider's own error type/status (e.g. `rate_limit_error`).
+    pub provider_error_type: Option<String>,
+    /// The provider's error message, cut to 256 bytes.
+    pub error_message: Option<String>,
+    /// The request body outgrew its cap (request fields may be missing).
+    pub request_truncated: bool,
+    /// Response bytes were lost or cut (capture gap, caps, bad encoding).
+    pub response_truncated: bool,
+}
+
 /// One LLM API call: a request and its response (or its failure).
 ///
-/// All `*_ns` values are wall-clock nanoseconds since the Unix epoch, taken
-/// from the watched process's own read/write calls. No prompt or completion
-/// text is kept unless [`Limits::keep_content`](super::Limits) asks for it:
-/// by default only counts.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// No prompt or completion text is kept unless
+/// [`Limits::keep_content`](super::Limits) asks for it: by default only
+/// counts. Serialized flat, with the derived numbers beside the raw ones.
+#[derive(Clone, Debug, PartialEq)]
 pub struct LlmCall {
-    /// The connection, as `reassembly` numbered it.
+    /// The connection, as the capture source numbered it.
     pub connection_id: ConnectionId,
     /// The watched process.
     pub pid: u32,
@@ -123,108 +185,195 @@ pub struct LlmCall {
     pub response_model: Option<String>,
     /// Response id given by the API.
     pub response_id: Option<String>,
-    /// Finish/stop reasons, one per finished choice.
-    pub finish_reasons: Vec<String>,
-    /// HTTP status of the final response, if one arrived.
-    pub http_status: Option<u16>,
-    /// Prompt tokens (cached included).
-    pub input_tokens: Option<u64>,
-    /// Generated tokens (reasoning included).
-    pub output_tokens: Option<u64>,
-    /// Prompt tokens served from the provider's cache.
-    pub cached_input_tokens: Option<u64>,
-    /// Reasoning tokens.
-    pub reasoning_tokens: Option<u64>,
-    /// `input_tokens` was counted by the tokenizer, not reported.
-    pub input_tokens_estimated: bool,
-    /// `output_tokens` was counted by the tokenizer, not reported.
-    pub output_tokens_estimated: bool,
-    /// Request start: entry of the first write (client side) or read
-    /// (server side) carrying the request's first byte.
-    pub t0_ns: WallNanos,
-    /// Return of the call that carried the request's last byte.
-    pub request_sent_ns: Option<WallNanos>,
-    /// Return of the call that carried the response status line's first byte.
-    pub first_byte_ns: Option<WallNanos>,
-    /// Return of the call that completed the first stream event of any kind.
-    pub first_chunk_ns: Option<WallNanos>,
-    /// Return of the call that completed the first output-bearing chunk
-    /// (text, reasoning or tool-call delta; not role-only, empty or ping).
-    pub first_output_ns: Option<WallNanos>,
-    /// The same for the last output-bearing chunk.
-    pub last_output_ns: Option<WallNanos>,
-    /// Return of the call that carried the response's last byte.
-    pub end_ns: Option<WallNanos>,
-    /// Output-bearing chunks seen.
-    pub output_chunks: u64,
-    /// The first of them, with times and token counts (capped).
-    pub chunks: Vec<OutputChunk>,
-    /// Output chunks not listed in `chunks` because of the cap.
-    pub chunks_dropped: u64,
-    /// TTFT: `first_output_ns - t0_ns`, in seconds.
-    pub ttft_s: Option<f64>,
-    /// Time to first chunk: `first_chunk_ns - t0_ns`, in seconds.
-    pub time_to_first_chunk_s: Option<f64>,
-    /// Time per output token: `(last_output - first_output) / (output_tokens - 1)`.
-    pub tpot_s: Option<f64>,
-    /// Token generation rate: `1 / tpot_s` when streamed, else
-    /// `output_tokens / duration_s`.
-    pub tokens_per_second: Option<f64>,
-    /// `end_ns - t0_ns`, in seconds.
-    pub duration_s: Option<f64>,
-    /// Why the call failed, if it did.
-    pub error_type: Option<ErrorType>,
-    /// The provider's own error type/status (e.g. `rate_limit_error`).
-    pub provider_error_type: Option<String>,
-    /// The provider's error message, cut to 256 bytes.
-    pub error_message: Option<String>,
-    /// The request body outgrew its cap (request fields may be missing).
-    pub request_truncated: bool,
-    /// Response bytes were lost or cut (capture gap, caps, bad encoding).
-    pub response_truncated: bool,
+    /// When each step happened.
+    pub timings: Timings,
+    /// Its tokens.
+    pub usage: Usage,
+    /// How it ended.
+    pub outcome: Outcome,
     /// The prompt and completion text, only with `--capture-content`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<CallContent>,
 }
 
-/// Seconds between two wall-clock times.
-fn seconds(from: WallNanos, to: WallNanos) -> f64 {
-    to.saturating_sub(from) as f64 / 1e9
-}
-
 impl LlmCall {
-    /// Gaps between consecutive listed output chunks, in nanoseconds
-    /// (OTel `time_per_output_chunk`).
-    pub fn inter_chunk_gaps(&self) -> impl Iterator<Item = u64> + '_ {
-        self.chunks
-            .windows(2)
-            .map(|w| w[1].t_ns.saturating_sub(w[0].t_ns))
-    }
-
-    /// Fills the derived numbers from the timings and token counts.
-    pub(super) fn derive(&mut self) {
-        self.ttft_s = self.first_output_ns.map(|t| seconds(self.t0_ns, t));
-        self.time_to_first_chunk_s = self.first_chunk_ns.map(|t| seconds(self.t0_ns, t));
-        self.duration_s = self.end_ns.map(|t| seconds(self.t0_ns, t));
-        self.tpot_s = match (
-            self.first_output_ns,
-            self.last_output_ns,
-            self.output_tokens,
+    /// Time per output token: `(last_output - first_output) / (output_tokens - 1)`.
+    pub fn tpot_s(&self) -> Option<f64> {
+        let t = &self.timings;
+        match (
+            t.first_output_ns,
+            t.last_output_ns,
+            self.usage.output_tokens,
         ) {
-            (Some(first), Some(last), Some(tokens)) if tokens > 1 && self.output_chunks > 1 => {
+            (Some(first), Some(last), Some(tokens)) if tokens > 1 && t.output_chunks > 1 => {
                 Some(seconds(first, last) / (tokens - 1) as f64)
             }
             _ => None,
-        };
-        self.tokens_per_second = if self.output_chunks > 0 {
-            self.tpot_s.filter(|t| *t > 0.0).map(|t| 1.0 / t)
-        } else {
-            match (self.output_tokens, self.duration_s) {
-                (Some(tokens), Some(d)) if d > 0.0 && self.error_type.is_none() => {
-                    Some(tokens as f64 / d)
-                }
-                _ => None,
+        }
+    }
+
+    /// Token generation rate: `1 / tpot` when streamed, else
+    /// `output_tokens / duration` for a call that succeeded.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        if self.timings.output_chunks > 0 {
+            return self.tpot_s().filter(|t| *t > 0.0).map(|t| 1.0 / t);
+        }
+        match (self.usage.output_tokens, self.timings.duration_s()) {
+            (Some(tokens), Some(d)) if d > 0.0 && self.outcome.error_type.is_none() => {
+                Some(tokens as f64 / d)
             }
-        };
+            _ => None,
+        }
+    }
+}
+
+/// The record as `--print` and the golden files show it: every fact and
+/// derived number side by side, in one object.
+#[derive(Serialize)]
+struct Flat<'a> {
+    connection_id: ConnectionId,
+    pid: u32,
+    comm: &'a Option<String>,
+    side: Side,
+    server_address: &'a Option<String>,
+    server_port: Option<u16>,
+    provider: &'static str,
+    api: Api,
+    request_path: &'a str,
+    request_model: &'a Option<String>,
+    stream: bool,
+    max_tokens: Option<u64>,
+    temperature: Option<f64>,
+    trace_id: &'a Option<String>,
+    parent_span_id: &'a Option<String>,
+    response_model: &'a Option<String>,
+    response_id: &'a Option<String>,
+    finish_reasons: &'a [String],
+    http_status: Option<u16>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cached_input_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+    input_tokens_estimated: bool,
+    output_tokens_estimated: bool,
+    t0_ns: WallNanos,
+    request_sent_ns: Option<WallNanos>,
+    first_byte_ns: Option<WallNanos>,
+    first_chunk_ns: Option<WallNanos>,
+    first_output_ns: Option<WallNanos>,
+    last_output_ns: Option<WallNanos>,
+    end_ns: Option<WallNanos>,
+    output_chunks: u64,
+    chunks: &'a [OutputChunk],
+    chunks_dropped: u64,
+    ttft_s: Option<f64>,
+    time_to_first_chunk_s: Option<f64>,
+    tpot_s: Option<f64>,
+    tokens_per_second: Option<f64>,
+    duration_s: Option<f64>,
+    error_type: Option<ErrorType>,
+    provider_error_type: &'a Option<String>,
+    error_message: &'a Option<String>,
+    request_truncated: bool,
+    response_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: &'a Option<CallContent>,
+}
+
+impl Serialize for LlmCall {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (t, u, o) = (&self.timings, &self.usage, &self.outcome);
+        Flat {
+            connection_id: self.connection_id,
+            pid: self.pid,
+            comm: &self.comm,
+            side: self.side,
+            server_address: &self.server_address,
+            server_port: self.server_port,
+            provider: self.provider,
+            api: self.api,
+            request_path: &self.request_path,
+            request_model: &self.request_model,
+            stream: self.stream,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            trace_id: &self.trace_id,
+            parent_span_id: &self.parent_span_id,
+            response_model: &self.response_model,
+            response_id: &self.response_id,
+            finish_reasons: &o.finish_reasons,
+            http_status: o.http_status,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cached_input_tokens: u.cached_input_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            input_tokens_estimated: u.input_tokens_estimated,
+            output_tokens_estimated: u.output_tokens_estimated,
+            t0_ns: t.t0_ns,
+            request_sent_ns: t.request_sent_ns,
+            first_byte_ns: t.first_byte_ns,
+            first_chunk_ns: t.first_chunk_ns,
+            first_output_ns: t.first_output_ns,
+            last_output_ns: t.last_output_ns,
+            end_ns: t.end_ns,
+            output_chunks: t.output_chunks,
+            chunks: &t.chunks,
+            chunks_dropped: t.chunks_dropped,
+            ttft_s: t.ttft_s(),
+            time_to_first_chunk_s: t.time_to_first_chunk_s(),
+            tpot_s: self.tpot_s(),
+            tokens_per_second: self.tokens_per_second(),
+            duration_s: t.duration_s(),
+            error_type: o.error_type,
+            provider_error_type: &o.provider_error_type,
+            error_message: &o.error_message,
+            request_truncated: o.request_truncated,
+            response_truncated: o.response_truncated,
+            content: &self.content,
+        }
+        .serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::streamed_call;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn the_derived_numbers_follow_the_timings_and_tokens() {
+        // 3 tokens, the first at +0.25 s, the last at +0.75 s.
+        let call = streamed_call("m", &[10 * S + S / 4, 10 * S + 3 * S / 4]);
+        let t = &call.timings;
+        assert_eq!(t.ttft_s(), Some(0.25));
+        assert_eq!(t.time_to_first_chunk_s(), Some(0.1));
+        assert_eq!(t.duration_s(), Some(6.0));
+        assert_eq!(call.tpot_s(), Some(0.25));
+        assert_eq!(call.tokens_per_second(), Some(4.0));
+        assert_eq!(t.inter_chunk_gaps().collect::<Vec<_>>(), [S / 2]);
+    }
+
+    #[test]
+    fn a_non_streamed_rate_is_tokens_over_duration_when_it_succeeded() {
+        let mut call = streamed_call("m", &[]);
+        call.timings.output_chunks = 0;
+        assert_eq!(call.tokens_per_second(), Some(0.5));
+        call.outcome.error_type = Some(super::ErrorType::Http5xx);
+        assert_eq!(call.tokens_per_second(), None);
+    }
+
+    #[test]
+    fn a_call_that_never_ended_lasts_until_last_seen() {
+        let mut call = streamed_call("m", &[10 * S + S / 2]);
+        let t = &mut call.timings;
+        t.end_ns = None;
+        assert_eq!(t.duration_s(), None);
+        assert_eq!(t.over_ns(), 10 * S + S / 2);
+        assert_eq!(t.elapsed_s(), 0.5);
+        t.last_output_ns = None;
+        t.first_chunk_ns = None;
+        t.first_byte_ns = None;
+        t.request_sent_ns = None;
+        assert_eq!(t.over_ns(), t.t0_ns);
     }
 }

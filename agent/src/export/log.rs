@@ -23,27 +23,27 @@ pub fn summary(call: &LlmCall, workload: &Workload) -> String {
     } else if let Some(container) = &workload.container_id {
         line += &format!(" container={}", &container[..container.len().min(12)]);
     }
-    if let Some(status) = call.http_status {
+    if let Some(status) = call.outcome.http_status {
         line += &format!(" status={status}");
     }
-    if let Some(ttft) = call.ttft_s {
+    if let Some(ttft) = call.timings.ttft_s() {
         line += &format!(" ttft={:.1}ms", ttft * 1e3);
     }
-    if let Some(duration) = call.duration_s {
+    if let Some(duration) = call.timings.duration_s() {
         line += &format!(" duration={:.1}ms", duration * 1e3);
     }
-    if let (Some(input), Some(output)) = (call.input_tokens, call.output_tokens) {
-        let estimated = if call.output_tokens_estimated {
+    if let (Some(input), Some(output)) = (call.usage.input_tokens, call.usage.output_tokens) {
+        let estimated = if call.usage.output_tokens_estimated {
             " (estimated)"
         } else {
             ""
         };
         line += &format!(" tokens={input}in/{output}out{estimated}");
     }
-    if let Some(rate) = call.tokens_per_second {
+    if let Some(rate) = call.tokens_per_second() {
         line += &format!(" rate={rate:.1}tok/s");
     }
-    if let Some(error) = call.error_type {
+    if let Some(error) = call.outcome.error_type {
         line += &format!(" error={}", error.as_str());
     }
     line

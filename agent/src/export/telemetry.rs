@@ -97,7 +97,7 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::derived::test_call;
+    use crate::calls::fixture::streamed_call;
 
     #[tokio::test]
     async fn records_calls_and_serves_them() {
@@ -105,7 +105,7 @@ mod tests {
         settings.metrics.addr = "127.0.0.1:0".parse().unwrap();
         let telemetry = Telemetry::start(&settings).await.unwrap();
         assert!(!telemetry.traces_enabled());
-        telemetry.record(&test_call("m", &[]), &Workload::default());
+        telemetry.record(&streamed_call("m", &[]), &Workload::default());
         let capture = CaptureReport {
             records_lost: 5,
             truncated: 4,

@@ -1,7 +1,7 @@
 //! Incremental `Transfer-Encoding: chunked` decoder: any split of the input
 //! gives the same body pieces (concatenated).
 
-use super::HttpError;
+use super::FramingError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -45,7 +45,7 @@ impl Chunked {
         &mut self,
         input: &[u8],
         data: &mut dyn FnMut(&[u8]),
-    ) -> Result<(usize, bool), HttpError> {
+    ) -> Result<(usize, bool), FramingError> {
         let mut at = 0;
         while at < input.len() {
             let byte = input[at];
@@ -70,7 +70,7 @@ impl Chunked {
                     b';' | b' ' | b'\t' if digits > 0 => State::Extension { value },
                     b'\r' if digits > 0 => State::SizeLf { value },
                     b'\n' if digits > 0 => after_size(value),
-                    _ => return Err(HttpError::BadChunk),
+                    _ => return Err(FramingError::BadChunk),
                 },
                 State::Extension { value } => match byte {
                     b'\r' => State::SizeLf { value },
@@ -79,7 +79,7 @@ impl Chunked {
                 },
                 State::SizeLf { value } => match byte {
                     b'\n' => after_size(value),
-                    _ => return Err(HttpError::BadChunk),
+                    _ => return Err(FramingError::BadChunk),
                 },
                 State::DataCr => match byte {
                     b'\r' => State::DataLf,
@@ -87,14 +87,14 @@ impl Chunked {
                         value: 0,
                         digits: 0,
                     },
-                    _ => return Err(HttpError::BadChunk),
+                    _ => return Err(FramingError::BadChunk),
                 },
                 State::DataLf => match byte {
                     b'\n' => State::Size {
                         value: 0,
                         digits: 0,
                     },
-                    _ => return Err(HttpError::BadChunk),
+                    _ => return Err(FramingError::BadChunk),
                 },
                 State::Trailer { len } => match byte {
                     b'\r' => State::Trailer { len },

@@ -1,7 +1,7 @@
 //! Message heads: parsing request and status lines with `httparse`, and the
 //! few header facts framing needs (length, chunked, content coding).
 
-use super::HttpError;
+use super::FramingError;
 
 /// Headers kept per message; `httparse` rejects heads with more.
 const MAX_HEADERS: usize = 96;
@@ -98,10 +98,10 @@ fn convert(raw: &[httparse::Header<'_>]) -> Vec<Header> {
 }
 
 /// Parses a request head; `Ok(None)` while incomplete, else its length.
-pub(crate) fn parse_request(buf: &[u8]) -> Result<Option<(usize, RequestHead)>, HttpError> {
+pub(crate) fn parse_request(buf: &[u8]) -> Result<Option<(usize, RequestHead)>, FramingError> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut raw);
-    match req.parse(buf).map_err(HttpError::BadHead)? {
+    match req.parse(buf).map_err(FramingError::BadHead)? {
         httparse::Status::Partial => Ok(None),
         httparse::Status::Complete(len) => Ok(Some((
             len,
@@ -115,10 +115,10 @@ pub(crate) fn parse_request(buf: &[u8]) -> Result<Option<(usize, RequestHead)>, 
 }
 
 /// Parses a response head; `Ok(None)` while incomplete, else its length.
-pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, HttpError> {
+pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, FramingError> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut raw);
-    match res.parse(buf).map_err(HttpError::BadHead)? {
+    match res.parse(buf).map_err(FramingError::BadHead)? {
         httparse::Status::Partial => Ok(None),
         httparse::Status::Complete(len) => Ok(Some((
             len,
@@ -178,7 +178,7 @@ pub(crate) enum Framing {
 }
 
 /// Body framing per RFC 9112 §6.3 for the parsed headers.
-pub(crate) fn framing(headers: &[Header], close_delimited: bool) -> Result<Framing, HttpError> {
+pub(crate) fn framing(headers: &[Header], close_delimited: bool) -> Result<Framing, FramingError> {
     if let Some(te) = find(headers, "transfer-encoding") {
         if te
             .rsplit(',')
@@ -193,7 +193,7 @@ pub(crate) fn framing(headers: &[Header], close_delimited: bool) -> Result<Frami
         let first = len.split(',').next().unwrap_or_default().trim();
         let len = first
             .parse::<u64>()
-            .map_err(|_| HttpError::BadContentLength)?;
+            .map_err(|_| FramingError::BadContentLength)?;
         return Ok(if len == 0 {
             Framing::Empty
         } else {

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use super::body::{decoder_for, BodyOutput};
 use super::chunked::Chunked;
 use super::head::{self, Framing};
-use super::{ChunkTime, Head, HttpError, HttpEvent, HttpLimits, Role};
+use super::{ChunkTime, FramingError, Head, HttpEvent, HttpLimits, Role};
 
 #[derive(Debug)]
 enum State {
@@ -86,7 +86,7 @@ impl MessageReader {
         time: ChunkTime,
         bodyless: &mut VecDeque<bool>,
         sink: &mut dyn FnMut(HttpEvent<'_>),
-    ) -> Result<(), HttpError> {
+    ) -> Result<(), FramingError> {
         if gap > 0 {
             self.skip_gap(gap, time, sink);
         }
@@ -201,7 +201,7 @@ impl MessageReader {
         time: ChunkTime,
         bodyless: &mut VecDeque<bool>,
         sink: &mut dyn FnMut(HttpEvent<'_>),
-    ) -> Result<usize, HttpError> {
+    ) -> Result<usize, FramingError> {
         if self.buf.is_empty() {
             // Empty lines between messages are ignored (RFC 9112 §2.2).
             let blank = rest
@@ -222,7 +222,7 @@ impl MessageReader {
         };
         let Some((len, head)) = parsed else {
             if self.buf.len() >= self.max_head {
-                return Err(HttpError::HeadTooLarge(self.max_head));
+                return Err(FramingError::HeadTooLarge(self.max_head));
             }
             return Ok(take);
         };
@@ -230,7 +230,7 @@ impl MessageReader {
         // `old` bytes held no complete head, so the head ends in `rest`.
         let used = len
             .checked_sub(old)
-            .ok_or(HttpError::BadHead(httparse::Error::Token))?;
+            .ok_or(FramingError::BadHead(httparse::Error::Token))?;
         let first_byte = self.first_byte.unwrap_or(time);
         let framing = match &head {
             Head::Request(req) => {

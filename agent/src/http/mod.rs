@@ -1,17 +1,21 @@
-//! HTTP/1.1 framing of one connection, both directions.
+//! HTTP/1.1 framing of one connection, both directions, and what both
+//! HTTP versions share (`framer`: the [`Framer`] trait and its events).
 //!
 //! Input: the connection's byte chunks ([`crate::stream::DataChunk`] bytes
 //! with their [`ChunkTime`]), direction by direction, then its close.
-//! Output: [`HttpEvent`]s handed to a callback: a message head, decoded body
-//! bytes (de-chunked and de-compressed as they arrive), the message end.
-//! Keep-alive and pipelining come for free: messages follow each other.
+//! Output: [`ExchangeEvent`]s handed to a callback: a message head, decoded
+//! body bytes (de-chunked and de-compressed as they arrive), the message
+//! end, each with the exchange it belongs to. Keep-alive and pipelining come
+//! for free: messages follow each other, and responses answer requests in
+//! order.
 //!
-//! A parse error stops the whole connection ([`HttpError`]); other
+//! A parse error stops the whole connection ([`FramingError`]); other
 //! connections are unaffected because each has its own [`HttpConnection`].
 
 mod body;
 mod chunked;
 mod encoding;
+mod framer;
 mod head;
 mod message;
 
@@ -21,37 +25,11 @@ use std::collections::VecDeque;
 
 use crate::stream::{Direction, Side, WallNanos};
 
+pub use framer::{
+    ExchangeEvent, ExchangeId, Framer, FramingError, H2cUpgrade, FIRST_HTTP1_EXCHANGE,
+};
 pub use head::{starts_request_line, Header, RequestHead, ResponseHead};
 use message::MessageReader;
-
-/// Why a connection's bytes could not be framed as HTTP/1.1.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HttpError {
-    /// The first bytes are neither a request line nor a status line.
-    #[error("not HTTP/1.x")]
-    NotHttp,
-    /// `httparse` rejected a message head.
-    #[error("malformed message head: {0}")]
-    BadHead(httparse::Error),
-    /// A head grew past the configured cap without ending.
-    #[error("message head longer than {0} bytes")]
-    HeadTooLarge(usize),
-    /// A chunk-size line or chunk terminator was malformed.
-    #[error("malformed chunked encoding")]
-    BadChunk,
-    /// `Content-Length` was not a number.
-    #[error("invalid Content-Length")]
-    BadContentLength,
-    /// Bytes were lost where framing cannot skip them.
-    #[error("{0} bytes missing from the capture")]
-    Gap(u64),
-    /// Data arrived in a direction after that direction failed or closed.
-    #[error("connection already failed")]
-    Failed,
-    /// HTTP/2 framing or HPACK broke the protocol.
-    #[error("HTTP/2: {0}")]
-    Http2(&'static str),
-}
 
 /// Which message of an exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +128,9 @@ pub struct HttpLimits {
     /// HTTP/2 streams open at once on one connection; past it the
     /// connection is given up.
     pub max_streams: usize,
+    /// HTTP/1.1 requests waiting for their responses (pipelining); past it
+    /// the connection is given up.
+    pub max_pending: usize,
 }
 
 impl Default for HttpLimits {
@@ -158,6 +139,7 @@ impl Default for HttpLimits {
             max_head_bytes: 64 * 1024,
             max_decoded_body: 64 * 1024 * 1024,
             max_streams: 256,
+            max_pending: 64,
         }
     }
 }
@@ -171,7 +153,43 @@ pub struct HttpConnection {
     /// For each request whose response has not started: must the response
     /// have no body (HEAD)?
     bodyless: VecDeque<bool>,
+    pairing: Pairing,
     failed: bool,
+}
+
+/// HTTP/1.1's exchanges: requests numbered in order, each response
+/// answering the oldest request not answered yet.
+#[derive(Debug)]
+struct Pairing {
+    /// Request heads seen.
+    requests: u64,
+    /// Responses ended (or cut), never more than the requests.
+    answered: u64,
+    max_pending: usize,
+    /// A request came with `max_pending` already waiting.
+    overflow: bool,
+}
+
+impl Pairing {
+    /// The exchange of a request event: the newest request's.
+    fn request(&mut self, event: &HttpEvent<'_>) -> ExchangeId {
+        if let HttpEvent::Head { .. } = event {
+            if self.requests - self.answered >= self.max_pending as u64 {
+                self.overflow = true;
+            }
+            self.requests += 1;
+        }
+        FIRST_HTTP1_EXCHANGE + self.requests.saturating_sub(1)
+    }
+
+    /// The exchange of a response event: the oldest unanswered request's.
+    fn response(&mut self, event: &HttpEvent<'_>) -> ExchangeId {
+        let exchange = FIRST_HTTP1_EXCHANGE + self.answered;
+        if matches!(event, HttpEvent::End { .. } | HttpEvent::Cut { .. }) {
+            self.answered = (self.answered + 1).min(self.requests);
+        }
+        exchange
+    }
 }
 
 impl HttpConnection {
@@ -183,27 +201,32 @@ impl HttpConnection {
             requests: MessageReader::new(Role::Request, limits),
             responses: MessageReader::new(Role::Response, limits),
             bodyless: VecDeque::new(),
+            pairing: Pairing {
+                requests: 0,
+                answered: 0,
+                max_pending: limits.max_pending,
+                overflow: false,
+            },
             failed: false,
         }
     }
+}
 
-    /// The side, once known.
-    pub fn side(&self) -> Side {
+impl Framer for HttpConnection {
+    fn side(&self) -> Side {
         self.side
     }
 
-    /// Frames one chunk. After an error every later call returns
-    /// [`HttpError::Failed`] and emits nothing.
-    pub fn feed(
+    fn feed(
         &mut self,
         direction: Direction,
         gap_before: u64,
         bytes: &[u8],
         time: ChunkTime,
-        sink: &mut dyn FnMut(HttpEvent<'_>),
-    ) -> Result<(), HttpError> {
+        sink: &mut dyn FnMut(ExchangeEvent<'_>),
+    ) -> Result<(), FramingError> {
         if self.failed {
-            return Err(HttpError::Failed);
+            return Err(FramingError::Failed);
         }
         if self.side == Side::Unknown && !bytes.is_empty() {
             self.side = decide_side(direction, bytes).inspect_err(|_| self.failed = true)?;
@@ -212,6 +235,7 @@ impl HttpConnection {
             Side::Server => Direction::Ingress,
             _ => Direction::Egress,
         };
+        let pairing = &mut self.pairing;
         let result = if direction == requests_go {
             let bodyless = &mut self.bodyless;
             let mut on = |event: HttpEvent<'_>| {
@@ -222,41 +246,59 @@ impl HttpConnection {
                 {
                     bodyless.push_back(req.method.eq_ignore_ascii_case("HEAD"));
                 }
-                sink(event);
+                let exchange = pairing.request(&event);
+                sink(ExchangeEvent::Message { exchange, event });
             };
             self.requests
                 .feed(gap_before, bytes, time, &mut VecDeque::new(), &mut on)
         } else {
+            let mut on = |event: HttpEvent<'_>| {
+                let exchange = pairing.response(&event);
+                sink(ExchangeEvent::Message { exchange, event });
+            };
             let result = self
                 .responses
-                .feed(gap_before, bytes, time, &mut self.bodyless, sink);
+                .feed(gap_before, bytes, time, &mut self.bodyless, &mut on);
             if self.responses.is_opaque() {
                 self.requests.set_opaque();
             }
             result
         };
+        let result = match result {
+            Ok(()) if self.pairing.overflow => {
+                Err(FramingError::TooManyPending(self.pairing.max_pending))
+            }
+            result => result,
+        };
         self.failed = result.is_err();
         result
     }
 
-    /// After a `101` answering `Upgrade: h2c`: the bytes that followed it,
-    /// once. From then on the connection is HTTP/2's
-    /// ([`crate::http2::Http2Connection::upgraded`]).
-    pub fn take_h2c(&mut self) -> Option<Vec<u8>> {
-        self.responses.take_h2c()
+    fn close(&mut self, sink: &mut dyn FnMut(ExchangeEvent<'_>)) {
+        if !self.failed {
+            let pairing = &mut self.pairing;
+            self.responses.close(&mut |event| {
+                let exchange = pairing.response(&event);
+                sink(ExchangeEvent::Message { exchange, event });
+            });
+        }
     }
 
-    /// The connection closed: ends bodies delimited by the close.
-    pub fn close(&mut self, sink: &mut dyn FnMut(HttpEvent<'_>)) {
-        if !self.failed {
-            self.responses.close(sink);
-        }
+    /// After a `101` answering `Upgrade: h2c`: the exchange that asked and
+    /// the bytes that followed, once. From then on the connection is
+    /// HTTP/2's ([`crate::http2::Http2Connection::upgraded`]).
+    fn take_h2c_upgrade(&mut self) -> Option<H2cUpgrade> {
+        let rest = self.responses.take_h2c()?;
+        Some(H2cUpgrade {
+            exchange: FIRST_HTTP1_EXCHANGE + self.pairing.answered,
+            rest,
+        })
     }
 }
 
 /// Tells the side from the first bytes of either direction. A first read
 /// too short to tell (`HT`) is taken the usual way round: client side.
-fn decide_side(direction: Direction, bytes: &[u8]) -> Result<Side, HttpError> {
+fn decide_side(direction: Direction, bytes: &[u8]) -> Result<Side, FramingError> {
     if bytes.len() < 5 && b"HTTP/".starts_with(bytes) {
         return Ok(Side::Client);
     }
@@ -265,7 +307,7 @@ fn decide_side(direction: Direction, bytes: &[u8]) -> Result<Side, HttpError> {
     match (direction, is_response, is_request) {
         (Direction::Egress, false, true) | (Direction::Ingress, true, false) => Ok(Side::Client),
         (Direction::Ingress, false, true) | (Direction::Egress, true, false) => Ok(Side::Server),
-        _ => Err(HttpError::NotHttp),
+        _ => Err(FramingError::NotHttp),
     }
 }
 

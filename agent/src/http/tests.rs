@@ -13,10 +13,24 @@ struct Seen {
     ends: Vec<(Role, ChunkTime)>,
     truncated: usize,
     cut: Vec<Role>,
+    /// The exchange of each head, in order.
+    exchanges: Vec<ExchangeId>,
 }
 
-fn record(seen: &mut Seen) -> impl FnMut(HttpEvent<'_>) + '_ {
-    |event| match event {
+fn record(seen: &mut Seen) -> impl FnMut(ExchangeEvent<'_>) + '_ {
+    |event| {
+        let ExchangeEvent::Message { exchange, event } = event else {
+            panic!("HTTP/1.1 resets nothing: {event:?}")
+        };
+        if let HttpEvent::Head { .. } = event {
+            seen.exchanges.push(exchange);
+        }
+        on_message(seen, event);
+    }
+}
+
+fn on_message(seen: &mut Seen, event: HttpEvent<'_>) {
+    match event {
         HttpEvent::Head { head, .. } => seen.heads.push(match head {
             Head::Request(r) => format!("{} {}", r.method, r.target),
             Head::Response(r) => r.status.to_string(),
@@ -43,7 +57,7 @@ fn at(t: u64) -> ChunkTime {
 }
 
 /// Feeds `(direction, bytes)` pieces, one byte-split `step` at a time.
-fn run(side: Side, pieces: &[(Direction, &[u8])], step: usize) -> (Seen, Result<(), HttpError>) {
+fn run(side: Side, pieces: &[(Direction, &[u8])], step: usize) -> (Seen, Result<(), FramingError>) {
     let mut conn = HttpConnection::new(side, HttpLimits::default());
     let mut seen = Seen::default();
     let mut result = Ok(());
@@ -171,20 +185,20 @@ fn garbage_fails_the_connection() {
         &[(Direction::Egress, b"\x16\x03\x01\x02\x00")],
         100,
     );
-    assert_eq!(result, Err(HttpError::NotHttp));
+    assert_eq!(result, Err(FramingError::NotHttp));
     let bad_chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
     let (_, result) = run(
         Side::Client,
         &[(Direction::Egress, REQ), (Direction::Ingress, bad_chunk)],
         100,
     );
-    assert_eq!(result, Err(HttpError::BadChunk));
+    assert_eq!(result, Err(FramingError::BadChunk));
     let (_, result) = run(
         Side::Client,
         &[(Direction::Egress, b"POST / HTTP/1.1\r\nA b\r\n\r\n")],
         100,
     );
-    assert!(matches!(result, Err(HttpError::BadHead(_))));
+    assert!(matches!(result, Err(FramingError::BadHead(_))));
 }
 
 #[test]
@@ -267,8 +281,14 @@ fn a_101_to_h2c_is_no_answer_and_hands_over_the_bytes_after_it() {
     conn.feed(Direction::Ingress, 0, answer, at(2), &mut record(&mut seen))
         .unwrap();
     assert_eq!(seen.heads, ["GET /"], "the 101 is not the response");
-    assert_eq!(conn.take_h2c(), Some(b"\0\0\0\x04".to_vec()));
-    assert_eq!(conn.take_h2c(), None, "handed over once");
+    assert_eq!(
+        conn.take_h2c_upgrade(),
+        Some(H2cUpgrade {
+            exchange: FIRST_HTTP1_EXCHANGE,
+            rest: b"\0\0\0\x04".to_vec()
+        })
+    );
+    assert_eq!(conn.take_h2c_upgrade(), None, "handed over once");
     // Other upgrades stay a final 101 and opaque bytes.
     let mut conn = HttpConnection::new(Side::Client, HttpLimits::default());
     let mut seen = Seen::default();
@@ -284,7 +304,7 @@ fn a_101_to_h2c_is_no_answer_and_hands_over_the_bytes_after_it() {
     )
     .unwrap();
     assert_eq!(seen.heads, ["GET /", "101"]);
-    assert_eq!(conn.take_h2c(), None);
+    assert_eq!(conn.take_h2c_upgrade(), None);
 }
 
 #[test]
@@ -307,4 +327,56 @@ fn a_request_line_is_told_from_body_bytes() {
             String::from_utf8_lossy(not_one)
         );
     }
+}
+
+#[test]
+fn pipelined_responses_answer_requests_in_order() {
+    let res = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (seen, result) = run(
+        Side::Client,
+        &[
+            (Direction::Egress, &[REQ, REQ, REQ].concat()),
+            (Direction::Ingress, &[&res[..], res].concat()),
+        ],
+        1000,
+    );
+    assert_eq!(result, Ok(()));
+    let first = FIRST_HTTP1_EXCHANGE;
+    assert_eq!(
+        seen.exchanges,
+        [first, first + 1, first + 2, first, first + 1],
+        "three requests, then the answers of the first two"
+    );
+}
+
+#[test]
+fn a_response_with_no_request_does_not_shift_the_pairing() {
+    let res = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let mut conn = HttpConnection::new(Side::Client, HttpLimits::default());
+    let mut seen = Seen::default();
+    conn.feed(Direction::Ingress, 0, res, at(1), &mut record(&mut seen))
+        .unwrap();
+    conn.feed(Direction::Egress, 0, REQ, at(2), &mut record(&mut seen))
+        .unwrap();
+    conn.feed(Direction::Ingress, 0, res, at(3), &mut record(&mut seen))
+        .unwrap();
+    let first = FIRST_HTTP1_EXCHANGE;
+    assert_eq!(seen.exchanges, [first, first, first]);
+}
+
+#[test]
+fn too_many_requests_waiting_give_the_connection_up() {
+    let limits = HttpLimits {
+        max_pending: 2,
+        ..HttpLimits::default()
+    };
+    let mut conn = HttpConnection::new(Side::Client, limits);
+    let mut seen = Seen::default();
+    let two = [REQ, REQ].concat();
+    conn.feed(Direction::Egress, 0, &two, at(1), &mut record(&mut seen))
+        .unwrap();
+    assert_eq!(
+        conn.feed(Direction::Egress, 0, REQ, at(2), &mut record(&mut seen)),
+        Err(FramingError::TooManyPending(2))
+    );
 }

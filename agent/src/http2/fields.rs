@@ -3,7 +3,7 @@
 
 use loona_hpack::Decoder;
 
-use crate::http::{Header, HttpError};
+use crate::http::{FramingError, Header};
 
 /// What one header block said.
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ pub(super) fn decode(
     hpack: &mut Decoder<'static>,
     block: &[u8],
     max_bytes: usize,
-) -> Result<Fields, HttpError> {
+) -> Result<Fields, FramingError> {
     let mut fields = Fields::default();
     let mut kept = 0usize;
     hpack
@@ -42,7 +42,7 @@ pub(super) fn decode(
                 _ => fields.headers.push(Header::from_raw(&name, &value)),
             }
         })
-        .map_err(|_| HttpError::Http2("bad HPACK block"))?;
+        .map_err(|_| FramingError::Http2("bad HPACK block"))?;
     if let Some(authority) = &fields.authority {
         // HTTP/1's Host, for whatever reads it.
         if !fields.headers.iter().any(|h| h.name == "host") {

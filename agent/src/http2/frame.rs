@@ -3,7 +3,7 @@
 //! arrive (they can be 16 MiB); every other payload is buffered whole, up
 //! to a cap.
 
-use super::super::http::{ChunkTime, HttpError};
+use super::super::http::{ChunkTime, FramingError};
 use super::PREFACE;
 
 pub(super) const DATA: u8 = 0x0;
@@ -111,8 +111,8 @@ impl FrameReader {
         gap: u64,
         bytes: &[u8],
         time: ChunkTime,
-        on: &mut dyn FnMut(Piece<'_>) -> Result<(), HttpError>,
-    ) -> Result<(), HttpError> {
+        on: &mut dyn FnMut(Piece<'_>) -> Result<(), FramingError>,
+    ) -> Result<(), FramingError> {
         if gap > 0 {
             self.skip_gap(gap, on)?;
         }
@@ -122,7 +122,7 @@ impl FrameReader {
                 Pos::Preface(matched) => {
                     let take = (PREFACE.len() - *matched).min(rest.len());
                     if rest[..take] != PREFACE[*matched..*matched + take] {
-                        return Err(HttpError::Http2("bad client preface"));
+                        return Err(FramingError::Http2("bad client preface"));
                     }
                     *matched += take;
                     if *matched == PREFACE.len() {
@@ -163,7 +163,7 @@ impl FrameReader {
                     let pad = u32::from(rest[0]);
                     let data = (header.len - 1)
                         .checked_sub(pad)
-                        .ok_or(HttpError::Http2("padding longer than the frame"))?;
+                        .ok_or(FramingError::Http2("padding longer than the frame"))?;
                     self.pos = Pos::Data { header, data, pad };
                     self.data_done(on)?;
                     1
@@ -195,12 +195,12 @@ impl FrameReader {
     fn start(
         &mut self,
         header: FrameHeader,
-        on: &mut dyn FnMut(Piece<'_>) -> Result<(), HttpError>,
-    ) -> Result<(), HttpError> {
+        on: &mut dyn FnMut(Piece<'_>) -> Result<(), FramingError>,
+    ) -> Result<(), FramingError> {
         if header.kind == DATA {
             self.pos = if header.has(PADDED) {
                 if header.len == 0 {
-                    return Err(HttpError::Http2("padded DATA frame without padding"));
+                    return Err(FramingError::Http2("padded DATA frame without padding"));
                 }
                 Pos::PadLength(header)
             } else {
@@ -213,7 +213,7 @@ impl FrameReader {
             return self.data_done(on);
         }
         if header.len as usize > self.max_payload {
-            return Err(HttpError::Http2("frame larger than the cap"));
+            return Err(FramingError::Http2("frame larger than the cap"));
         }
         self.pos = Pos::Payload(header);
         if header.len == 0 {
@@ -230,8 +230,8 @@ impl FrameReader {
     /// Ends the DATA frame if nothing of it is left.
     fn data_done(
         &mut self,
-        on: &mut dyn FnMut(Piece<'_>) -> Result<(), HttpError>,
-    ) -> Result<(), HttpError> {
+        on: &mut dyn FnMut(Piece<'_>) -> Result<(), FramingError>,
+    ) -> Result<(), FramingError> {
         if let Pos::Data {
             header,
             data: 0,
@@ -250,13 +250,13 @@ impl FrameReader {
     fn skip_gap(
         &mut self,
         gap: u64,
-        on: &mut dyn FnMut(Piece<'_>) -> Result<(), HttpError>,
-    ) -> Result<(), HttpError> {
+        on: &mut dyn FnMut(Piece<'_>) -> Result<(), FramingError>,
+    ) -> Result<(), FramingError> {
         let Pos::Data { header, data, pad } = &mut self.pos else {
-            return Err(HttpError::Gap(gap));
+            return Err(FramingError::Gap(gap));
         };
         if gap > u64::from(*data) + u64::from(*pad) {
-            return Err(HttpError::Gap(gap));
+            return Err(FramingError::Gap(gap));
         }
         let stream = header.stream;
         let from_data = gap.min(u64::from(*data)) as u32;

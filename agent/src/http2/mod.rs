@@ -3,9 +3,9 @@
 //! plaintext the TLS probes see the same way.
 //!
 //! Input: the connection's byte chunks with their [`ChunkTime`], as for
-//! HTTP/1.1. Output: [`Http2Event`]s: the same [`HttpEvent`]s HTTP/1.1
-//! gives (head, decoded body bytes, end), each tagged with its stream, and
-//! stream resets. Streams interleave; each completes on its own.
+//! HTTP/1.1. Output: the same [`ExchangeEvent`]s HTTP/1.1 gives (head,
+//! decoded body bytes, end), the exchange being the stream, and stream
+//! resets. Streams interleave; each completes on its own.
 //!
 //! Header blocks are HPACK-decoded with one dynamic table per direction
 //! (`loona-hpack`). A protocol error stops this connection only.
@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use loona_hpack::Decoder;
 
 use crate::http::{
-    decoder_for, BodyOutput, ChunkTime, Head, HttpError, HttpEvent, HttpLimits, RequestHead,
-    ResponseHead, Role,
+    decoder_for, BodyOutput, ChunkTime, ExchangeEvent, Framer, FramingError, Head, HttpEvent,
+    HttpLimits, RequestHead, ResponseHead, Role,
 };
 use crate::stream::{Direction, Side};
 use frame::{FrameHeader, FrameReader, Piece};
@@ -84,23 +84,6 @@ pub fn detect(direction: Direction, bytes: &[u8]) -> Opening {
     } else {
         Opening::Other
     }
-}
-
-/// One framing step.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Http2Event<'a> {
-    /// What happened on a stream, in HTTP/1.1's terms.
-    Stream {
-        /// The stream id.
-        id: u32,
-        /// Head, body bytes, truncation or end of one of its messages.
-        event: HttpEvent<'a>,
-    },
-    /// The stream was reset (RST_STREAM) before it completed.
-    Reset {
-        /// The stream id.
-        id: u32,
-    },
 }
 
 /// One message of a stream: its head seen, its end seen, its body decoding.
@@ -215,24 +198,23 @@ impl Http2Connection {
         conn.streams.insert(1, stream);
         conn
     }
+}
 
-    /// Which end the watched process is.
-    pub fn side(&self) -> Side {
+impl Framer for Http2Connection {
+    fn side(&self) -> Side {
         self.side
     }
 
-    /// Frames one chunk. After an error every later call returns
-    /// [`HttpError::Failed`] and emits nothing.
-    pub fn feed(
+    fn feed(
         &mut self,
         direction: Direction,
         gap_before: u64,
         bytes: &[u8],
         time: ChunkTime,
-        sink: &mut dyn FnMut(Http2Event<'_>),
-    ) -> Result<(), HttpError> {
+        sink: &mut dyn FnMut(ExchangeEvent<'_>),
+    ) -> Result<(), FramingError> {
         if self.failed {
-            return Err(HttpError::Failed);
+            return Err(FramingError::Failed);
         }
         let from_client = (direction == Direction::Egress) == (self.side != Side::Server);
         let (peer, other) = if from_client {
@@ -256,6 +238,9 @@ impl Http2Connection {
         self.failed = result.is_err();
         result
     }
+
+    /// Every HTTP/2 message is delimited by frames: a close ends none.
+    fn close(&mut self, _sink: &mut dyn FnMut(ExchangeEvent<'_>)) {}
 }
 
 /// What one direction's frames do to the connection, during one chunk.
@@ -272,32 +257,39 @@ struct Frames<'c> {
 }
 
 /// Where a connection's events go.
-type Sink<'a> = dyn FnMut(Http2Event<'_>) + 'a;
+type Sink<'a> = dyn FnMut(ExchangeEvent<'_>) + 'a;
 
 impl Frames<'_> {
-    fn piece(&mut self, piece: Piece<'_>) -> Result<(), HttpError> {
+    fn piece(&mut self, piece: Piece<'_>) -> Result<(), FramingError> {
         if self.block.is_some()
             && !matches!(piece, Piece::Frame { header, .. } if header.kind == frame::CONTINUATION)
         {
-            return Err(HttpError::Http2("header block interrupted"));
+            return Err(FramingError::Http2("header block interrupted"));
         }
         match piece {
             Piece::Data { stream, bytes } => {
                 if let Some((half, sink)) = self.open_half(stream) {
                     half.body.pass(bytes, &mut |event| {
-                        sink(Http2Event::Stream { id: stream, event })
+                        sink(ExchangeEvent::Message {
+                            exchange: stream.into(),
+                            event,
+                        })
                     });
                 }
             }
             Piece::DataGap { stream } => {
                 if let Some((half, sink)) = self.open_half(stream) {
-                    half.body
-                        .stop(&mut |event| sink(Http2Event::Stream { id: stream, event }));
+                    half.body.stop(&mut |event| {
+                        sink(ExchangeEvent::Message {
+                            exchange: stream.into(),
+                            event,
+                        })
+                    });
                 }
             }
             Piece::DataEnd { stream, end_stream } => {
                 if stream == 0 {
-                    return Err(HttpError::Http2("DATA on stream 0"));
+                    return Err(FramingError::Http2("DATA on stream 0"));
                 }
                 if end_stream {
                     self.end(stream);
@@ -324,11 +316,11 @@ impl Frames<'_> {
         header: FrameHeader,
         payload: &[u8],
         first_byte: ChunkTime,
-    ) -> Result<(), HttpError> {
+    ) -> Result<(), FramingError> {
         match header.kind {
             frame::HEADERS | frame::PUSH_PROMISE => {
                 if header.stream == 0 {
-                    return Err(HttpError::Http2("header block on stream 0"));
+                    return Err(FramingError::Http2("header block on stream 0"));
                 }
                 let push = header.kind == frame::PUSH_PROMISE;
                 let fragment = fragment(header, payload)?;
@@ -345,15 +337,17 @@ impl Frames<'_> {
                     .block
                     .as_mut()
                     .filter(|b| b.stream == header.stream)
-                    .ok_or(HttpError::Http2("stray CONTINUATION"))?;
+                    .ok_or(FramingError::Http2("stray CONTINUATION"))?;
                 if block.fragment.len() + payload.len() > self.limits.max_head_bytes {
-                    return Err(HttpError::HeadTooLarge(self.limits.max_head_bytes));
+                    return Err(FramingError::HeadTooLarge(self.limits.max_head_bytes));
                 }
                 block.fragment.extend_from_slice(payload);
             }
             frame::RST_STREAM => {
                 if self.streams.remove(&header.stream).is_some() {
-                    (self.sink)(Http2Event::Reset { id: header.stream });
+                    (self.sink)(ExchangeEvent::Reset {
+                        exchange: header.stream.into(),
+                    });
                 }
                 return Ok(());
             }
@@ -383,7 +377,7 @@ impl Frames<'_> {
     }
 
     /// A complete header block: a message's head, or trailers.
-    fn headers(&mut self, block: Block) -> Result<(), HttpError> {
+    fn headers(&mut self, block: Block) -> Result<(), FramingError> {
         let fields = fields::decode(self.hpack, &block.fragment, self.limits.max_head_bytes)?;
         if block.push {
             return Ok(());
@@ -391,7 +385,7 @@ impl Frames<'_> {
         let id = block.stream;
         if !self.streams.contains_key(&id) {
             if self.streams.len() >= self.limits.max_streams {
-                return Err(HttpError::Http2("too many open streams"));
+                return Err(FramingError::Http2("too many open streams"));
             }
             self.streams.insert(id, Stream::new(self.limits));
         }
@@ -410,7 +404,7 @@ impl Frames<'_> {
                 Role::Response => {
                     let status = fields
                         .status
-                        .ok_or(HttpError::Http2("response without :status"))?;
+                        .ok_or(FramingError::Http2("response without :status"))?;
                     if (100..200).contains(&status) {
                         // Interim: the final head follows.
                         return Ok(());
@@ -427,8 +421,8 @@ impl Frames<'_> {
                 Head::Response(h) => &h.headers,
             };
             half.body.reset(decoder_for(headers));
-            (self.sink)(Http2Event::Stream {
-                id,
+            (self.sink)(ExchangeEvent::Message {
+                exchange: id.into(),
                 event: HttpEvent::Head {
                     head,
                     first_byte: block.first_byte,
@@ -453,8 +447,8 @@ impl Frames<'_> {
         }
         half.ended = true;
         let done = stream.request.ended && stream.response.ended;
-        (self.sink)(Http2Event::Stream {
-            id,
+        (self.sink)(ExchangeEvent::Message {
+            exchange: id.into(),
             event: HttpEvent::End {
                 role,
                 last_byte: self.time,
@@ -468,8 +462,8 @@ impl Frames<'_> {
 
 /// A HEADERS or PUSH_PROMISE payload without its padding, priority or
 /// promised stream id: the header block fragment.
-fn fragment(header: FrameHeader, payload: &[u8]) -> Result<&[u8], HttpError> {
-    let short = HttpError::Http2("header frame too short");
+fn fragment(header: FrameHeader, payload: &[u8]) -> Result<&[u8], FramingError> {
+    let short = FramingError::Http2("header frame too short");
     let mut rest = payload;
     let mut pad = 0;
     if header.has(frame::PADDED) {
@@ -485,7 +479,7 @@ fn fragment(header: FrameHeader, payload: &[u8]) -> Result<&[u8], HttpError> {
     };
     rest = rest.get(skip..).ok_or(short.clone())?;
     rest.get(..rest.len().checked_sub(pad).ok_or(short)?)
-        .ok_or(HttpError::Http2("header frame too short"))
+        .ok_or(FramingError::Http2("header frame too short"))
 }
 
 #[cfg(test)]

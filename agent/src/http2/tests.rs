@@ -3,6 +3,7 @@ use std::io::Write;
 use loona_hpack::Encoder;
 
 use super::*;
+use crate::http::ExchangeId;
 
 /// A frame's bytes.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -20,12 +21,12 @@ fn block(encoder: &mut Encoder<'static>, fields: &[(&str, &str)]) -> Vec<u8> {
 /// What a test sees of the events, owned.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
-    Request(u32, String, String),
-    Response(u32, u16),
-    Body(u32, Role, String),
-    Truncated(u32, Role),
-    End(u32, Role, u64),
-    Reset(u32),
+    Request(ExchangeId, String, String),
+    Response(ExchangeId, u16),
+    Body(ExchangeId, Role, String),
+    Truncated(ExchangeId, Role),
+    End(ExchangeId, Role, u64),
+    Reset(ExchangeId),
 }
 
 /// Feeds `(direction, bytes, time)` chunks, `step` bytes at a time.
@@ -33,14 +34,17 @@ fn run(
     conn: &mut Http2Connection,
     chunks: &[(Direction, Vec<u8>, u64)],
     step: usize,
-) -> Result<Vec<Seen>, HttpError> {
+) -> Result<Vec<Seen>, FramingError> {
     let mut seen = Vec::new();
     for (direction, bytes, t) in chunks {
         for piece in bytes.chunks(step) {
             let time = ChunkTime { start: *t, end: *t };
             conn.feed(*direction, 0, piece, time, &mut |event| {
                 seen.push(match event {
-                    Http2Event::Stream { id, event } => match event {
+                    ExchangeEvent::Message {
+                        exchange: id,
+                        event,
+                    } => match event {
                         HttpEvent::Head {
                             head: Head::Request(r),
                             ..
@@ -56,7 +60,7 @@ fn run(
                         HttpEvent::Cut { .. } => unreachable!("HTTP/2 fails on unframeable gaps"),
                         HttpEvent::End { role, last_byte } => Seen::End(id, role, last_byte.end),
                     },
-                    Http2Event::Reset { id } => Seen::Reset(id),
+                    ExchangeEvent::Reset { exchange: id } => Seen::Reset(id),
                 })
             })?;
         }
@@ -213,7 +217,7 @@ fn heads_carry_pseudo_headers_redacted_headers_and_first_byte_time() {
             end: t + 1,
         };
         conn.feed(direction, 0, &bytes, time, &mut |e| {
-            if let Http2Event::Stream {
+            if let ExchangeEvent::Message {
                 event: HttpEvent::Head { head, first_byte },
                 ..
             } = e
@@ -315,14 +319,14 @@ fn garbage_fails_the_connection_and_later_feeds_say_so() {
             ..HttpLimits::default()
         };
         let mut conn = Http2Connection::new(Side::Client, limits);
-        let ignore = &mut |_: Http2Event<'_>| {};
+        let ignore = &mut |_: ExchangeEvent<'_>| {};
         let first = conn.feed(OUT, 0, &bytes, ChunkTime::default(), ignore);
         assert!(
-            matches!(first, Err(HttpError::Http2(_))),
+            matches!(first, Err(FramingError::Http2(_))),
             "{bytes:?}: {first:?}"
         );
         let later = conn.feed(OUT, 0, b"", ChunkTime::default(), ignore);
-        assert_eq!(later, Err(HttpError::Failed));
+        assert_eq!(later, Err(FramingError::Failed));
     }
 }
 
@@ -340,7 +344,7 @@ fn table_size_updates_past_the_peers_setting_fail() {
     .concat();
     let mut conn = Http2Connection::new(Side::Client, HttpLimits::default());
     let result = conn.feed(OUT, 0, &bytes, ChunkTime::default(), &mut |_| {});
-    assert_eq!(result, Err(HttpError::Http2("bad HPACK block")));
+    assert_eq!(result, Err(FramingError::Http2("bad HPACK block")));
 }
 
 #[test]

@@ -431,17 +431,20 @@ fn build_span(
     text(attr::GENAI_RESPONSE_MODEL, call.response_model.as_deref());
     text(attr::GENAI_RESPONSE_ID, call.response_id.as_deref());
     text(attr::SERVER_ADDRESS, call.server_address.as_deref());
-    text(attr::ERROR_TYPE, call.error_type.map(|e| e.as_str()));
-    if !call.finish_reasons.is_empty() {
-        let reasons = call.finish_reasons.iter().map(String::as_str);
+    text(
+        attr::ERROR_TYPE,
+        call.outcome.error_type.map(|e| e.as_str()),
+    );
+    if !call.outcome.finish_reasons.is_empty() {
+        let reasons = call.outcome.finish_reasons.iter().map(String::as_str);
         attributes.push(KeyValue::new(
             attr::GENAI_RESPONSE_FINISH_REASONS,
             strings(reasons),
         ));
     }
     let numbers = [
-        (attr::GENAI_USAGE_INPUT_TOKENS, call.input_tokens),
-        (attr::GENAI_USAGE_OUTPUT_TOKENS, call.output_tokens),
+        (attr::GENAI_USAGE_INPUT_TOKENS, call.usage.input_tokens),
+        (attr::GENAI_USAGE_OUTPUT_TOKENS, call.usage.output_tokens),
         (attr::SERVER_PORT, call.server_port.map(u64::from)),
         (attr::GENAI_REQUEST_MAX_TOKENS, call.max_tokens),
     ];
@@ -453,7 +456,7 @@ fn build_span(
     if let Some(temperature) = call.temperature {
         attributes.push(KeyValue::new(attr::GENAI_REQUEST_TEMPERATURE, temperature));
     }
-    if let Some(first) = call.time_to_first_chunk_s {
+    if let Some(first) = call.timings.time_to_first_chunk_s() {
         attributes.push(KeyValue::new(
             attr::GENAI_RESPONSE_TIME_TO_FIRST_CHUNK,
             first,
@@ -472,13 +475,13 @@ fn build_span(
         attributes.push(KeyValue::new(attr::LLMTAP_SLOW_REASONS, strings(reasons)));
     }
 
-    let kept = call.chunks.len().min(options.max_chunk_events);
+    let kept = call.timings.chunks.len().min(options.max_chunk_events);
     let mut events = Vec::with_capacity(1 + kept);
-    if let Some(at) = call.first_output_ns {
+    if let Some(at) = call.timings.first_output_ns {
         events.push(Event::new(attr::EVENT_FIRST_TOKEN, wall(at), Vec::new(), 0));
     }
     // Events keep their order, so no index: one attribute keeps them small.
-    for chunk in &call.chunks[..kept] {
+    for chunk in &call.timings.chunks[..kept] {
         let tokens = vec![KeyValue::new(
             attr::LLMTAP_CHUNK_TOKENS,
             i64::from(chunk.tokens),
@@ -494,19 +497,19 @@ fn build_span(
         };
         events.push(Event::new(
             attr::EVENT_CONTENT_PROMPT,
-            wall(call.t0_ns),
+            wall(call.timings.t0_ns),
             text(attr::GENAI_PROMPT, &content.prompt),
             0,
         ));
         events.push(Event::new(
             attr::EVENT_CONTENT_COMPLETION,
-            wall(derived::end_ns(call)),
+            wall(call.timings.over_ns()),
             text(attr::GENAI_COMPLETION, &content.completion),
             0,
         ));
     }
     // Past our cap, and past reconstruction's own list cap.
-    let dropped_events = (call.chunks.len() - kept) as u64 + call.chunks_dropped;
+    let dropped_events = (call.timings.chunks.len() - kept) as u64 + call.timings.chunks_dropped;
     if dropped_events > 0 {
         attributes.push(KeyValue::new(
             attr::LLMTAP_CHUNK_EVENTS_DROPPED,
@@ -529,13 +532,13 @@ fn build_span(
         parent_span_is_remote: parent.is_some(),
         span_kind: SpanKind::Client,
         name: name.into(),
-        start_time: wall(call.t0_ns),
-        end_time: wall(derived::end_ns(call)),
+        start_time: wall(call.timings.t0_ns),
+        end_time: wall(call.timings.over_ns()),
         attributes,
         dropped_attributes_count: 0,
         events: span_events,
         links: SpanLinks::default(),
-        status: match call.error_type {
+        status: match call.outcome.error_type {
             Some(error) => Status::error(error.as_str()),
             None => Status::Unset,
         },

@@ -1,5 +1,5 @@
 use super::*;
-use crate::export::derived::test_call;
+use crate::calls::fixture::streamed_call;
 
 const S: u64 = 1_000_000_000;
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -47,7 +47,7 @@ fn the_resource_names_the_container_and_pod_when_known() {
 
 #[test]
 fn the_parent_comes_from_the_records_traceparent_ids() {
-    let mut call = test_call("m", &[]);
+    let mut call = streamed_call("m", &[]);
     assert!(remote_parent(&call).is_none());
     call.trace_id = Some(TRACE.into());
     call.parent_span_id = Some(PARENT.into());
@@ -62,11 +62,11 @@ fn the_parent_comes_from_the_records_traceparent_ids() {
 #[test]
 fn span_carries_the_calls_attributes_events_and_parent() {
     let times: Vec<_> = (1..=5).map(|i| 10 * S + S / 4 + i * S / 10).collect();
-    let mut call = test_call("gpt-4o-mini", &times);
+    let mut call = streamed_call("gpt-4o-mini", &times);
     call.response_model = Some("gpt-4o-mini-2024".into());
     call.trace_id = Some(TRACE.into());
     call.parent_span_id = Some(PARENT.into());
-    call.chunks_dropped = 1;
+    call.timings.chunks_dropped = 1;
     let parent = remote_parent(&call);
     let trace_id = parent.as_ref().unwrap().trace_id();
     let span_id = RandomIdGenerator::default().new_span_id();
@@ -130,10 +130,9 @@ fn span_carries_the_calls_attributes_events_and_parent() {
 
 #[test]
 fn a_failed_call_without_an_end_has_error_status_and_a_last_seen_end() {
-    let mut call = test_call("m", &[11 * S]);
-    call.error_type = Some(crate::calls::ErrorType::ConnectionReset);
-    call.end_ns = None;
-    call.duration_s = None;
+    let mut call = streamed_call("m", &[11 * S]);
+    call.outcome.error_type = Some(crate::calls::ErrorType::ConnectionReset);
+    call.timings.end_ns = None;
     call.request_model = None;
     let span = build_span(
         &call,
@@ -170,7 +169,7 @@ fn a_failed_call_without_an_end_has_error_status_and_a_last_seen_end() {
 
 #[test]
 fn content_events_only_when_the_call_kept_its_text() {
-    let mut call = test_call("m", &[11 * S]);
+    let mut call = streamed_call("m", &[11 * S]);
     let span = |call: &LlmCall| {
         build_span(
             call,

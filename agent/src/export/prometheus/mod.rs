@@ -349,6 +349,7 @@ impl MetricsRegistry {
     /// Counts one finished call in every family it belongs to.
     pub fn record(&self, call: &LlmCall, workload: &Workload) {
         let status = call
+            .outcome
             .http_status
             .map_or(Cow::Borrowed("none"), |s| Cow::Owned(s.to_string()));
         let model = call.request_model.as_deref().unwrap_or("");
@@ -374,23 +375,23 @@ impl MetricsRegistry {
             values.push(extra);
             self.labels(family, &with(&SEED, extra_label(family)), &values)
         };
-        let duration = derived::duration_s(call);
+        let duration = call.timings.elapsed_s();
         self.duration
             .with_label_values(&seed_with(metric::REQUEST_DURATION, &status))
             .observe(duration);
-        if let Some(ttft) = call.ttft_s {
+        if let Some(ttft) = call.timings.ttft_s() {
             self.ttft
                 .with_label_values(&self.labels(metric::TIME_TO_FIRST_TOKEN, &SEED, &seed))
                 .observe(ttft);
         }
-        if let Some(rate) = call.tokens_per_second.filter(|r| r.is_finite()) {
+        if let Some(rate) = call.tokens_per_second().filter(|r| r.is_finite()) {
             self.token_rate
                 .with_label_values(&self.labels(metric::TOKEN_GENERATION_RATE, &SEED, &seed))
                 .observe(rate);
         }
         let tokens = [
-            (value::TOKEN_INPUT, call.input_tokens),
-            (value::TOKEN_OUTPUT, call.output_tokens),
+            (value::TOKEN_INPUT, call.usage.input_tokens),
+            (value::TOKEN_OUTPUT, call.usage.output_tokens),
         ];
         for (kind, count) in tokens {
             if let Some(count) = count {
@@ -399,7 +400,7 @@ impl MetricsRegistry {
                     .inc_by(count);
             }
         }
-        let error = call.error_type.map(|e| e.as_str());
+        let error = call.outcome.error_type.map(|e| e.as_str());
         if let Some(error) = error {
             self.errors
                 .with_label_values(&seed_with(metric::ERROR_COUNT, error))
@@ -445,7 +446,7 @@ impl MetricsRegistry {
                     .observe(count as f64);
             }
         }
-        if let Some(first) = call.time_to_first_chunk_s {
+        if let Some(first) = call.timings.time_to_first_chunk_s() {
             self.genai_first_chunk
                 .with_label_values(&self.labels(metric::GENAI_TIME_TO_FIRST_CHUNK, &GENAI, &genai))
                 .observe(first);
@@ -455,7 +456,7 @@ impl MetricsRegistry {
             &GENAI,
             &genai,
         ));
-        for gap in call.inter_chunk_gaps() {
+        for gap in call.timings.inter_chunk_gaps() {
             per_chunk.observe(gap as f64 / 1e9);
         }
     }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::export::derived::test_call;
+use crate::calls::fixture::streamed_call;
 use crate::stream::WallNanos;
 use crate::workload::Workload;
 
@@ -12,7 +12,7 @@ fn registry(max: usize) -> MetricsRegistry {
 }
 
 fn call(model: &str, chunks: &[WallNanos]) -> LlmCall {
-    test_call(model, chunks)
+    streamed_call(model, chunks)
 }
 
 /// Output chunks at t0 + 0.25 s and at `second`.
@@ -93,7 +93,7 @@ fn records_every_family_with_its_labels() {
         ..Workload::default()
     };
     let mut failed = ok.clone();
-    failed.error_type = Some(crate::calls::ErrorType::StreamTruncated);
+    failed.outcome.error_type = Some(crate::calls::ErrorType::StreamTruncated);
     r.record(&ok, &workload);
     r.record(&failed, &workload);
     let text = scrape(&r);
