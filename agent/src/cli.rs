@@ -18,13 +18,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "llmtap", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// A subcommand instead of watching.
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// What to watch and how (the default run).
     #[command(flatten)]
     pub watch: WatchArgs,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs a built-in demo: a local LLM-like streaming server over TLS, a
@@ -35,6 +38,7 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+/// The flags of a run: what to watch, what to capture, what to output.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Watch this process (all its threads). May be repeated or comma-separated.
@@ -149,18 +153,25 @@ pub struct WatchArgs {
     pub command: Vec<OsString>,
 }
 
+/// Where bytes are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CaptureMode {
+    /// Processes' TLS library and socket calls (the default).
     Ebpf,
+    /// Packets on an interface (plaintext only).
     Pcap,
 }
 
+/// How the log is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// For people.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
+/// The flags of `llmtap demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Calls the demo client makes.
@@ -171,6 +182,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     pub linger: u64,
 
+    /// Where metrics and traces go.
     #[command(flatten, next_help_heading = "Export")]
     pub export: crate::config::ExportArgs,
 }

@@ -16,6 +16,7 @@ use crate::cli::DemoArgs;
 use crate::config::ExportSettings;
 use crate::run::{self, AgentOptions, Outcome, OutputOptions};
 
+/// Runs the demo until its client is done (and `--linger` is over).
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("llmtap-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -10,7 +10,14 @@
 //! `pipeline` joins the stages after capture, `run` drives a capture source
 //! into it, `sys` holds every system call made by hand. Everything from
 //! `stream` to `calls` is pure: bytes and timestamps in, values out, no
-//! sockets, clocks or BPF. `main.rs` is only glue.
+//! sockets, clocks or BPF. The binary's `main.rs` is only glue.
+//!
+//! The public surface is what the binary, the tests, the benches and the
+//! fuzz targets use: the reconstruction stages (`stream` to `calls`), the
+//! packet stage (`capture::pcap`), the exporters, the settings, and the
+//! command-line entry ([`run::run`]).
+
+#![deny(missing_docs)]
 
 pub mod calls;
 pub mod capture;

@@ -54,6 +54,7 @@ pub enum Transport {
 /// What is known about a connection when its first event arrives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConnectionInfo {
+    /// The connection.
     pub id: ConnectionId,
     /// Thread-group id of the watched process.
     pub pid: u32,
@@ -61,15 +62,20 @@ pub struct ConnectionInfo {
     pub comm: Option<String>,
     /// Socket fd in the watched process, when known.
     pub fd: Option<i32>,
+    /// The watched process's end, when known.
     pub local: Option<SocketAddr>,
+    /// The other end, when known.
     pub peer: Option<SocketAddr>,
+    /// Which end the watched process is.
     pub side: Side,
+    /// Where its plaintext was read.
     pub transport: Transport,
 }
 
 /// One read or write of the watched process, in stream order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataChunk {
+    /// Written or read.
     pub direction: Direction,
     /// The thread that made the call, when the source knows it.
     pub tid: Option<u32>,
@@ -80,6 +86,7 @@ pub struct DataChunk {
     /// Bytes known to be missing right before this chunk, in this
     /// direction (capture truncation or loss). Never filled in.
     pub gap_before: u64,
+    /// The bytes captured.
     pub bytes: Vec<u8>,
 }
 
@@ -102,10 +109,13 @@ pub enum CloseReason {
 pub enum StreamEvent {
     /// Always the first event of a connection.
     Opened(ConnectionInfo),
+    /// A read or write.
     Data(DataChunk),
     /// Always the last event of a connection.
     Closed {
+        /// When it ended.
         at: WallNanos,
+        /// Why.
         reason: CloseReason,
     },
 }

@@ -86,8 +86,11 @@ const SHORT_ID_LEN: usize = 12;
 pub struct Workload {
     /// Full 64-hex container id.
     pub container_id: Option<String>,
+    /// Kubernetes pod uid.
     pub pod_uid: Option<String>,
+    /// Kubernetes pod name.
     pub pod_name: Option<String>,
+    /// Kubernetes namespace.
     pub pod_namespace: Option<String>,
     /// Name of a container outside Kubernetes.
     pub container_name: Option<String>,

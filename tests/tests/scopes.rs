@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use llmtap::capture::ebpf::scope::cgroup2_mount;
 use llmtap_tests::prometheus::{http_get, sample_sum, scraped};
 use llmtap_tests::*;
 
@@ -676,4 +675,15 @@ fn tls_processes_are_counted_by_stack_hooked_or_not() {
     finish(sleeper, "sleep");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
+}
+
+/// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `unified/` below it on
+/// hybrid hosts), as util-linux's findmnt tells.
+fn cgroup2_mount() -> PathBuf {
+    let out = Command::new("findmnt")
+        .args(["-n", "-t", "cgroup2", "-o", "TARGET"])
+        .output()
+        .expect("findmnt runs");
+    let text = String::from_utf8(out.stdout).expect("a path");
+    PathBuf::from(text.lines().next().expect("cgroup2 is mounted"))
 }

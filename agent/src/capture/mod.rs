@@ -6,7 +6,7 @@
 //! identity for kernel records, TCP reassembly for packets). Nothing after
 //! capture knows which source ran.
 
-pub mod ebpf;
+pub(crate) mod ebpf;
 pub mod pcap;
 
 use crate::stream::{ConnectionEvent, WallNanos};

@@ -221,7 +221,9 @@ pub struct ExportSettings {
     /// `SERVICE_NAME`, else `OTEL_SERVICE_NAME`; `None`: each call's pod,
     /// container or process name.
     pub service_name: Option<String>,
+    /// When a call counts as slow.
     pub slow: SlowThresholds,
+    /// The /metrics endpoint.
     pub metrics: MetricsEndpointSettings,
     /// `--max-label-values`: at least 1.
     pub max_label_values: usize,
@@ -232,14 +234,18 @@ pub struct ExportSettings {
 /// When a call counts as slow.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SlowThresholds {
+    /// `LLM_SLOW_REQUEST_THRESHOLD_SECONDS`: slower than this (0: off).
     pub duration_seconds: f64,
+    /// `LLM_SLOW_TOKEN_RATE_THRESHOLD`: fewer tokens/s than this.
     pub token_rate: f64,
 }
 
 /// The /metrics endpoint.
 #[derive(Clone, Debug)]
 pub struct MetricsEndpointSettings {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// A token scrapes must present, if any.
     pub bearer_token: Option<String>,
     /// Built from --metrics-tls-cert/--metrics-tls-key.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -248,7 +254,9 @@ pub struct MetricsEndpointSettings {
 /// OTLP protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OtlpProtocol {
+    /// OTLP over gRPC (port 4317).
     Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318).
     HttpProtobuf,
 }
 
@@ -257,11 +265,17 @@ pub enum OtlpProtocol {
 pub struct OtlpSettings {
     /// For gRPC the endpoint as given; for HTTP the full traces URL.
     pub endpoint: String,
+    /// gRPC or HTTP.
     pub protocol: OtlpProtocol,
+    /// Sent with every export (`OTEL_EXPORTER_OTLP_HEADERS`).
     pub headers: Vec<(String, String)>,
+    /// How long one export may take.
     pub timeout: Duration,
+    /// The share of calls exported as spans (`TELEMETRY_SAMPLE_RATE`).
     pub sample_rate: f64,
+    /// Chunk events per span at most.
     pub max_chunk_events: usize,
+    /// Spans queued for export at most; more are dropped and counted.
     pub queue_size: usize,
 }
 
@@ -271,9 +285,13 @@ pub enum ConfigError {
     /// The value of the setting named by its variable and flag is unusable.
     #[error("invalid {env} ({flag}) {value:?}: {reason}")]
     Invalid {
+        /// Its environment variable.
         env: &'static str,
+        /// Its flag.
         flag: &'static str,
+        /// The value given.
         value: String,
+        /// What is wrong with it.
         reason: String,
     },
 }

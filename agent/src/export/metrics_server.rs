@@ -41,7 +41,9 @@ pub enum ServerError {
     /// Binding the listening socket failed (in use, no permission, ...).
     #[error("cannot listen on {addr} (LLMTAP_METRICS_ADDR, --metrics-addr): {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// Why it failed.
         source: std::io::Error,
     },
 }

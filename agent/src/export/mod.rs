@@ -5,18 +5,18 @@
 //! reconstruction. Output: the console (a `log` line per call, or
 //! `print`'s JSON lines), Prometheus metrics (`prometheus`, served by
 //! `metrics_server`) and OTLP traces (`otlp`), with every attribute name in
-//! `semconv` and what both derive from a call in `derived`. [`Exporters`]
-//! is the pipeline's [`Outputs`].
+//! `semconv` and what both derive from a call in `derived`. `Exporters`
+//! is the pipeline's `Outputs`.
 
-pub mod derived;
-pub mod labels;
-pub mod log;
+pub(crate) mod derived;
+pub(crate) mod labels;
+pub(crate) mod log;
 pub mod metrics_server;
 pub mod otlp;
-pub mod print;
+pub(crate) mod print;
 pub mod prometheus;
-pub mod semconv;
-pub mod telemetry;
+pub(crate) mod semconv;
+pub(crate) mod telemetry;
 
 use crate::calls::{LlmCall, ReconstructionStats};
 use crate::capture::CaptureReport;
@@ -27,7 +27,7 @@ use print::StreamPrinter;
 use telemetry::Telemetry;
 
 /// The console and the telemetry, as the run loop's outputs.
-pub struct Exporters {
+pub(crate) struct Exporters {
     /// `--print`'s JSON lines; the log line per call without it.
     printer: Option<StreamPrinter<std::io::Stdout>>,
     telemetry: Telemetry,

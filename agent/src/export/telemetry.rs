@@ -60,11 +60,6 @@ impl Telemetry {
         self.server.url()
     }
 
-    /// Whether spans are exported at all.
-    pub fn traces_enabled(&self) -> bool {
-        self.traces.is_some()
-    }
-
     /// Marks capture as attached (`/readyz` → 200), or not.
     pub fn set_ready(&self, ready: bool) {
         self.server.set_ready(ready);
@@ -104,7 +99,6 @@ mod tests {
         let mut settings = crate::config::test_settings();
         settings.metrics.addr = "127.0.0.1:0".parse().unwrap();
         let telemetry = Telemetry::start(&settings).await.unwrap();
-        assert!(!telemetry.traces_enabled());
         telemetry.record(&streamed_call("m", &[]), &Workload::default());
         let capture = CaptureReport {
             records_lost: 5,

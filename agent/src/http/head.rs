@@ -147,7 +147,7 @@ pub(crate) fn looks_like_request(bytes: &[u8]) -> bool {
 }
 
 /// Whether `bytes` open with a whole HTTP/1.x request line
-/// (`METHOD target HTTP/1.x`): stricter than [`looks_like_request`], to
+/// (`METHOD target HTTP/1.x`): stricter than `looks_like_request`, to
 /// find where requests start in the middle of a connection's bytes.
 pub fn starts_request_line(bytes: &[u8]) -> bool {
     let Some(end) = memchr::memchr(b'\n', bytes) else {

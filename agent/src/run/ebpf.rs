@@ -13,7 +13,7 @@ use crate::sys::held_child::HeldChild;
 
 /// What to watch and what to output.
 #[derive(Clone, Debug)]
-pub struct AgentOptions {
+pub(crate) struct AgentOptions {
     pub pids: Vec<u32>,
     /// `--exe`, `--cgroup`, `--container`, `--all`: processes watched as
     /// they start.
@@ -25,7 +25,7 @@ pub struct AgentOptions {
     pub export: crate::config::ExportSettings,
 }
 
-pub async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
+pub(crate) async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     if options.pids.is_empty() && options.command.is_empty() && options.scopes.is_empty() {
         anyhow::bail!("nothing to watch: give --pid PID, --exe NAME, --cgroup PATH, --container ID, --all, or a command after `--` (llmtap --print -- curl ...); packets instead: --capture pcap --iface IFACE, or --read FILE");
     }

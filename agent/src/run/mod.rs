@@ -1,5 +1,5 @@
 //! The running agent: builds a capture source and the exporters from the
-//! options, then drives events from one to the other ([`drive`]) until it
+//! options, then drives events from one to the other (`drive`) until it
 //! is stopped, the source runs dry, or the command it started exits.
 //! `ebpf` and `packets` hold the set-up of each kind of source.
 
@@ -7,8 +7,11 @@ mod ebpf;
 mod options;
 mod packets;
 
-pub use ebpf::{run as run_ebpf, AgentOptions};
-pub use packets::{PacketInput, PacketOptions};
+// The demo runs the eBPF path on options of its own.
+#[cfg(feature = "demo")]
+pub(crate) use ebpf::run as run_ebpf;
+pub(crate) use ebpf::AgentOptions;
+pub(crate) use packets::{PacketInput, PacketOptions};
 
 use std::future::Future;
 use std::process::ExitStatus;
@@ -39,7 +42,7 @@ pub async fn run(watch: WatchArgs) -> anyhow::Result<Outcome> {
 
 /// What the console output shows, and whether calls keep their text.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct OutputOptions {
+pub(crate) struct OutputOptions {
     /// `--print`: JSON lines instead of log lines, showing this much of
     /// the bytes.
     pub print: Option<PrintedBytes>,

@@ -12,7 +12,7 @@ use crate::export::print::PrintedBytes;
 use super::{AgentOptions, OutputOptions, PacketInput, PacketOptions};
 
 /// The packet path's options, when `--read` or `--capture pcap` asks for it.
-pub fn packet_options(watch: &WatchArgs) -> anyhow::Result<Option<PacketOptions>> {
+pub(crate) fn packet_options(watch: &WatchArgs) -> anyhow::Result<Option<PacketOptions>> {
     let input = match (&watch.read, watch.capture) {
         (Some(path), _) => PacketInput::File(path.clone()),
         (None, CaptureMode::Pcap) => {
@@ -59,7 +59,7 @@ fn output_options(watch: &WatchArgs) -> OutputOptions {
 }
 
 /// The eBPF path's options.
-pub fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
+pub(crate) fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
     let output = output_options(&watch);
     let scopes = Scopes::parse(&ScopeArgs {
         exes: watch.exe,

@@ -11,7 +11,7 @@ use crate::capture::pcap::live::LiveSource;
 
 /// Where packets come from.
 #[derive(Clone, Debug)]
-pub enum PacketInput {
+pub(crate) enum PacketInput {
     /// `--read FILE`: replay, then exit.
     File(PathBuf),
     /// `--capture pcap --iface IFACE`: capture until stopped.
@@ -19,14 +19,14 @@ pub enum PacketInput {
 }
 
 #[derive(Clone, Debug)]
-pub struct PacketOptions {
+pub(crate) struct PacketOptions {
     pub input: PacketInput,
     pub filter: PacketFilter,
     pub output: OutputOptions,
     pub export: crate::config::ExportSettings,
 }
 
-pub async fn run(options: PacketOptions) -> anyhow::Result<Outcome> {
+pub(crate) async fn run(options: PacketOptions) -> anyhow::Result<Outcome> {
     let mut signals = StopSignals::listen()?;
     let no_end = std::future::pending();
     match &options.input {

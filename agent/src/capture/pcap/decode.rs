@@ -38,13 +38,21 @@ impl LinkType {
 /// One TCP segment, borrowed from its frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment<'a> {
+    /// Sender.
     pub src: SocketAddr,
+    /// Receiver.
     pub dst: SocketAddr,
+    /// Sequence number of the first payload byte (of the SYN itself on a SYN).
     pub seq: u32,
+    /// SYN: opens the flow.
     pub syn: bool,
+    /// ACK: the other side's bytes are acknowledged.
     pub ack: bool,
+    /// FIN: the sender is done.
     pub fin: bool,
+    /// RST: the flow is reset.
     pub rst: bool,
+    /// The bytes it carries.
     pub payload: &'a [u8],
 }
 

@@ -36,6 +36,7 @@ pub struct CaptureDrops {
 pub struct PacketFilter {
     /// A BPF expression (tcpdump's syntax).
     pub expression: Option<String>,
+    /// Only traffic to or from this TCP port.
     pub port: Option<u16>,
 }
 
@@ -111,6 +112,7 @@ impl PcapReader<Active> {
         self.capture.breakloop_handle()
     }
 
+    /// Frames lost so far, as libpcap counts them.
     pub fn drops(&mut self) -> CaptureDrops {
         self.capture
             .stats()
@@ -149,10 +151,12 @@ impl<T: Activated + ?Sized> PcapReader<T> {
         &self.filter
     }
 
+    /// What its frames start with.
     pub fn link(&self) -> LinkType {
         self.link
     }
 
+    /// The next frame and its capture time.
     pub fn next_packet(&mut self) -> anyhow::Result<Next<'_>> {
         match self.capture.next_packet() {
             Ok(packet) => {

@@ -39,6 +39,7 @@ pub struct PacketStage {
 }
 
 impl PacketStage {
+    /// A stage for frames of `link`, reassembled within `limits`.
     pub fn new(link: LinkType, limits: TcpLimits) -> Self {
         PacketStage {
             link,
@@ -49,14 +50,17 @@ impl PacketStage {
         }
     }
 
+    /// Frames pushed so far.
     pub fn packets_seen(&self) -> u64 {
         self.packets_seen
     }
 
+    /// The TCP reassembly's running totals.
     pub fn tcp_stats(&self) -> &TcpStats {
         self.tcp.stats()
     }
 
+    /// Flows followed now.
     pub fn open_flows(&self) -> usize {
         self.tcp.open_flows()
     }

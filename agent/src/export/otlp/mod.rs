@@ -64,7 +64,9 @@ pub enum OtlpError {
     /// `opentelemetry-otlp` refused the endpoint or options.
     #[error("cannot set up the OTLP exporter for {endpoint}: {source}")]
     Build {
+        /// The endpoint given.
         endpoint: String,
+        /// Why it was refused.
         source: opentelemetry_otlp::ExporterBuildError,
     },
 }

@@ -7,7 +7,7 @@
 //! format ([`MetricsRegistry::encode`]), served by `metrics_server`. Every
 //! call is recorded, sampled for traces or not. Label values from traffic,
 //! and the watched process's container and pod (pod names churn), go
-//! through [`LabelCap`].
+//! through `LabelCap`.
 
 use std::borrow::Cow;
 
@@ -88,7 +88,9 @@ pub struct Health {
     pub tls_hook_latency: Histogram,
     /// Payload bytes captured.
     pub bytes_captured: IntCounter,
+    /// Processes watched now.
     pub attached_processes: IntGauge,
+    /// Connections followed now.
     pub open_streams: IntGauge,
     /// Entries in the kernel's per-process and per-connection maps, by `map`.
     pub bpf_map_entries: IntGaugeVec,
@@ -291,7 +293,7 @@ fn with(labels: &[&'static str], extra: &'static str) -> Vec<&'static str> {
 
 impl MetricsRegistry {
     /// All families, empty; labels capped at `--max-label-values` (see
-    /// [`LabelCap`]).
+    /// `LabelCap`).
     pub fn new(settings: &ExportSettings) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let f = Families(&registry);

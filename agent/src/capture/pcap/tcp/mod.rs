@@ -57,12 +57,14 @@ pub enum AbandonReason {
 }
 
 impl AbandonReason {
+    /// Every reason, in label order.
     pub const ALL: [AbandonReason; 3] = [
         AbandonReason::Idle,
         AbandonReason::FlowLimit,
         AbandonReason::Tls,
     ];
 
+    /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
             AbandonReason::Idle => "idle",
@@ -75,11 +77,13 @@ impl AbandonReason {
 /// Running totals of this stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TcpStats {
+    /// Flows seen opening.
     pub flows_opened: u64,
     /// Segments whose bytes had all been delivered already.
     pub duplicate_segments: u64,
     /// Bytes skipped over holes (each reported as a gap).
     pub bytes_skipped: u64,
+    /// Flows given up, by reason.
     pub abandoned: HashMap<AbandonReason, u64>,
 }
 
@@ -149,6 +153,7 @@ pub struct TcpReassembler {
 }
 
 impl TcpReassembler {
+    /// A reassembler within `limits`.
     pub fn new(limits: TcpLimits) -> Self {
         TcpReassembler {
             limits,
@@ -158,10 +163,12 @@ impl TcpReassembler {
         }
     }
 
+    /// Its running totals.
     pub fn stats(&self) -> &TcpStats {
         &self.stats
     }
 
+    /// Flows followed now.
     pub fn open_flows(&self) -> usize {
         self.flows.len()
     }
