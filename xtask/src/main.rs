@@ -197,6 +197,16 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The container image's build: the agent without the demo.
+    cargo(&[
+        "clippy",
+        "-p",
+        "llmtap",
+        "--no-default-features",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     // The end-to-end tests run the binaries, so build them first.
     cargo(&["build", "--workspace", "--bins"])?;
     cargo(&["test", "--workspace"])
