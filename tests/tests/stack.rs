@@ -476,10 +476,10 @@ fn the_compose_file_validates_and_has_what_the_readmes_name() {
     }
     assert_eq!(env_value(&agent_env, "LLMTAP_METRICS_ADDR"), "0.0.0.0:9464");
 
-    // The main README's "Run with the full stack": every localhost URL is a
+    // docs/deployment.md's "Run with the full stack": every localhost URL is a
     // port compose publishes.
-    let main_readme = read("README.md");
-    let section = main_readme
+    let deployment = read("docs/deployment.md");
+    let section = deployment
         .split_once("## Run with the full stack")
         .expect("a \"Run with the full stack\" section")
         .1
