@@ -190,4 +190,3 @@ pub struct ExportArgs {
     )]
     pub otlp_queue_size: String,
 }
-

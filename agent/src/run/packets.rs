@@ -8,6 +8,7 @@ use super::{drive, pipeline, telemetry, Outcome, OutputOptions, StopSignals};
 use crate::capture::pcap::file::FileSource;
 use crate::capture::pcap::libpcap::PacketFilter;
 use crate::capture::pcap::live::LiveSource;
+use crate::capture::CaptureSource;
 
 /// Where packets come from.
 #[derive(Clone, Debug)]
@@ -28,32 +29,30 @@ pub(crate) struct PacketOptions {
 
 pub(crate) async fn run(options: PacketOptions) -> anyhow::Result<Outcome> {
     let mut signals = StopSignals::listen()?;
-    let no_end = std::future::pending();
     match &options.input {
         PacketInput::File(path) => {
             // Before anything starts: a bad file is the one line said.
             let source = FileSource::open(path, &options.filter)?;
-            let telemetry = crate::export::telemetry::Telemetry::start(&options.export).await?;
-            drive(
-                source,
-                pipeline(options.output, telemetry),
-                &mut signals,
-                no_end,
-            )
-            .await
+            serve(source, &options, &mut signals).await
         }
         PacketInput::Live { iface } => {
             let source = LiveSource::open(iface, &options.filter)?;
+            // Off the event loop: the first call must not wait for the tables.
             std::thread::spawn(crate::calls::prepare_tokenizer);
-            let telemetry = telemetry(&options.export).await?;
-            telemetry.set_ready(true);
-            drive(
-                source,
-                pipeline(options.output, telemetry),
-                &mut signals,
-                no_end,
-            )
-            .await
+            serve(source, &options, &mut signals).await
         }
     }
+}
+
+/// Starts the exporters and drives `source` into them until it ends or a
+/// signal comes.
+async fn serve<S: CaptureSource>(
+    source: S,
+    options: &PacketOptions,
+    signals: &mut StopSignals,
+) -> anyhow::Result<Outcome> {
+    let telemetry = telemetry(&options.export).await?;
+    telemetry.set_ready(true);
+    let pipeline = pipeline(options.output, telemetry);
+    drive(source, pipeline, signals, std::future::pending()).await
 }
