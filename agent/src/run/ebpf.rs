@@ -64,8 +64,10 @@ pub(crate) async fn run(options: AgentOptions) -> anyhow::Result<Outcome> {
     } else {
         None
     };
-    source.log_watching(scoped);
+    // Ready before the "watching" line: whoever waits for that line may
+    // ask /readyz next.
     telemetry.set_ready(true);
+    source.log_watching(scoped);
     let command_exit = async {
         match command {
             Some(child) => Ok(Outcome::CommandExited(
