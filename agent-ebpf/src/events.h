@@ -39,6 +39,12 @@ enum llmtap_event_kind {
 	 * before llmtap started), seen at its first read or write since:
 	 * its addresses, side unknown. */
 	LLMTAP_EVENT_FOUND = 7,
+	/* A watched process forked: the child (`pid`) is watched too. */
+	LLMTAP_EVENT_FORK = 8,
+	/* A watched process whose TLS libraries were not looked at since its
+	 * exec sent a TLS ClientHello: a data record (fd -1) carrying its
+	 * first bytes, LLMTAP_FLAG_HELD when the process waits. */
+	LLMTAP_EVENT_TLS_HELLO = 9,
 };
 
 enum llmtap_direction {
@@ -59,6 +65,9 @@ enum llmtap_source {
 /* `flags` bit of an exec record: the process is watched (it was, or it
  * entered a watched scope). */
 #define LLMTAP_FLAG_WATCHED 2
+/* `flags` bit of a TLS hello record: the process is stopped (SIGSTOP)
+ * until user space has hooked it and continues it (SIGCONT). */
+#define LLMTAP_FLAG_HELD 4
 
 struct llmtap_header {
 	__u8 kind;      /* enum llmtap_event_kind */
@@ -107,12 +116,6 @@ enum llmtap_counter {
 
 /* Keys of the maps that hold state of a process: user space finds the
  * process by the pid in each key to drop what an exited one left. */
-
-/* `sockets`: a TCP socket of a watched process. */
-struct llmtap_socket_key {
-	__s32 fd;
-	__u32 pid;
-};
 
 /* `ssl_fds`: a TLS session (an SSL*, or a GnuTLS or Go connection). */
 struct llmtap_ssl_key {

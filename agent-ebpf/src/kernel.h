@@ -10,17 +10,10 @@
 
 #define AF_INET 2
 #define AF_INET6 10
-#define SOCK_STREAM 1
 #define IPPROTO_TCP 6
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
-#define EINPROGRESS 115
+#define SIGSTOP 19
 
 #define CORE __attribute__((preserve_access_index))
-
-struct inode {
-	unsigned short i_mode;
-} CORE;
 
 struct qstr {
 	const unsigned char *name;
@@ -35,8 +28,6 @@ struct path {
 } CORE;
 
 struct file {
-	struct inode *f_inode;
-	void *private_data;
 	struct path f_path;
 } CORE;
 
@@ -44,19 +35,19 @@ struct linux_binprm {
 	struct file *file;
 } CORE;
 
-struct fdtable {
-	unsigned int max_fds;
-	struct file **fd;
+struct tty_struct {
+	int index;
 } CORE;
 
-struct files_struct {
-	struct fdtable *fdt;
+struct signal_struct {
+	struct tty_struct *tty;
 } CORE;
 
 struct task_struct {
+	unsigned int flags;
+	struct signal_struct *signal;
 	int pid;
 	int tgid;
-	struct files_struct *files;
 	struct task_struct *group_leader;
 	char comm[16];
 } CORE;
@@ -83,10 +74,6 @@ struct sock {
 	__u16 sk_protocol;
 } CORE;
 
-struct socket {
-	struct sock *sk;
-} CORE;
-
 struct iovec {
 	void *iov_base;
 	__u64 iov_len;
@@ -101,21 +88,6 @@ struct user_msghdr {
 	void *msg_control;
 	__u64 msg_controllen;
 	unsigned int msg_flags;
-};
-
-/* Syscall tracepoint records, as the tracefs format files describe them. */
-struct syscall_enter_ctx {
-	__u64 common;
-	__s32 syscall_nr;
-	__u32 _pad;
-	__u64 args[6];
-};
-
-struct syscall_exit_ctx {
-	__u64 common;
-	__s32 syscall_nr;
-	__u32 _pad;
-	__s64 ret;
 };
 
 #endif

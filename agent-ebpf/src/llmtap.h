@@ -92,36 +92,6 @@ struct {
  * (processes.bpf.c) drops them all for an exiting thread, and the socket
  * probes look at the TLS call they run inside, so they are defined here. */
 
-#define BUF_PLAIN 0
-#define BUF_IOVEC 1
-#define BUF_MSGHDR 2
-
-/* A socket syscall between its entry and its return, by thread. */
-struct socket_call {
-	__u64 buf; /* data, struct iovec[] or struct user_msghdr, see `kind` */
-	__u64 start_ns;
-	__s32 fd;
-	__u32 iovcnt;
-	__u8 kind;
-	__u8 direction;
-	__u8 _pad[6];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct socket_call);
-} active_socket_calls SEC(".maps");
-
-/* connect/accept between entry and return: the fd, by thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __s32);
-} active_connects SEC(".maps");
-
 /* An SSL_read/SSL_write(_ex) between entry and return. */
 struct ssl_call {
 	__u64 ssl;
@@ -172,6 +142,15 @@ struct {
 	__type(key, struct llmtap_ssl_key);
 	__type(value, __s32);
 } ssl_fds SEC(".maps");
+
+/* Processes whose TLS libraries user space has looked at since their
+ * exec: their next handshakes are not held (see tls_handshake in sockets.bpf.c). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tls_looked_at SEC(".maps");
 
 /* ---- building and sending records -------------------------------------- */
 
@@ -252,6 +231,24 @@ static __always_inline void emit_conn_event(__u8 kind, __u8 flags, __s32 fd, str
 			BPF_CORE_READ_INTO(&ev->peer_addr, sk, __sk_common.skc_v6_daddr);
 		}
 	}
+	bpf_ringbuf_submit(ev, wakeup_flag());
+}
+
+/* A record about process `pid` (and its socket `fd`, or -1) made while
+ * another task runs: a fork in the parent, a socket's end in whichever
+ * task ended it. Only kind, pid, fd and time are filled in. */
+static __always_inline void emit_event_for(__u8 kind, __u32 pid, __s32 fd)
+{
+	struct llmtap_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(LLMTAP_COUNTER_RINGBUF_FULL);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->hdr.kind = kind;
+	ev->hdr.pid = pid;
+	ev->hdr.fd = fd;
+	ev->hdr.end_ns = ev->hdr.start_ns = bpf_ktime_get_ns();
 	bpf_ringbuf_submit(ev, wakeup_flag());
 }
 

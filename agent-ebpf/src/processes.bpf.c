@@ -36,6 +36,9 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	__u8 yes = 1;
 	bpf_map_update_elem(&watched_pids, &child_pid, &yes, BPF_ANY);
+	/* For user space to hook the child's TLS libraries: a uprobe given a
+	 * pid does not follow it into a forked child. */
+	emit_event_for(LLMTAP_EVENT_FORK, child_pid, -1);
 	return 0;
 }
 
@@ -79,9 +82,11 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 			bpf_map_update_elem(&watched_pids, &pid, &yes, BPF_ANY);
 		}
 	}
-	if (watched || report_all_execs)
-		emit_conn_event(LLMTAP_EVENT_EXEC, watched ? LLMTAP_FLAG_WATCHED : 0, -1, NULL,
-				bpf_ktime_get_ns());
+	/* A new program: its TLS libraries are to be looked at again. */
+	bpf_map_delete_elem(&tls_looked_at, &pid);
+	if (!watched && !report_all_execs)
+		return 0;
+	emit_conn_event(LLMTAP_EVENT_EXEC, watched ? LLMTAP_FLAG_WATCHED : 0, -1, NULL, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -92,13 +97,12 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	 * was cut short. */
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	bpf_map_delete_elem(&active_ssl_calls, &pid_tgid);
-	bpf_map_delete_elem(&active_socket_calls, &pid_tgid);
-	bpf_map_delete_elem(&active_connects, &pid_tgid);
 	bpf_map_delete_elem(&thread_tls_fd, &pid_tgid);
 	__u32 pid = BPF_CORE_READ(task, tgid);
 	if (BPF_CORE_READ(task, pid) != pid || !is_watched(pid))
 		return 0;
 	bpf_map_delete_elem(&watched_pids, &pid);
+	bpf_map_delete_elem(&tls_looked_at, &pid);
 	emit_conn_event(LLMTAP_EVENT_EXIT, 0, -1, NULL, bpf_ktime_get_ns());
 	return 0;
 }

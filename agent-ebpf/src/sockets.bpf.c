@@ -1,59 +1,102 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Socket syscalls: the plaintext a watched process writes to and reads from
- * its TCP sockets (write/read, sendto/recvfrom, their vector and msghdr
- * forms), and the connections it opens (connect, accept) and closes.
+ * Sockets: the plaintext a watched process writes to and reads from its TCP
+ * sockets, and the connections it opens and closes.
+ *
+ * The hooks are the socket layer's own tracepoints, not the syscalls':
+ * `sock_send_length` and `sock_recv_length` fire once per send or receive
+ * on a socket (write/read, send*, recv*, their vector and msghdr forms), in
+ * the calling task, after the bytes moved; `inet_sock_set_state` fires on a
+ * TCP state change. Every other syscall of every task on the host runs no
+ * code of ours (syscall tracepoints put every syscall of every task on the
+ * traced path). The call's fd and buffer are its syscall's arguments, read
+ * from the task's saved user registers.
+ *
+ * What is known of a socket lives in its socket storage, freed with it.
  */
 #include "llmtap.h"
+
+/* x86-64 syscall numbers of the calls that move socket data. */
+#define NR_read 0
+#define NR_write 1
+#define NR_close 3
+#define NR_readv 19
+#define NR_writev 20
+#define NR_connect 42
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define MSG_PEEK 2
+#define PF_KTHREAD 0x00200000
 
 #define SOCKET_SIDE_UNKNOWN 0
 #define SOCKET_SIDE_CLIENT 1
 #define SOCKET_SIDE_SERVER 2
 
-/* What is known of a watched process's TCP socket. */
+/* What is known of a TCP socket. */
 struct socket_state {
+	__u32 pid;      /* the process it was last reported for */
+	__s32 fd;       /* its fd there */
+	__u8 side;      /* seen opening: connected (client) or accepted (server) */
+	__u8 reported;  /* its open event was sent for `pid` */
 	__u8 tls;       /* carries TLS: its socket records are ciphertext */
 	__u8 seen_data; /* the first bytes were checked for a TLS record */
-	__u8 side;
 	__u8 not_http;  /* --all: its first bytes are not HTTP; ignored */
+	__u8 _pad[3];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct llmtap_socket_key);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct socket_state);
-} sockets SEC(".maps");
+} socket_states SEC(".maps");
 
-static __always_inline struct llmtap_socket_key socket_key(__u32 pid, __s32 fd)
+/* Bytes of a ClientHello sent to user space: its server name is there. */
+#define HELLO_BYTES 512
+
+/* A `struct llmtap_data_event` of a fixed size, to be reserved. */
+struct hello_event {
+	struct llmtap_header hdr;
+	__u32 len;
+	__u32 captured;
+	__u8 data[HELLO_BYTES];
+};
+
+/* The syscall a task is in: its number and first two arguments, as its
+ * user registers were saved at entry. */
+struct syscall_args {
+	long nr;
+	__s32 fd;
+	__u64 buf;
+	__u64 count; /* iovec count of readv/writev */
+};
+
+static __always_inline bool current_syscall(struct syscall_args *call)
 {
-	return (struct llmtap_socket_key){ .fd = fd, .pid = pid };
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		return false;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct pt_regs saved;
+	if (bpf_probe_read_kernel(&saved, sizeof(saved), regs))
+		return false;
+	call->nr = saved.orig_rax;
+	call->fd = saved.rdi;
+	call->buf = saved.rsi;
+	call->count = saved.rdx;
+	return true;
 }
 
-/* The TCP socket behind `fd` in the current process, or NULL. */
-static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+static __always_inline bool is_tcp(struct sock *sk)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *file = NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	if (!file)
-		return NULL;
-	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return NULL;
-	struct socket *socket = BPF_CORE_READ(file, private_data);
-	struct sock *sk = BPF_CORE_READ(socket, sk);
-	if (!sk)
-		return NULL;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return NULL;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return NULL;
-	return sk;
+	return (family == AF_INET || family == AF_INET6) && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
 }
 
 /* Copies up to `limit` of the `total` bytes a call moved through an iovec
@@ -78,6 +121,81 @@ static __always_inline __u32 copy_iovecs(struct data_scratch *s, const struct io
 		off += take;
 	}
 	return off;
+}
+
+/* Copies up to `limit` of the `len` bytes the syscall `call` moved. */
+static __always_inline __u32 copy_payload(struct data_scratch *s, const struct syscall_args *call, __u64 len,
+					  __u32 limit)
+{
+	switch (call->nr) {
+	case NR_write:
+	case NR_read:
+	case NR_sendto:
+	case NR_recvfrom:
+		return bpf_probe_read_user(s->data, limit & LENGTH_MASK, (void *)call->buf) ? 0 : limit;
+	case NR_writev:
+	case NR_readv:
+		return copy_iovecs(s, (const struct iovec *)call->buf, call->count, len, limit);
+	default: {
+		struct user_msghdr msg = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)call->buf))
+			return 0;
+		return copy_iovecs(s, msg.msg_iov, msg.msg_iovlen, len, limit);
+	}
+	}
+}
+
+static __always_inline bool moves_data(long nr)
+{
+	switch (nr) {
+	case NR_write:
+	case NR_read:
+	case NR_sendto:
+	case NR_recvfrom:
+	case NR_writev:
+	case NR_readv:
+	case NR_sendmsg:
+	case NR_recvmsg:
+		return true;
+	}
+	return false;
+}
+
+static __always_inline bool is_client_hello(const __u8 *data, __u32 captured)
+{
+	/* A handshake record (22) whose first message is a ClientHello (1). */
+	return captured >= 6 && data[0] == 0x16 && data[5] == 0x01;
+}
+
+/* A process started a TLS handshake outside any hooked TLS call, and its
+ * TLS libraries were not looked at since its exec: the library (a libssl
+ * loaded by dlopen, say) is not hooked in it yet, and a uprobe given a pid
+ * is placed by user space. The process is held here, stopped before its
+ * handshake goes on and its first request goes out, and the ClientHello
+ * goes to user space, which hooks the process and continues it. Not in a
+ * terminal (a job-control shell would see its job stop): there the
+ * ClientHello only informs. */
+static __always_inline void tls_handshake(const __u8 *hello, __u32 captured, __u64 pid_tgid)
+{
+	__u32 pid = pid_tgid >> 32;
+	if (bpf_map_lookup_elem(&tls_looked_at, &pid))
+		return;
+	struct hello_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(LLMTAP_COUNTER_RINGBUF_FULL);
+		return;
+	}
+	fill_header(&ev->hdr, LLMTAP_EVENT_TLS_HELLO, pid_tgid, -1);
+	ev->hdr.end_ns = ev->hdr.start_ns = bpf_ktime_get_ns();
+	__u32 n = captured < HELLO_BYTES ? captured : HELLO_BYTES;
+	ev->len = captured;
+	ev->captured = n;
+	__builtin_memcpy(ev->data, hello, HELLO_BYTES);
+	struct task_struct *task = bpf_get_current_task_btf();
+	/* Stopped before the record is sent, so the continue cannot come first. */
+	if (!BPF_CORE_READ(task, signal, tty) && !bpf_send_signal(SIGSTOP))
+		ev->hdr.flags |= LLMTAP_FLAG_HELD;
+	bpf_ringbuf_submit(ev, ev->hdr.flags & LLMTAP_FLAG_HELD ? BPF_RB_FORCE_WAKEUP : wakeup_flag());
 }
 
 static __always_inline bool looks_like_tls_record(const __u8 *data, __u32 captured)
@@ -110,229 +228,146 @@ static __always_inline bool looks_like_http(const __u8 *data, __u32 captured)
 	return false;
 }
 
-/* ---- socket syscalls ---------------------------------------------------- */
+/* The open event of a socket seen for the first time in this process: how
+ * it was opened if that was seen, else found open. */
+static __always_inline void report_open(struct sock *sk, struct socket_state *state, __u32 pid, __s32 fd)
+{
+	__u8 kind = LLMTAP_EVENT_FOUND;
+	/* A socket handed to another process (a fork's child) is found there. */
+	if (state->pid == pid || state->pid == 0) {
+		if (state->side == SOCKET_SIDE_CLIENT)
+			kind = LLMTAP_EVENT_CONNECT;
+		else if (state->side == SOCKET_SIDE_SERVER)
+			kind = LLMTAP_EVENT_ACCEPT;
+	}
+	state->pid = pid;
+	state->fd = fd;
+	state->reported = 1;
+	emit_conn_event(kind, 0, fd, sk, bpf_ktime_get_ns());
+}
 
-static __always_inline int enter_socket_call(__s32 fd, __u64 buf, __u32 iovcnt, __u8 kind, __u8 direction)
+static __always_inline void on_socket_data(struct sock *sk, int ret, int flags, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 pid = pid_tgid >> 32;
-	if (!is_watched(pid))
-		return 0;
+	if (ret <= 0 || !is_watched(pid) || !is_tcp(sk))
+		return;
+	/* Peeked bytes are read again by the next receive. */
+	if (direction == LLMTAP_INGRESS && (flags & MSG_PEEK))
+		return;
+	struct syscall_args call;
+	if (!current_syscall(&call) || !moves_data(call.nr))
+		return;
+	struct socket_state *state = bpf_sk_storage_get(&socket_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!state)
+		return;
+	if (!state->reported || state->pid != pid)
+		report_open(sk, state, pid, call.fd);
 
-	struct socket_state fresh = {};
-	struct llmtap_socket_key key = socket_key(pid, fd);
 	struct ssl_call *ssl = current_ssl_call(pid_tgid);
 	if (ssl) {
-		/* Inside an SSL call: if this is a TCP socket, it is the TLS
-		 * library moving its ciphertext. Learn the SSL*'s fd, and keep
-		 * the socket's own records quiet from now on. */
-		struct socket_state *state = bpf_map_lookup_elem(&sockets, &key);
-		if (state) {
-			state->tls = 1;
-		} else {
-			struct sock *sk = tcp_sock_of_fd(fd);
-			if (!sk)
-				return 0;
-			fresh.tls = 1;
-			bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
-			emit_conn_event(LLMTAP_EVENT_FOUND, 0, fd, sk, bpf_ktime_get_ns());
-		}
+		/* Inside an SSL call: the TLS library moving its ciphertext.
+		 * Learn the SSL*'s fd, and keep the socket quiet from now on. */
+		state->tls = 1;
 		struct llmtap_ssl_key skey = { .ssl = ssl->ssl, .pid = pid };
-		bpf_map_update_elem(&ssl_fds, &skey, &fd, BPF_ANY);
+		bpf_map_update_elem(&ssl_fds, &skey, &call.fd, BPF_ANY);
 		count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
-		return 0;
+		return;
 	}
-
-	struct socket_state *state = bpf_map_lookup_elem(&sockets, &key);
-	if (!state) {
-		/* A socket opened before we watched, or not a TCP socket. */
-		struct sock *sk = tcp_sock_of_fd(fd);
-		if (!sk)
-			return 0;
-		bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
-		emit_conn_event(LLMTAP_EVENT_FOUND, 0, fd, sk, bpf_ktime_get_ns());
-	} else if (state->tls) {
-		bpf_map_update_elem(&thread_tls_fd, &pid_tgid, &fd, BPF_ANY);
+	if (state->tls) {
+		bpf_map_update_elem(&thread_tls_fd, &pid_tgid, &call.fd, BPF_ANY);
 		count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
-		return 0;
-	} else if (state->not_http) {
-		return 0;
+		return;
 	}
-
-	struct socket_call call = {
-		.buf = buf,
-		.start_ns = bpf_ktime_get_ns(),
-		.fd = fd,
-		.iovcnt = iovcnt,
-		.kind = kind,
-		.direction = direction,
-	};
-	bpf_map_update_elem(&active_socket_calls, &pid_tgid, &call, BPF_ANY);
-	return 0;
-}
-
-static __always_inline int exit_socket_call(__s64 ret)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct socket_call *active = bpf_map_lookup_elem(&active_socket_calls, &pid_tgid);
-	if (!active)
-		return 0;
-	struct socket_call call = *active;
-	bpf_map_delete_elem(&active_socket_calls, &pid_tgid);
-	if (ret <= 0)
-		return 0;
-
-	struct llmtap_socket_key key = socket_key(pid_tgid >> 32, call.fd);
-	struct socket_state *state = bpf_map_lookup_elem(&sockets, &key);
-	if (!state || state->tls)
-		return 0;
+	if (state->not_http)
+		return;
 
 	struct data_scratch *s = scratch_slot();
 	if (!s)
-		return 0;
+		return;
 	fill_header(&s->hdr, LLMTAP_EVENT_DATA, pid_tgid, call.fd);
-	s->hdr.direction = call.direction;
+	s->hdr.direction = direction;
 	s->hdr.source = LLMTAP_SOURCE_SOCKET;
-	s->hdr.start_ns = call.start_ns;
+	/* The bytes have moved: the call's entry is not seen, only now. */
 	s->hdr.end_ns = bpf_ktime_get_ns();
+	s->hdr.start_ns = s->hdr.end_ns;
 	s->len = ret;
-
-	__u32 limit = capture_limit(ret);
-	__u32 captured = 0;
-	if (call.kind == BUF_PLAIN) {
-		if (!bpf_probe_read_user(s->data, limit & LENGTH_MASK, (void *)call.buf))
-			captured = limit;
-	} else {
-		const struct iovec *iovs = (const struct iovec *)call.buf;
-		__u32 iovcnt = call.iovcnt;
-		if (call.kind == BUF_MSGHDR) {
-			struct user_msghdr msg = {};
-			if (bpf_probe_read_user(&msg, sizeof(msg), (void *)call.buf))
-				return 0;
-			iovs = msg.msg_iov;
-			iovcnt = msg.msg_iovlen;
-		}
-		captured = copy_iovecs(s, iovs, iovcnt, ret, limit);
-	}
+	__u32 captured = copy_payload(s, &call, ret, capture_limit(ret));
 
 	if (!state->seen_data) {
 		state->seen_data = 1;
 		if (looks_like_tls_record(s->data, captured)) {
 			state->tls = 1;
 			count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
-			return 0;
+			if (direction == LLMTAP_EGRESS && is_client_hello(s->data, captured))
+				tls_handshake(s->data, captured, pid_tgid);
+			return;
 		}
 		/* Host-wide, most sockets are not LLM traffic: stop at once
 		 * rather than stream them to user space. */
 		if (watch_all && !looks_like_http(s->data, captured)) {
 			state->not_http = 1;
 			count(LLMTAP_COUNTER_NOT_HTTP);
-			return 0;
+			return;
 		}
 	}
 	submit_data(s, captured);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(socket_sent, struct sock *sk, int ret, int flags)
+{
+	on_socket_data(sk, ret, flags, LLMTAP_EGRESS);
 	return 0;
 }
 
-#define SOCKET_CALL(name, buf_kind, dir, iov_arg)                                                    \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                                  \
-	int enter_##name(struct syscall_enter_ctx *ctx)                                              \
-	{                                                                                            \
-		return enter_socket_call(ctx->args[0], ctx->args[1], iov_arg, buf_kind, dir);         \
-	}                                                                                            \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                                   \
-	int exit_##name(struct syscall_exit_ctx *ctx)                                                \
-	{                                                                                            \
-		return exit_socket_call(ctx->ret);                                                   \
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(socket_received, struct sock *sk, int ret, int flags)
+{
+	on_socket_data(sk, ret, flags, LLMTAP_INGRESS);
+	return 0;
+}
+
+/* Opening and closing. A watched process's connect() moves its socket to
+ * SYN_SENT in the process itself; an accepted socket is born in SYN_RECV
+ * while its listener's owner is not known yet, so every one is marked, and
+ * told apart from a socket opened before llmtap watched at its first data.
+ * A close(2) of the last fd of an established socket changes its state in
+ * the closing process; a reset or abort ends it in TCP_CLOSE. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(socket_state_changed, struct sock *sk, int old_state, int new_state)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	if (new_state == TCP_SYN_RECV) {
+		struct socket_state *state = bpf_sk_storage_get(&socket_states, sk, 0,
+								BPF_SK_STORAGE_GET_F_CREATE);
+		if (state)
+			state->side = SOCKET_SIDE_SERVER;
+		return 0;
 	}
-
-SOCKET_CALL(write, BUF_PLAIN, LLMTAP_EGRESS, 0)
-SOCKET_CALL(sendto, BUF_PLAIN, LLMTAP_EGRESS, 0)
-SOCKET_CALL(writev, BUF_IOVEC, LLMTAP_EGRESS, ctx->args[2])
-SOCKET_CALL(sendmsg, BUF_MSGHDR, LLMTAP_EGRESS, 0)
-SOCKET_CALL(read, BUF_PLAIN, LLMTAP_INGRESS, 0)
-SOCKET_CALL(recvfrom, BUF_PLAIN, LLMTAP_INGRESS, 0)
-SOCKET_CALL(readv, BUF_IOVEC, LLMTAP_INGRESS, ctx->args[2])
-SOCKET_CALL(recvmsg, BUF_MSGHDR, LLMTAP_INGRESS, 0)
-
-/* ---- connection lifecycle ---------------------------------------------- */
-
-static __always_inline int enter_connection_call(__s32 fd)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!is_watched(pid_tgid >> 32))
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	if (new_state == TCP_SYN_SENT) {
+		if (!is_watched(pid))
+			return 0;
+		struct socket_state *state = bpf_sk_storage_get(&socket_states, sk, 0,
+								BPF_SK_STORAGE_GET_F_CREATE);
+		struct syscall_args call;
+		if (state && current_syscall(&call) && call.nr == NR_connect) {
+			state->side = SOCKET_SIDE_CLIENT;
+			state->pid = pid;
+			state->fd = call.fd;
+		}
 		return 0;
-	bpf_map_update_elem(&active_connects, &pid_tgid, &fd, BPF_ANY);
-	return 0;
-}
-
-/* A new TCP connection at `fd`: forget what an earlier socket with the same
- * fd taught us, and report its addresses. */
-static __always_inline void connection_opened(__u8 kind, __s32 fd, __u8 side)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct sock *sk = tcp_sock_of_fd(fd);
-	if (!sk)
-		return;
-	struct socket_state fresh = { .side = side };
-	struct llmtap_socket_key key = socket_key(pid_tgid >> 32, fd);
-	bpf_map_update_elem(&sockets, &key, &fresh, BPF_ANY);
-	emit_conn_event(kind, 0, fd, sk, bpf_ktime_get_ns());
-}
-
-SEC("tracepoint/syscalls/sys_enter_connect")
-int enter_connect(struct syscall_enter_ctx *ctx)
-{
-	return enter_connection_call(ctx->args[0]);
-}
-
-SEC("tracepoint/syscalls/sys_exit_connect")
-int exit_connect(struct syscall_exit_ctx *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__s32 *fd = bpf_map_lookup_elem(&active_connects, &pid_tgid);
-	if (!fd)
+	}
+	struct socket_state *state = bpf_sk_storage_get(&socket_states, sk, 0, 0);
+	if (!state || !state->reported)
 		return 0;
-	__s32 sock_fd = *fd;
-	bpf_map_delete_elem(&active_connects, &pid_tgid);
-	if (ctx->ret == 0 || ctx->ret == -EINPROGRESS)
-		connection_opened(LLMTAP_EVENT_CONNECT, sock_fd, SOCKET_SIDE_CLIENT);
-	return 0;
-}
-
-static __always_inline int exit_accept(__s64 ret)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (ret < 0 || !is_watched(pid_tgid >> 32))
-		return 0;
-	connection_opened(LLMTAP_EVENT_ACCEPT, ret, SOCKET_SIDE_SERVER);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept_plain(struct syscall_exit_ctx *ctx)
-{
-	return exit_accept(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct syscall_exit_ctx *ctx)
-{
-	return exit_accept(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct syscall_enter_ctx *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 pid = pid_tgid >> 32;
-	if (!is_watched(pid))
-		return 0;
-	__s32 fd = ctx->args[0];
-	struct llmtap_socket_key key = socket_key(pid, fd);
-	if (!bpf_map_lookup_elem(&sockets, &key))
-		return 0;
-	bpf_map_delete_elem(&sockets, &key);
-	emit_conn_event(LLMTAP_EVENT_CLOSE, 0, fd, NULL, bpf_ktime_get_ns());
+	struct syscall_args call;
+	bool closed_here = state->pid == pid && current_syscall(&call) && call.nr == NR_close;
+	if (closed_here || new_state == TCP_CLOSE) {
+		state->reported = 0;
+		emit_event_for(LLMTAP_EVENT_CLOSE, state->pid, state->fd);
+	}
 	return 0;
 }

@@ -820,17 +820,40 @@ pub fn llmtap_bpf_objects_left(timeout: Duration) -> Vec<String> {
     }
 }
 
+/// The BPF programs and maps process `pid` holds, as (`prog` or `map`, id),
+/// from its file descriptors: other agents on the host do not count.
+pub fn bpf_objects_of(pid: u32) -> Vec<(&'static str, String)> {
+    let fdinfo = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("the agent runs");
+    let mut objects: Vec<(&'static str, String)> = fdinfo
+        .flatten()
+        .filter_map(|fd| {
+            let info = std::fs::read_to_string(fd.path()).ok()?;
+            info.lines().find_map(|line| {
+                let (kind, id) = match line.split_once(':')? {
+                    ("prog_id", id) => ("prog", id),
+                    ("map_id", id) => ("map", id),
+                    _ => return None,
+                };
+                Some((kind, id.trim().to_owned()))
+            })
+        })
+        .collect();
+    objects.sort();
+    objects.dedup();
+    objects
+}
+
 /// Names of the loaded BPF programs and maps that are llmtap's.
 pub fn llmtap_bpf_objects() -> Vec<String> {
     const OURS: &[&str] = &[
-        "enter_write",
-        "exit_write",
+        "socket_sent",
+        "socket_received",
         "ssl_return",
         "ssl_read_entry",
         "on_fork",
         "watched_pids",
         "active_ssl_call",
-        "active_socket_c",
+        "socket_states",
         "ssl_fds",
     ];
     let mut found = Vec::new();

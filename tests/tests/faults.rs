@@ -124,13 +124,13 @@ fn assert_matches_client(call: &Value, client: &Value, server: &MockServer, toke
 /// bpftool: the kernel's own account, beside the agent's. Names are as the
 /// kernel cuts them, to 15 bytes.
 fn kernel_map_entries(pid: u32) -> BTreeMap<String, usize> {
-    const STATE_MAPS: [&str; 8] = [
+    // Per-socket state lives in socket storage, which the kernel frees
+    // with the socket and bpftool cannot list.
+    const STATE_MAPS: [&str; 6] = [
         "watched_pids",
-        "sockets",
+        "tls_looked_at",
         "ssl_fds",
         "active_ssl_call",
-        "active_socket_c",
-        "active_connects",
         "thread_tls_fd",
         "active_go_calls",
     ];
@@ -161,29 +161,6 @@ fn kernel_map_entries(pid: u32) -> BTreeMap<String, usize> {
         "maps of pid {pid}: {entries:?}"
     );
     entries
-}
-
-/// The BPF programs and maps process `pid` holds, as (`prog` or `map`, id),
-/// from its file descriptors: other agents on the host do not count.
-fn bpf_objects_of(pid: u32) -> Vec<(&'static str, String)> {
-    let fdinfo = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("the agent runs");
-    let mut objects: Vec<(&'static str, String)> = fdinfo
-        .flatten()
-        .filter_map(|fd| {
-            let info = std::fs::read_to_string(fd.path()).ok()?;
-            info.lines().find_map(|line| {
-                let (kind, id) = match line.split_once(':')? {
-                    ("prog_id", id) => ("prog", id),
-                    ("map_id", id) => ("map", id),
-                    _ => return None,
-                };
-                Some((kind, id.trim().to_owned()))
-            })
-        })
-        .collect();
-    objects.sort();
-    objects.dedup();
-    objects
 }
 
 /// Those of `objects` still loaded after up to `timeout` (the kernel
@@ -533,12 +510,11 @@ fn a_tiny_ring_buffer_overflows_counts_its_losses_and_records_the_next_call() {
     let lost_in_burst = lost();
     assert!(lost_in_burst > 0.0, "the ring buffer never overflowed");
     // Nothing of the flood stays, its exit records lost or not: no stream,
-    // no process (the two shells are left), no socket or TLS session.
+    // no process (the two shells are left), no TLS session.
     let settled = |text: &str| {
         let maps = bpf_map_gauges(text);
         scraped(text, "llmtap_open_streams", &[]) == Some(0.0)
             && scraped(text, "llmtap_attached_processes", &[]) == Some(2.0)
-            && maps.get("sockets") == Some(&0)
             && maps.get("ssl_fds") == Some(&0)
     };
     let text = scrape_until(addr, Duration::from_secs(5), settled);

@@ -1,4 +1,4 @@
-//! What `/proc` says of a process. Every read answers "nothing" (an empty
+//! What `/proc` says of a process, and continuing a stopped one. Every read answers "nothing" (an empty
 //! value or `None`) for a process that is gone or hidden: processes come
 //! and go between two reads, and that is never an error.
 
@@ -110,4 +110,15 @@ pub(crate) fn cgroup_members(dir: &Path) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// Continues a stopped process (SIGCONT).
+pub(crate) fn resume(pid: u32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // SAFETY: kill(2) with a pid and a signal number reads no memory.
+    if unsafe { libc::kill(pid, libc::SIGCONT) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

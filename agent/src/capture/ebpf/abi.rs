@@ -18,6 +18,8 @@ pub const EVENT_CLOSE: u8 = 4;
 pub const EVENT_EXIT: u8 = 5;
 pub const EVENT_EXEC: u8 = 6;
 pub const EVENT_FOUND: u8 = 7;
+pub const EVENT_FORK: u8 = 8;
+pub const EVENT_TLS_HELLO: u8 = 9;
 
 /// `enum llmtap_direction`
 pub const EGRESS: u8 = 0;
@@ -29,6 +31,8 @@ pub const SOURCE_OPENSSL: u8 = 1;
 pub const FLAG_TRUNCATED: u8 = 1;
 /// `LLMTAP_FLAG_WATCHED`
 pub const FLAG_WATCHED: u8 = 2;
+/// `LLMTAP_FLAG_HELD`
+pub const FLAG_HELD: u8 = 4;
 /// `LLMTAP_MAX_DATA`: the most payload one record carries.
 pub const MAX_DATA: u32 = 16384;
 
@@ -78,16 +82,9 @@ pub struct ConnEvent {
     pub comm: [u8; 16],
 }
 
-/// `struct llmtap_socket_key`: the key of the `sockets` map. This key and
-/// the next two are never built here: their layout says where the pid is,
-/// for [`maps::PID_KEYED_MAPS`].
-#[repr(C)]
-pub struct SocketKey {
-    pub fd: i32,
-    pub pid: u32,
-}
-
-/// `struct llmtap_ssl_key`: the key of the `ssl_fds` map.
+/// `struct llmtap_ssl_key`: the key of the `ssl_fds` map. This key and
+/// the next are never built here: their layout says where the pid is, for
+/// [`maps::PID_KEYED_MAPS`].
 #[repr(C)]
 pub struct SslKey {
     pub ssl: u64,
@@ -107,7 +104,7 @@ pub struct GoKey {
 pub mod maps {
     use std::mem::offset_of;
 
-    use super::{GoKey, SocketKey, SslKey};
+    use super::{GoKey, SslKey};
 
     pub const EVENTS: &str = "events";
     pub const WATCHED_PIDS: &str = "watched_pids";
@@ -115,22 +112,20 @@ pub mod maps {
     pub const WATCHED_COMMS: &str = "watched_comms";
     pub const COUNTERS: &str = "counters";
     pub const SCRATCH: &str = "scratch";
-    pub const SOCKETS: &str = "sockets";
+    /// Socket storage: freed with each socket, never walked.
+    pub const SOCKET_STATES: &str = "socket_states";
     pub const SSL_FDS: &str = "ssl_fds";
-    pub const ACTIVE_SOCKET_CALLS: &str = "active_socket_calls";
-    pub const ACTIVE_CONNECTS: &str = "active_connects";
+    pub const TLS_LOOKED_AT: &str = "tls_looked_at";
     pub const ACTIVE_SSL_CALLS: &str = "active_ssl_calls";
     pub const THREAD_TLS_FD: &str = "thread_tls_fd";
     pub const ACTIVE_GO_CALLS: &str = "active_go_calls";
 
     /// Maps whose entries belong to processes, threads or connections.
-    pub const STATE_MAPS: [&str; 8] = [
+    pub const STATE_MAPS: [&str; 6] = [
         WATCHED_PIDS,
-        SOCKETS,
+        TLS_LOOKED_AT,
         SSL_FDS,
         ACTIVE_SSL_CALLS,
-        ACTIVE_SOCKET_CALLS,
-        ACTIVE_CONNECTS,
         THREAD_TLS_FD,
         ACTIVE_GO_CALLS,
     ];
@@ -139,7 +134,7 @@ pub mod maps {
     /// (a goroutine cut short by its process's exit never reaches a RET,
     /// so `active_go_calls` is one of them).
     pub const PID_KEYED_MAPS: [(&str, usize); 3] = [
-        (SOCKETS, offset_of!(SocketKey, pid)),
+        (TLS_LOOKED_AT, 0),
         (SSL_FDS, offset_of!(SslKey, pid)),
         (ACTIVE_GO_CALLS, offset_of!(GoKey, pid)),
     ];
@@ -150,29 +145,11 @@ pub mod maps {
 /// [`TLS_FUNCTIONS`](crate::capture::ebpf::tls_targets::TLS_FUNCTIONS),
 /// beside the functions they hook.
 pub mod programs {
-    /// Syscall tracepoints and the programs on them.
-    pub const TRACEPOINTS: &[(&str, &str)] = &[
-        ("sys_enter_write", "enter_write"),
-        ("sys_exit_write", "exit_write"),
-        ("sys_enter_sendto", "enter_sendto"),
-        ("sys_exit_sendto", "exit_sendto"),
-        ("sys_enter_writev", "enter_writev"),
-        ("sys_exit_writev", "exit_writev"),
-        ("sys_enter_sendmsg", "enter_sendmsg"),
-        ("sys_exit_sendmsg", "exit_sendmsg"),
-        ("sys_enter_read", "enter_read"),
-        ("sys_exit_read", "exit_read"),
-        ("sys_enter_recvfrom", "enter_recvfrom"),
-        ("sys_exit_recvfrom", "exit_recvfrom"),
-        ("sys_enter_readv", "enter_readv"),
-        ("sys_exit_readv", "exit_readv"),
-        ("sys_enter_recvmsg", "enter_recvmsg"),
-        ("sys_exit_recvmsg", "exit_recvmsg"),
-        ("sys_enter_connect", "enter_connect"),
-        ("sys_exit_connect", "exit_connect"),
-        ("sys_exit_accept", "exit_accept_plain"),
-        ("sys_exit_accept4", "exit_accept4"),
-        ("sys_enter_close", "enter_close"),
+    /// The socket layer's tracepoints (BTF-typed) and the programs on them.
+    pub const SOCKET_TRACEPOINTS: &[(&str, &str)] = &[
+        ("sock_send_length", "socket_sent"),
+        ("sock_recv_length", "socket_received"),
+        ("inet_sock_set_state", "socket_state_changed"),
     ];
 
     /// Scheduler tracepoints (BTF-typed) that follow forks, execs and exits.
@@ -221,7 +198,7 @@ fn read<T: Copy + Default>(bytes: &[u8]) -> Result<T, AbiError> {
 pub fn decode(record: &[u8]) -> Result<Record<'_>, AbiError> {
     let header: Header = read(record)?;
     match header.kind {
-        EVENT_DATA => {
+        EVENT_DATA | EVENT_TLS_HELLO => {
             let event: DataEvent = read(record)?;
             let payload = &record[size_of::<DataEvent>()..];
             let claimed = event.captured as usize;
@@ -236,9 +213,8 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, AbiError> {
                 payload: &payload[..claimed],
             })
         }
-        EVENT_CONNECT | EVENT_ACCEPT | EVENT_FOUND | EVENT_CLOSE | EVENT_EXIT | EVENT_EXEC => {
-            Ok(Record::Conn(read(record)?))
-        }
+        EVENT_CONNECT | EVENT_ACCEPT | EVENT_FOUND | EVENT_CLOSE | EVENT_EXIT | EVENT_EXEC
+        | EVENT_FORK => Ok(Record::Conn(read(record)?)),
         other => Err(AbiError::UnknownKind(other)),
     }
 }
@@ -318,8 +294,6 @@ mod tests {
                 offset_of!(ConnEvent, peer_addr),
             ),
             ("llmtap_conn_event__comm", offset_of!(ConnEvent, comm)),
-            ("llmtap_socket_key__size", size_of::<SocketKey>()),
-            ("llmtap_socket_key__pid", offset_of!(SocketKey, pid)),
             ("llmtap_ssl_key__size", size_of::<SslKey>()),
             ("llmtap_ssl_key__pid", offset_of!(SslKey, pid)),
             ("llmtap_go_key__size", size_of::<GoKey>()),
@@ -335,12 +309,15 @@ mod tests {
             EVENT_EXIT,
             EVENT_EXEC,
             EVENT_FOUND,
+            EVENT_FORK,
+            EVENT_TLS_HELLO,
             EGRESS,
             INGRESS,
             SOURCE_SOCKET,
             SOURCE_OPENSSL,
             FLAG_TRUNCATED,
             FLAG_WATCHED,
+            FLAG_HELD,
             COUNTER_RINGBUF_FULL,
             COUNTER_TRUNCATED,
             COUNTER_TLS_CIPHERTEXT,
@@ -370,10 +347,9 @@ mod tests {
             maps::WATCHED_COMMS,
             maps::COUNTERS,
             maps::SCRATCH,
-            maps::SOCKETS,
+            maps::SOCKET_STATES,
             maps::SSL_FDS,
-            maps::ACTIVE_SOCKET_CALLS,
-            maps::ACTIVE_CONNECTS,
+            maps::TLS_LOOKED_AT,
             maps::ACTIVE_SSL_CALLS,
             maps::THREAD_TLS_FD,
             maps::ACTIVE_GO_CALLS,
@@ -394,7 +370,7 @@ mod tests {
             .filter(|sym| sym.kind() == SymbolKind::Text && sym.is_global())
             .filter_map(|sym| sym.name().ok())
             .collect();
-        let attached: BTreeSet<&str> = programs::TRACEPOINTS
+        let attached: BTreeSet<&str> = programs::SOCKET_TRACEPOINTS
             .iter()
             .chain(programs::SCHED_TRACEPOINTS)
             .chain(&TLS_FUNCTIONS)

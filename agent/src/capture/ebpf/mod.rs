@@ -154,12 +154,9 @@ impl EbpfSource {
         Ok(())
     }
 
-    /// Puts the scopes in the kernel and watches what runs in them, then
-    /// hooks the system's TLS libraries for processes that load them later.
+    /// Puts the scopes in the kernel and watches what runs in them.
     pub fn watch_scopes(&mut self) -> Result<(), CaptureError> {
-        self.discovery.arm(&mut self.probes)?;
-        self.probes.attach_tls(&tls_targets::system_candidates());
-        Ok(())
+        self.discovery.arm(&mut self.probes)
     }
 
     /// Watches a command started held (`pid`, which will run `program`):
@@ -171,16 +168,14 @@ impl EbpfSource {
     ) -> Result<(), CaptureError> {
         self.discovery.watch(&mut self.probes, pid)?;
         if let Some(exe) = program {
-            self.probes.attach_tls(&[exe]);
+            self.probes.attach_tls(pid, &[exe]);
         }
         Ok(())
     }
 
     /// Logs the files whose TLS functions are hooked, and what is watched.
-    pub fn log_watching(&self, scoped: bool) {
-        for target in self.probes.tls_targets() {
-            tracing::info!(path = %target.path.display(), functions = ?target.functions, "TLS hooks attached");
-        }
+    pub fn log_watching(&mut self, scoped: bool) {
+        self.probes.log_hooked_files();
         tracing::info!(
             "watching {} process(es) and their children{}; stop with Ctrl-C",
             self.discovery.watched(),

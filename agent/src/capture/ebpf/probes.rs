@@ -1,23 +1,25 @@
 //! The kernel side, loaded: `llmtap-ebpf`'s object loaded with aya, its
-//! syscall and scheduler tracepoints attached, TLS uprobes attached per
-//! file, and the in-kernel watch lists and per-process state kept.
+//! socket and scheduler tracepoints attached, TLS uprobes attached per
+//! watched process (a uprobe given a pid traps in that process only, so
+//! the processes that share a library and are not watched never pay), and
+//! the in-kernel watch lists and per-process state kept.
 //! [`EbpfProbes`] is the real [`ProbeControl`]; nothing here decides what
 //! to watch (that is `discovery`) or reads records (that is `ring`).
 
-use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
-use aya::programs::{BtfTracePoint, TracePoint, UProbe};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope};
+use aya::programs::{BtfTracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::abi::{self, maps, programs};
 use super::discovery::ProbeControl;
 use super::ring::RingReader;
 use super::scope::COMM_LEN;
-use super::tls_targets::{self, TlsTarget, TlsTargets, TLS_FUNCTIONS};
+use super::tls_targets::{self, FileId, TlsTarget, TlsTargets, TLS_FUNCTIONS};
 use super::{preflight, CaptureError, EbpfConfig};
 use crate::sys;
 
@@ -39,9 +41,40 @@ pub struct KernelCounters {
 pub struct EbpfProbes {
     ebpf: Ebpf,
     targets: TlsTargets,
-    attached: Vec<TlsTarget>,
+    /// The TLS hooks of each watched process.
+    hooks: HashMap<u32, ProcessHooks>,
+    /// Files hooked in some process, for the log.
+    hooked_files: HashSet<FileId>,
     /// The kernel refused a uprobe for want of a capability (said once).
     uprobes_refused: bool,
+    /// Where links of exited processes go to be closed, off the event loop.
+    reaper: Reaper,
+}
+
+/// Closes uprobe links on a thread of its own: closing one waits for the
+/// kernel to be sure no task still runs in it (a grace period, tens of
+/// milliseconds here), and a process's exit would otherwise hold up every
+/// event behind it for the sum of its links'.
+struct Reaper(std::sync::mpsc::Sender<Vec<UProbeLink>>);
+
+impl Reaper {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+        std::thread::Builder::new()
+            .name("uprobe-reaper".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .expect("a thread for closing uprobes");
+        Reaper(tx)
+    }
+}
+
+/// The uprobes attached for one process.
+#[derive(Default)]
+struct ProcessHooks {
+    /// The files hooked, with their TLS stack.
+    files: HashMap<FileId, &'static str>,
+    /// Every link, to detach when the process is forgotten.
+    links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, CaptureError>
@@ -68,7 +101,7 @@ fn program_error(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> Capt
 
 impl EbpfProbes {
     /// Checks the host, loads the programs and attaches the syscall and
-    /// scheduler tracepoints. TLS uprobes are attached per target later.
+    /// scheduler tracepoints. TLS uprobes are attached per process later.
     pub fn load(config: &EbpfConfig) -> Result<Self, CaptureError> {
         preflight::check_capabilities()?;
         preflight::check_kernel()?;
@@ -94,14 +127,11 @@ impl EbpfProbes {
             .map_max_entries(maps::SCRATCH, cpus)
             .load(llmtap_ebpf::object())?;
 
-        for (tracepoint, name) in programs::TRACEPOINTS {
-            let prog: &mut TracePoint = program(&mut ebpf, name)?;
-            prog.load().map_err(program_error(name))?;
-            prog.attach("syscalls", tracepoint)
-                .map_err(program_error(name))?;
-        }
         let btf = Btf::from_sys_fs()?;
-        for (tracepoint, name) in programs::SCHED_TRACEPOINTS {
+        for (tracepoint, name) in programs::SOCKET_TRACEPOINTS
+            .iter()
+            .chain(programs::SCHED_TRACEPOINTS)
+        {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &btf).map_err(program_error(name))?;
             prog.attach().map_err(program_error(name))?;
@@ -120,8 +150,10 @@ impl EbpfProbes {
         Ok(EbpfProbes {
             ebpf,
             targets: TlsTargets::default(),
-            attached: Vec::new(),
+            hooks: HashMap::new(),
+            hooked_files: HashSet::new(),
             uprobes_refused: false,
+            reaper: Reaper::start(),
         })
     }
 
@@ -146,15 +178,37 @@ impl EbpfProbes {
             .collect()
     }
 
-    fn attach_tls_target(&mut self, target: &TlsTarget) -> Result<(), CaptureError> {
-        let attach = |ebpf: &mut Ebpf, name: &str, offset: u64| {
-            program::<UProbe>(ebpf, name)?
-                .attach(
+    /// Attaches every uprobe of `target` for process `pid`; returns the
+    /// links, or detaches what was attached and fails.
+    fn attach_tls_target(
+        ebpf: &mut Ebpf,
+        target: &TlsTarget,
+        pid: NonZeroU32,
+    ) -> Result<Vec<(&'static str, UProbeLinkId)>, CaptureError> {
+        let mut points: Vec<(&'static str, u64)> = Vec::new();
+        for (function, entry) in TLS_FUNCTIONS {
+            let Some(&(_, offset)) = target.functions.iter().find(|(f, _)| *f == function) else {
+                continue;
+            };
+            points.push((entry, offset));
+            if !tls_targets::is_go_function(function) {
+                points.push((programs::SSL_RETURN, offset));
+            }
+        }
+        points.extend(
+            target
+                .go_returns
+                .iter()
+                .map(|&o| (programs::GO_TLS_RETURN, o)),
+        );
+        let mut links = Vec::with_capacity(points.len());
+        for (name, offset) in points {
+            let attached = program::<UProbe>(ebpf, name).and_then(|prog| {
+                prog.attach(
                     UProbeAttachLocation::AbsoluteOffset(offset),
                     &target.path,
-                    UProbeScope::AllProcesses,
+                    UProbeScope::OneProcess(pid),
                 )
-                .map(drop)
                 .map_err(|source| match &source {
                     aya::programs::ProgramError::SyscallError(e)
                         if e.io_error.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -163,34 +217,30 @@ impl EbpfProbes {
                     }
                     _ => program_error(name)(source),
                 })
-        };
-        for (function, entry) in TLS_FUNCTIONS {
-            let Some(&(_, offset)) = target.functions.iter().find(|(f, _)| *f == function) else {
-                continue;
-            };
-            attach(&mut self.ebpf, entry, offset)?;
-            if !tls_targets::is_go_function(function) {
-                attach(&mut self.ebpf, programs::SSL_RETURN, offset)?;
+            });
+            match attached {
+                Ok(link) => links.push((name, link)),
+                Err(err) => {
+                    drop(take_links(ebpf, links));
+                    return Err(err);
+                }
             }
         }
-        for &offset in &target.go_returns {
-            attach(&mut self.ebpf, programs::GO_TLS_RETURN, offset)?;
+        Ok(links)
+    }
+
+    /// Logs the files hooked so far.
+    pub fn log_hooked_files(&mut self) {
+        for files in self.hooks.values() {
+            for id in files.files.keys() {
+                if !self.hooked_files.insert(*id) {
+                    continue;
+                }
+                if let Some(target) = self.targets.known(*id) {
+                    tracing::info!(path = %target.path.display(), functions = ?target.functions, "TLS hooks attached");
+                }
+            }
         }
-        Ok(())
-    }
-
-    /// The hooked target that `path` is (another name of), if any.
-    fn hooked_target(&self, path: &Path) -> Option<&TlsTarget> {
-        let inode = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-        let wanted = inode(path)?;
-        self.attached
-            .iter()
-            .find(|t| inode(&t.path) == Some(wanted))
-    }
-
-    /// Files whose TLS functions are hooked.
-    pub fn tls_targets(&self) -> &[TlsTarget] {
-        &self.attached
     }
 
     /// Takes the ring buffer out for reading on the async runtime.
@@ -239,16 +289,24 @@ impl ProbeControl for EbpfProbes {
         self.insert(maps::WATCHED_COMMS, comm)
     }
 
-    fn attach_tls(&mut self, candidates: &[PathBuf]) -> usize {
+    fn attach_tls(&mut self, pid: u32, candidates: &[PathBuf]) -> usize {
+        let Some(nonzero) = NonZeroU32::new(pid) else {
+            return 0;
+        };
         let mut added = 0;
         for path in candidates {
-            let Some(target) = self.targets.consider(path) else {
+            let Some((id, target)) = self.targets.target(path) else {
                 continue;
             };
-            match self.attach_tls_target(&target) {
-                Ok(()) => {
-                    tracing::debug!(path = %target.path.display(), functions = ?target.functions, "hooked TLS library");
-                    self.attached.push(target);
+            let hooks = self.hooks.entry(pid).or_default();
+            if hooks.files.contains_key(&id) {
+                continue;
+            }
+            match Self::attach_tls_target(&mut self.ebpf, target, nonzero) {
+                Ok(links) => {
+                    tracing::debug!(pid, path = %target.path.display(), "hooked TLS library");
+                    hooks.files.insert(id, target.stack());
+                    hooks.links.extend(links);
                     added += 1;
                 }
                 // The same for every library: said once.
@@ -258,22 +316,49 @@ impl ProbeControl for EbpfProbes {
                     tracing::warn!("{err}");
                 }
                 Err(err) => {
-                    tracing::warn!(path = %target.path.display(), "cannot hook TLS library: {err}")
+                    // Gone already (ESRCH) is no news; anything else is.
+                    if !sys::proc::has_exited(pid) {
+                        tracing::warn!(pid, path = %target.path.display(), "cannot hook TLS library: {err}");
+                    }
                 }
             }
         }
         added
     }
 
-    fn hooked_stack(&self, path: &Path) -> Option<&'static str> {
-        self.hooked_target(path).map(TlsTarget::stack)
+    fn looked_at(&mut self, pid: u32) {
+        if let Err(err) = self.insert(maps::TLS_LOOKED_AT, pid) {
+            tracing::debug!(pid, "cannot mark a process's TLS as looked at: {err}");
+        }
     }
 
-    // Their sockets and TLS sessions: an exit closes the fds without a
-    // close(2) for the probes to see. Per-thread state the exit program drops.
+    fn resume(&mut self, pid: u32) {
+        if let Err(err) = sys::proc::resume(pid) {
+            // Gone already is the only way this fails for a pid we held.
+            tracing::debug!(pid, "cannot continue a held process: {err}");
+        }
+    }
+
+    fn hooked_stack(&self, pid: u32, path: &Path) -> Option<&'static str> {
+        let hooks = self.hooks.get(&pid)?;
+        hooks.files.get(&tls_targets::file_id(path)?).copied()
+    }
+
+    // Their uprobes, and their TLS sessions: an exit closes the fds without
+    // a close(2) for the probes to see. Per-thread state the exit program
+    // drops, per-socket state goes with the sockets.
     fn forget(&mut self, pids: &HashSet<u32>) {
         if pids.is_empty() {
             return;
+        }
+        let links: Vec<UProbeLink> = pids
+            .iter()
+            .filter_map(|pid| self.hooks.remove(pid))
+            .flat_map(|hooks| take_links(&mut self.ebpf, hooks.links))
+            .collect();
+        if !links.is_empty() {
+            // The thread lives as long as the probes: the send cannot fail.
+            let _ = self.reaper.0.send(links);
         }
         for (name, pid_at) in maps::PID_KEYED_MAPS {
             if let Some(map) = self.ebpf.map(name) {
@@ -283,4 +368,12 @@ impl ProbeControl for EbpfProbes {
             }
         }
     }
+}
+
+/// Takes uprobe links out of their programs: dropping one detaches it.
+fn take_links(ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>) -> Vec<UProbeLink> {
+    links
+        .into_iter()
+        .filter_map(|(name, link)| program::<UProbe>(ebpf, name).ok()?.take_link(link).ok())
+        .collect()
 }

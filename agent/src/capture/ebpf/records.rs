@@ -71,6 +71,18 @@ pub enum KernelEvent {
     ProcessExited { pid: u32, at: WallNanos },
     /// The process exec'd.
     Exec(ProcessExec),
+    /// A watched process forked this child, watched too.
+    Forked { pid: u32, at: WallNanos },
+    /// A watched process whose TLS libraries were not looked at since its
+    /// exec began a TLS handshake; `held` when it waits to be continued
+    /// ([`ProbeControl::resume`](super::discovery::ProbeControl::resume)).
+    TlsHello {
+        pid: u32,
+        at: WallNanos,
+        held: bool,
+        /// The start of its ClientHello.
+        hello: Vec<u8>,
+    },
 }
 
 /// Decodes one ring-buffer record.
@@ -83,6 +95,14 @@ pub fn decode(record: &[u8], clock: &MonotonicToWall) -> Result<KernelEvent, Abi
 
 fn data_event(event: &DataEvent, payload: &[u8], clock: &MonotonicToWall) -> KernelEvent {
     let hdr = &event.hdr;
+    if hdr.kind == abi::EVENT_TLS_HELLO {
+        return KernelEvent::TlsHello {
+            pid: hdr.pid,
+            at: clock.to_wall(hdr.end_ns),
+            held: hdr.flags & abi::FLAG_HELD != 0,
+            hello: payload.to_vec(),
+        };
+    }
     let fd = (hdr.fd >= 0).then_some(hdr.fd);
     let key = if hdr.source == abi::SOURCE_OPENSSL {
         StreamKey::Tls {
@@ -121,6 +141,7 @@ fn conn_event(event: &ConnEvent, clock: &MonotonicToWall) -> KernelEvent {
             at,
         },
         abi::EVENT_EXIT => KernelEvent::ProcessExited { pid: hdr.pid, at },
+        abi::EVENT_FORK => KernelEvent::Forked { pid: hdr.pid, at },
         abi::EVENT_EXEC => KernelEvent::Exec(ProcessExec {
             pid: hdr.pid,
             comm: comm_string(&event.comm),

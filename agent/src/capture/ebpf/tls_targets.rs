@@ -5,7 +5,7 @@
 //! Uprobes belong to a file (its inode), not to a process, so targets are
 //! deduplicated by inode and each is attached once for every process.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -44,23 +44,6 @@ pub fn is_go_function(name: &str) -> bool {
 /// File names of the TLS libraries a process may map.
 const TLS_LIBRARIES: [&str; 3] = ["libssl.so", "libssl3.so", "libgnutls.so"];
 
-/// Where the system's libssl and libgnutls usually live (Debian/Ubuntu
-/// multiarch first, then Fedora/Arch/Alpine layouts).
-const SYSTEM_LIBSSL: &[&str] = &[
-    "/usr/lib/x86_64-linux-gnu/libssl.so.3",
-    "/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
-    "/usr/lib/aarch64-linux-gnu/libssl.so.3",
-    "/usr/lib/aarch64-linux-gnu/libssl.so.1.1",
-    "/usr/lib64/libssl.so.3",
-    "/usr/lib64/libssl.so.1.1",
-    "/usr/lib/libssl.so.3",
-    "/lib/libssl.so.3",
-    "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
-    "/usr/lib/aarch64-linux-gnu/libgnutls.so.30",
-    "/usr/lib64/libgnutls.so.30",
-    "/usr/lib/libgnutls.so.30",
-];
-
 /// One file to attach to, with the hooked functions it defines and their
 /// file offsets (resolved here once: aya would re-read a 100 MB node
 /// binary for every probe).
@@ -88,40 +71,56 @@ impl TlsTarget {
     }
 }
 
-/// The files considered so far, keyed by (device, inode).
+/// A file's identity, whatever name reaches it: (device, inode).
+pub type FileId = (u64, u64);
+
+/// The identity of the file at `path`.
+pub fn file_id(path: &Path) -> Option<FileId> {
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Every file looked at so far, with what it offers to hook: each is read
+/// once, however many processes map it.
 #[derive(Default)]
 pub struct TlsTargets {
-    seen: HashSet<(u64, u64)>,
+    scanned: HashMap<FileId, Option<TlsTarget>>,
 }
 
 impl TlsTargets {
-    /// Returns `path` as a new target if it defines any hooked function and
-    /// has not been considered before (under any name). Files without TLS
-    /// functions are remembered too: every exec of `sh` must not re-read it.
-    pub fn consider(&mut self, path: &Path) -> Option<TlsTarget> {
-        let meta = fs::metadata(path).ok()?;
-        if !self.seen.insert((meta.dev(), meta.ino())) {
+    /// The target `path` is, with its identity, if it defines any hooked
+    /// function. Files without TLS functions are remembered too: every exec
+    /// of `sh` must not re-read it.
+    pub fn target(&mut self, path: &Path) -> Option<(FileId, &TlsTarget)> {
+        let id = file_id(path)?;
+        let target = self.scanned.entry(id).or_insert_with(|| scan_target(path));
+        target.as_ref().map(|t| (id, t))
+    }
+
+    /// The target a file already scanned is, if any.
+    pub fn known(&self, id: FileId) -> Option<&TlsTarget> {
+        self.scanned.get(&id)?.as_ref()
+    }
+}
+
+fn scan_target(path: &Path) -> Option<TlsTarget> {
+    let (functions, go_returns) = match scan_file(path) {
+        Scan::Found(functions, go_returns) => (functions, go_returns),
+        Scan::Nothing => return None,
+        Scan::StrippedGo => {
+            // Once per file: its scan is remembered.
+            tracing::warn!(
+                path = %path.display(),
+                "unsupported: a Go executable without symbols; its crypto/tls calls cannot \
+                 be hooked, only its plaintext traffic will be seen"
+            );
             return None;
         }
-        let (functions, go_returns) = match scan_file(path) {
-            Scan::Found(functions, go_returns) => (functions, go_returns),
-            Scan::Nothing => return None,
-            Scan::StrippedGo => {
-                // Once per file: the inode is remembered above.
-                tracing::warn!(
-                    path = %path.display(),
-                    "unsupported: a Go executable without symbols; its crypto/tls calls cannot \
-                     be hooked, only its plaintext traffic will be seen"
-                );
-                return None;
-            }
-        };
-        Some(TlsTarget {
-            path: path.to_owned(),
-            functions,
-            go_returns,
-        })
-    }
+    };
+    Some(TlsTarget {
+        path: path.to_owned(),
+        functions,
+        go_returns,
+    })
 }
 
 /// Candidate files for a running process: its mapped libssl and its
@@ -129,15 +128,7 @@ impl TlsTargets {
 /// files reached through /proc/PID/root; one in ours by their own path,
 /// which outlives the process (a short-lived one may be gone by attach).
 pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let shared_root = sys::proc::shares_our_root(pid);
-    let in_its_root = |path: &Path| {
-        if shared_root {
-            path.to_owned()
-        } else {
-            root.join(path.strip_prefix("/").unwrap_or(path))
-        }
-    };
+    let in_its_root = in_root_of(pid);
     let mut out = vec![sys::proc::exe(pid).map_or_else(
         || PathBuf::from(format!("/proc/{pid}/exe")),
         |p| in_its_root(&p),
@@ -154,9 +145,20 @@ pub fn process_candidates(pid: u32) -> Vec<PathBuf> {
     out
 }
 
-/// The system's libssl files, for processes that load TLS later.
-pub fn system_candidates() -> Vec<PathBuf> {
-    SYSTEM_LIBSSL.iter().map(PathBuf::from).collect()
+/// Turns a path as process `pid` names it into one the agent can open: the
+/// same path when the process shares the agent's root, else the path below
+/// /proc/PID/root. A path in the agent's own root outlives the process (a
+/// short-lived one may be gone by the time its files are hooked).
+fn in_root_of(pid: u32) -> impl Fn(&Path) -> PathBuf {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let shared_root = sys::proc::shares_our_root(pid);
+    move |path: &Path| {
+        if shared_root {
+            path.to_owned()
+        } else {
+            root.join(path.strip_prefix("/").unwrap_or(path))
+        }
+    }
 }
 
 /// What a file offers to hook.
@@ -300,19 +302,26 @@ mod tests {
     #[test]
     fn a_file_without_ssl_functions_is_no_target() {
         let mut targets = TlsTargets::default();
-        assert_eq!(targets.consider(Path::new("/proc/self/exe")), None);
-        assert_eq!(targets.consider(Path::new("/nonexistent")), None);
+        assert_eq!(targets.target(Path::new("/proc/self/exe")), None);
+        assert_eq!(targets.target(Path::new("/nonexistent")), None);
     }
 
     #[test]
-    fn the_system_libssl_is_found_once() {
+    fn the_system_libssl_is_found_and_known_under_its_other_names() {
         let mut targets = TlsTargets::default();
-        let found: Vec<_> = system_candidates()
+        // Debian's, which `cargo xtask setup` installs.
+        let system = [
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+            "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
+        ];
+        let found: Vec<(FileId, TlsTarget)> = system
             .iter()
-            .filter_map(|p| targets.consider(p))
+            .map(Path::new)
+            .filter_map(|p| targets.target(p).map(|(id, t)| (id, t.clone())))
             .collect();
+        let found: Vec<_> = found.into_iter().map(|(_, t)| t).collect();
         let Some(first) = found.first() else {
-            panic!("no libssl in {SYSTEM_LIBSSL:?}: install libssl3");
+            panic!("no libssl in {system:?}: install libssl3");
         };
         let read = first.functions.iter().find(|(name, _)| *name == "SSL_read");
         assert!(read.is_some_and(|(_, offset)| *offset > 0), "{first:?}");
@@ -322,9 +331,9 @@ mod tests {
             .expect("libgnutls.so.30 found: install libgnutls30");
         let names: Vec<_> = gnutls.functions.iter().map(|(name, _)| *name).collect();
         assert_eq!(names, ["gnutls_record_send", "gnutls_record_recv"]);
-        // The same inode under another name is not a second target.
-        if let Ok(alias) = fs::canonicalize(&first.path) {
-            assert_eq!(targets.consider(&alias), None);
-        }
+        // The same inode under another name is the same target.
+        let alias = fs::canonicalize(&first.path).unwrap();
+        let (id, again) = targets.target(&alias).unwrap();
+        assert_eq!((Some(id), &again.path), (file_id(&first.path), &first.path));
     }
 }

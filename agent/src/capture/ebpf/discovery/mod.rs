@@ -28,14 +28,22 @@ pub trait ProbeControl {
     /// Watches every process that execs a program of this name (cut to 15
     /// bytes and zero-padded, as the kernel keeps `comm`).
     fn watch_comm(&mut self, comm: [u8; COMM_LEN]) -> Result<(), CaptureError>;
-    /// Hooks the TLS functions of those `candidates` not hooked yet;
-    /// returns how many files it hooked now. A file that cannot be hooked
-    /// is skipped (its process's plaintext is still seen).
-    fn attach_tls(&mut self, candidates: &[PathBuf]) -> usize;
-    /// The TLS stack (`openssl`, `gnutls`, `go`) of the hooked file that
-    /// `path` is, under any name; `None` when it is not hooked.
-    fn hooked_stack(&self, path: &Path) -> Option<&'static str>;
-    /// Drops what the kernel still keeps for processes that exited.
+    /// Hooks, in process `pid` only, the TLS functions of those
+    /// `candidates` not hooked for it yet; returns how many files it hooked
+    /// now. A file that cannot be hooked is skipped (the process's
+    /// plaintext is still seen).
+    fn attach_tls(&mut self, pid: u32, candidates: &[PathBuf]) -> usize;
+    /// The TLS stack (`openssl`, `gnutls`, `go`) of the file that `path`
+    /// is, under any name, if it is hooked in process `pid`.
+    fn hooked_stack(&self, pid: u32, path: &Path) -> Option<&'static str>;
+    /// Tells the kernel that `pid`'s TLS libraries were looked at: its next
+    /// TLS handshakes are not held. (Hooking a file does so too.)
+    fn looked_at(&mut self, pid: u32);
+    /// Continues a process the kernel stopped at a TLS handshake, now
+    /// hooked.
+    fn resume(&mut self, pid: u32);
+    /// Drops what the kernel still keeps for processes that exited, their
+    /// TLS hooks included.
     fn forget(&mut self, pids: &HashSet<u32>);
 }
 
@@ -54,6 +62,8 @@ pub struct Discovery<P> {
     hook_latencies: Vec<f64>,
     /// Watched processes by hooked TLS stack, as of the last look.
     tls: Vec<(Option<&'static str>, usize)>,
+    /// Programs found speaking TLS with nothing to hook (said once each).
+    unhookable: HashSet<PathBuf>,
 }
 
 impl<P: Processes> Discovery<P> {
@@ -66,6 +76,7 @@ impl<P: Processes> Discovery<P> {
             gone_unreported: HashSet::new(),
             hook_latencies: Vec::new(),
             tls: Vec::new(),
+            unhookable: HashSet::new(),
         }
     }
 
@@ -79,11 +90,20 @@ impl<P: Processes> Discovery<P> {
         self.processes
             .tls_candidates(pid)
             .iter()
-            .any(|c| probes.hooked_stack(c).is_some())
+            .any(|c| probes.hooked_stack(pid, c).is_some())
     }
 
-    /// Watches `pid` and hooks the TLS files it uses now; returns how many
-    /// files were hooked for it (not already hooked for another).
+    /// Hooks the TLS functions `pid` has now, in its executable and the
+    /// libraries it maps; returns how many files. A library it loads later
+    /// is hooked at its first TLS handshake (the kernel holds it there).
+    fn hook(&self, probes: &mut impl ProbeControl, pid: u32) -> usize {
+        let files = self.processes.tls_candidates(pid);
+        tracing::trace!(pid, ?files, "hooking");
+        probes.attach_tls(pid, &files)
+    }
+
+    /// Watches `pid` and hooks its TLS files; returns how many files were
+    /// hooked.
     pub fn watch(
         &mut self,
         probes: &mut impl ProbeControl,
@@ -94,7 +114,7 @@ impl<P: Processes> Discovery<P> {
             probes.watch(pid)?;
         }
         self.watched.insert(pid);
-        Ok(probes.attach_tls(&self.processes.tls_candidates(pid)))
+        Ok(self.hook(probes, pid))
     }
 
     /// Watches a process found in a scope user space matched, and gives
@@ -143,7 +163,7 @@ impl<P: Processes> Discovery<P> {
         Ok(())
     }
 
-    /// Handles the execs and exits among the kernel's `events`, in order;
+    /// Handles the execs, forks and exits among the kernel's `events`, in order;
     /// `now` times the hooking of new programs.
     pub fn on_events(
         &mut self,
@@ -155,6 +175,16 @@ impl<P: Processes> Discovery<P> {
         for event in events {
             match event {
                 KernelEvent::Exec(exec) => self.on_exec(probes, exec, now)?,
+                KernelEvent::Forked { pid, .. } => {
+                    self.watched.insert(*pid);
+                    self.hook(probes, *pid);
+                }
+                KernelEvent::TlsHello { pid, at, held, .. } => {
+                    self.on_tls_hello(probes, *pid, *at, now);
+                    if *held {
+                        probes.resume(*pid);
+                    }
+                }
                 KernelEvent::ProcessExited { pid, .. } => {
                     self.watched.remove(pid);
                     exited.insert(*pid);
@@ -174,7 +204,7 @@ impl<P: Processes> Discovery<P> {
     ) -> Result<(), CaptureError> {
         let hooked = if exec.watched {
             self.watched.insert(exec.pid);
-            probes.attach_tls(&self.processes.tls_candidates(exec.pid))
+            self.hook(probes, exec.pid)
         } else if self.scopes.matches_in_user_space(&self.processes, exec.pid) {
             self.watch_matched(probes, exec.pid)?
         } else {
@@ -193,6 +223,40 @@ impl<P: Processes> Discovery<P> {
             );
         }
         Ok(())
+    }
+
+    /// A watched process began a TLS handshake with libraries not looked at
+    /// since its exec (one it loaded by dlopen): hooks them now. A process
+    /// that speaks TLS with nothing hookable is said once per program: its
+    /// TLS traffic cannot be seen.
+    fn on_tls_hello(
+        &mut self,
+        probes: &mut impl ProbeControl,
+        pid: u32,
+        at: WallNanos,
+        now: WallNanos,
+    ) {
+        let candidates = self.processes.tls_candidates(pid);
+        if self.hook(probes, pid) > 0 {
+            self.hook_latencies
+                .push(now.saturating_sub(at) as f64 / 1e9);
+        }
+        probes.looked_at(pid);
+        let hooked = candidates
+            .iter()
+            .any(|c| probes.hooked_stack(pid, c).is_some());
+        if !hooked {
+            let program = candidates.first().cloned().unwrap_or_default();
+            if self.unhookable.insert(program.clone()) {
+                tracing::warn!(
+                    pid,
+                    program = %program.display(),
+                    "a watched process speaks TLS through no library llmtap can hook (not \
+                     OpenSSL, GnuTLS or Go's crypto/tls with symbols): its TLS traffic will not \
+                     be seen"
+                );
+            }
+        }
     }
 
     /// Exits the kernel could not report (their record was dropped with the
@@ -221,10 +285,10 @@ impl<P: Processes> Discovery<P> {
         let mut tls: Vec<(Option<&'static str>, usize)> = Vec::new();
         for &pid in &self.watched {
             let candidates = self.processes.tls_candidates(pid);
-            probes.attach_tls(&candidates);
+            probes.attach_tls(pid, &candidates);
             let mut stacks: Vec<Option<&'static str>> = candidates
                 .iter()
-                .filter_map(|c| probes.hooked_stack(c))
+                .filter_map(|c| probes.hooked_stack(pid, c))
                 .map(Some)
                 .collect();
             stacks.sort_unstable();

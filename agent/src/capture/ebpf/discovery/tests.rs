@@ -17,9 +17,13 @@ struct FakeProbes {
     watched: BTreeSet<u32>,
     cgroups: BTreeSet<u64>,
     comms: BTreeSet<String>,
-    /// Hooked files and their stack.
-    hooked: HashMap<PathBuf, &'static str>,
+    /// Hooked files and their stack, by process.
+    hooked: HashMap<(u32, PathBuf), &'static str>,
     forgotten: BTreeSet<u32>,
+    /// Processes continued, in order.
+    resumed: Vec<u32>,
+    /// Processes whose TLS libraries were looked at.
+    looked_at: BTreeSet<u32>,
 }
 
 impl ProbeControl for FakeProbes {
@@ -40,7 +44,7 @@ impl ProbeControl for FakeProbes {
         Ok(())
     }
 
-    fn attach_tls(&mut self, candidates: &[PathBuf]) -> usize {
+    fn attach_tls(&mut self, pid: u32, candidates: &[PathBuf]) -> usize {
         let mut added = 0;
         for path in candidates {
             // Files named like a TLS library hook; anything else has none.
@@ -52,19 +56,28 @@ impl ProbeControl for FakeProbes {
             } else {
                 continue;
             };
-            if self.hooked.insert(path.clone(), stack).is_none() {
+            if self.hooked.insert((pid, path.clone()), stack).is_none() {
                 added += 1;
             }
         }
         added
     }
 
-    fn hooked_stack(&self, path: &Path) -> Option<&'static str> {
-        self.hooked.get(path).copied()
+    fn hooked_stack(&self, pid: u32, path: &Path) -> Option<&'static str> {
+        self.hooked.get(&(pid, path.to_owned())).copied()
+    }
+
+    fn looked_at(&mut self, pid: u32) {
+        self.looked_at.insert(pid);
+    }
+
+    fn resume(&mut self, pid: u32) {
+        self.resumed.push(pid);
     }
 
     fn forget(&mut self, pids: &HashSet<u32>) {
         self.forgotten.extend(pids);
+        self.hooked.retain(|(pid, _), _| !pids.contains(pid));
     }
 }
 
@@ -179,10 +192,11 @@ fn a_given_pid_goes_on_the_kernels_list_with_its_tls_files_hooked() {
     assert_eq!(discovery.watch(&mut probes, 10).unwrap(), 1);
     assert!(discovery.is_tls_hooked(&probes, 10));
     assert_eq!(probes.watched, BTreeSet::from([10]));
-    assert_eq!(probes.hooked.get(Path::new(LIBSSL)), Some(&"openssl"));
-    // The same library for a second process is hooked already.
+    assert_eq!(probes.hooked_stack(10, Path::new(LIBSSL)), Some("openssl"));
+    // A second process with the same library gets hooks of its own.
     processes.start(11, "python3", &[PYTHON, LIBSSL]);
-    assert_eq!(discovery.watch(&mut probes, 11).unwrap(), 0);
+    assert_eq!(discovery.watch(&mut probes, 11).unwrap(), 1);
+    assert_eq!(probes.hooked_stack(11, Path::new(LIBSSL)), Some("openssl"));
     assert_eq!(discovery.watched(), 2);
 }
 
@@ -197,7 +211,7 @@ fn a_name_scope_goes_to_the_kernel_and_takes_the_matching_running_processes() {
     discovery.arm(&mut probes).unwrap();
     assert_eq!(probes.comms, BTreeSet::from(["python3".to_owned()]));
     assert_eq!(probes.watched, BTreeSet::from([10]));
-    assert!(!probes.hooked.contains_key(Path::new(GNUTLS)));
+    assert_eq!(probes.hooked_stack(11, Path::new(GNUTLS)), None);
 }
 
 #[test]
@@ -214,7 +228,8 @@ fn execs_the_kernel_watched_are_hooked_and_timed_others_ignored() {
         .on_events(&mut probes, &events, 5_001_000)
         .unwrap();
     assert_eq!(discovery.watched(), 1);
-    assert!(probes.hooked.contains_key(Path::new(LIBSSL)));
+    assert_eq!(probes.hooked_stack(20, Path::new(LIBSSL)), Some("openssl"));
+    assert_eq!(probes.hooked_stack(21, Path::new(LIBSSL)), None);
     assert_eq!(discovery.take_hook_latencies(), vec![0.005]);
     assert!(discovery.take_hook_latencies().is_empty());
     // Watched by the kernel already: not put on its list again.
@@ -250,6 +265,29 @@ fn an_exit_forgets_the_process_here_and_in_the_kernel() {
     discovery.on_events(&mut probes, &[exit], 9).unwrap();
     assert_eq!(discovery.watched(), 1);
     assert_eq!(probes.forgotten, BTreeSet::from([40]));
+    assert_eq!(
+        probes.hooked_stack(40, Path::new(LIBSSL)),
+        None,
+        "its hooks go with it"
+    );
+    assert_eq!(probes.hooked_stack(41, Path::new(LIBSSL)), Some("openssl"));
+}
+
+#[test]
+fn a_forked_child_gets_hooks_of_its_own() {
+    let processes = FakeProcesses::with(&[(80, "gunicorn", &[PYTHON, LIBSSL])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    discovery.watch(&mut probes, 80).unwrap();
+    processes.start(81, "gunicorn", &[PYTHON, LIBSSL]);
+    let fork = KernelEvent::Forked { pid: 81, at: 5 };
+    discovery.on_events(&mut probes, &[fork], 5).unwrap();
+    assert_eq!(discovery.watched(), 2);
+    assert_eq!(probes.hooked_stack(81, Path::new(LIBSSL)), Some("openssl"));
+    assert!(
+        probes.watched.contains(&80) && !probes.watched.contains(&81),
+        "the kernel put the child on its list itself"
+    );
 }
 
 #[test]
@@ -283,7 +321,7 @@ fn a_library_loaded_later_is_hooked_at_the_next_look_and_counted_by_stack() {
     assert_eq!(discovery.tls(), [(None, 1), (Some("gnutls"), 1)]);
     processes.map(60, LIBSSL);
     discovery.look(&mut probes);
-    assert!(probes.hooked.contains_key(Path::new(LIBSSL)));
+    assert_eq!(probes.hooked_stack(60, Path::new(LIBSSL)), Some("openssl"));
     assert_eq!(discovery.tls(), [(Some("gnutls"), 1), (Some("openssl"), 1)]);
 }
 
@@ -298,5 +336,49 @@ fn under_all_every_running_process_is_watched_without_kernel_entries() {
         probes.watched.is_empty(),
         "the kernel watches all by itself"
     );
-    assert!(probes.hooked.contains_key(Path::new(LIBSSL)));
+    assert_eq!(probes.hooked_stack(70, Path::new(LIBSSL)), Some("openssl"));
+}
+
+#[test]
+fn a_library_loaded_later_is_hooked_at_the_handshake_the_kernel_held() {
+    let processes = FakeProcesses::with(&[(90, "python3", &[PYTHON])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    discovery.watch(&mut probes, 90).unwrap();
+    assert!(
+        probes.looked_at.is_empty(),
+        "nothing hooked: its handshake will be held"
+    );
+    processes.map(90, LIBSSL);
+    let hello = KernelEvent::TlsHello {
+        pid: 90,
+        at: 1_000,
+        held: true,
+        hello: vec![0x16, 3, 1],
+    };
+    discovery
+        .on_events(&mut probes, &[hello], 3_001_000)
+        .unwrap();
+    assert_eq!(probes.hooked_stack(90, Path::new(LIBSSL)), Some("openssl"));
+    assert_eq!(probes.looked_at, BTreeSet::from([90]));
+    assert_eq!(probes.resumed, [90]);
+    assert_eq!(discovery.take_hook_latencies(), vec![0.003]);
+}
+
+#[test]
+fn a_handshake_with_nothing_to_hook_is_looked_at_and_continued_all_the_same() {
+    let processes = FakeProcesses::with(&[(91, "deno", &["/usr/bin/deno"])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    discovery.watch(&mut probes, 91).unwrap();
+    let hello = KernelEvent::TlsHello {
+        pid: 91,
+        at: 0,
+        held: true,
+        hello: Vec::new(),
+    };
+    discovery.on_events(&mut probes, &[hello], 0).unwrap();
+    assert_eq!(probes.looked_at, BTreeSet::from([91]), "not held again");
+    assert_eq!(probes.resumed, [91]);
+    assert!(discovery.take_hook_latencies().is_empty());
 }
