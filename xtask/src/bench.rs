@@ -6,12 +6,14 @@
 //! - [`client_overhead`]: what it adds to a client's end-to-end call time;
 //! - [`reconstruction`]: user-space reconstruction throughput;
 //! - [`resources`]: the agent's CPU and memory under load, and its losses;
-//! - [`replay`]: `--read` throughput.
+//! - [`replay`]: `--read` throughput;
+//! - [`bystander`]: what it costs processes it does not watch.
 //!
 //! Everything is built before anything is timed, and BENCHMARKS.md is only
 //! written once every measurement has succeeded.
 
 mod agent;
+mod bystander;
 mod client_overhead;
 mod per_call;
 mod reconstruction;
@@ -23,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// The binaries the benchmarks run (release builds).
 pub struct Binaries {
@@ -49,7 +51,20 @@ pub struct Section {
     pub goals: Vec<Goal>,
 }
 
-pub fn run(root: &Path) -> Result<()> {
+/// The sections, by the name `--only` takes, in the order they run.
+pub const SECTIONS: [&str; 6] = [
+    "per-call",
+    "client-overhead",
+    "reconstruction",
+    "resources",
+    "replay",
+    "bystanders",
+];
+
+/// Runs every section and writes BENCHMARKS.md; with `only`, runs that
+/// section alone and prints it, leaving BENCHMARKS.md as it is (its
+/// figures all come from one run).
+pub fn run(root: &Path, only: Option<&str>) -> Result<()> {
     crate::apt_install(&[
         "clang",
         "llvm",
@@ -59,6 +74,9 @@ pub fn run(root: &Path) -> Result<()> {
         "gcc",
         "time",
         "pkg-config",
+        "python3",
+        "nginx-light",
+        "wrk",
     ])?;
     crate::cargo(&["build", "--release", "-p", "llmtap"])?;
     crate::cargo(&[
@@ -85,15 +103,27 @@ pub fn run(root: &Path) -> Result<()> {
     let work = target.join("bench");
     std::fs::create_dir_all(&work)?;
 
+    let measure = |name: &str| -> Result<Section> {
+        match name {
+            "per-call" => per_call::run(root, &bins.llmtap, &work),
+            "client-overhead" => client_overhead::run(&bins, &work),
+            "reconstruction" => reconstruction::run(&target),
+            "resources" => resources::run(&bins, &work),
+            "replay" => replay::run(root, &bins, &work),
+            "bystanders" => bystander::run(&bins, &work),
+            other => bail!("no benchmark section {other:?}: one of {SECTIONS:?}"),
+        }
+    };
+    if let Some(name) = only {
+        println!("{}", measure(name)?.body);
+        return Ok(());
+    }
     let started = Instant::now();
     let load_before = load_average()?;
-    let sections = [
-        per_call::run(root, &bins.llmtap, &work)?,
-        client_overhead::run(&bins, &work)?,
-        reconstruction::run(&target)?,
-        resources::run(&bins, &work)?,
-        replay::run(root, &bins, &work)?,
-    ];
+    let sections = SECTIONS
+        .map(measure)
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     let summary = run_summary(&sections, &load_before, started)?;
     let benchmarks = root.join("BENCHMARKS.md");
     write_section(&benchmarks, "run", &summary)?;

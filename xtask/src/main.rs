@@ -34,8 +34,14 @@ enum Task {
     /// Install the test requirements, then run fmt, clippy and all tests.
     Test,
     /// Run every benchmark (capture cost, client overhead, reconstruction,
-    /// agent resources, replay) and write BENCHMARKS.md.
-    Bench,
+    /// agent resources, replay, cost to bystanders) and write BENCHMARKS.md.
+    Bench {
+        /// Run only this section and print it, leaving BENCHMARKS.md as it
+        /// is: per-call, client-overhead, reconstruction, resources,
+        /// replay or bystanders.
+        #[arg(long, value_parser = bench::SECTIONS)]
+        only: Option<String>,
+    },
     /// Build the agent and run its built-in demo.
     Demo {
         /// Arguments passed to `llmtap demo`.
@@ -89,7 +95,7 @@ fn main() -> Result<()> {
         Task::Setup { build_only } => setup(build_only),
         Task::Build => cargo(&["build", "--release", "-p", "llmtap"]),
         Task::Test => test(),
-        Task::Bench => bench::run(&root),
+        Task::Bench { only } => bench::run(&root, only.as_deref()),
         Task::Demo { args } => {
             setup(true)?;
             cargo(&["build", "--release", "-p", "llmtap"])?;

@@ -24,9 +24,16 @@ pub struct Agent {
 impl Agent {
     /// `llmtap --pid PID EXTRA…`, once it logs that it watches.
     pub fn watch(llmtap: &Path, pid: u32, extra: &[&str]) -> Result<Agent> {
+        let pid = pid.to_string();
+        Agent::start(llmtap, &[&["--pid", pid.as_str()], extra].concat())
+    }
+
+    /// `llmtap ARGS…` with its metrics on a free loopback port, once it
+    /// logs that it watches.
+    pub fn start(llmtap: &Path, args: &[&str]) -> Result<Agent> {
         let mut child = Command::new(llmtap)
-            .args(["--pid", &pid.to_string(), "--metrics-addr", "127.0.0.1:0"])
-            .args(extra)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
