@@ -1,9 +1,8 @@
 //! Per-call capture cost: `tests/bench/ssl_read_loop.c` does small
 //! in-process TLS reads (no sockets) through the system libssl. It runs
-//! three ways, interleaved, in one go: without llmtap; with llmtap's probes
-//! attached but the process not watched (each probe exits at the in-kernel
-//! PID check: the cost of the uprobe traps alone); and watched, with full
-//! capture.
+//! three ways, interleaved, in one go: without llmtap; with llmtap watching
+//! another process on the same libssl (this one, a bystander, has no
+//! probes: they are placed per process); and watched, with full capture.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,7 +15,8 @@ use super::{median, Goal, Section};
 const ITERATIONS: &str = "200000";
 const RECORD_BYTES: &str = "64";
 const ROUNDS: usize = 5;
-const GOAL_RATIO: f64 = 1.3;
+/// A bystander's TLS calls keep their speed (within the rounds' noise).
+const BYSTANDER_GOAL: f64 = 1.02;
 
 pub fn run(root: &Path, llmtap: &Path, work: &Path) -> Result<Section> {
     let program = work.join("ssl_read_loop");
@@ -61,14 +61,16 @@ pub fn run(root: &Path, llmtap: &Path, work: &Path) -> Result<Section> {
         cmd
     };
 
-    let (mut none, mut bare, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut none, mut bystander, mut full) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         none.push(ns_per_iteration(&mut tls_loop(None))?);
 
-        // Probes attached, this process not watched: they exit at once.
-        let mut idle = Command::new("sleep").arg("600").spawn()?;
+        // llmtap watching a python3 that has loaded the same libssl.
+        let mut idle = Command::new("python3")
+            .args(["-c", "import ssl, time; time.sleep(600)"])
+            .spawn()?;
         let agent = Agent::watch(llmtap, idle.id(), &[])?;
-        bare.push(ns_per_iteration(&mut tls_loop(None))?);
+        bystander.push(ns_per_iteration(&mut tls_loop(None))?);
         agent.stop()?;
         idle.kill()?;
         idle.wait()?;
@@ -78,44 +80,45 @@ pub fn run(root: &Path, llmtap: &Path, work: &Path) -> Result<Section> {
     // The ratio is taken within each round, whose three runs follow each
     // other closely, so that the shared machine's drift between rounds
     // does not fall on one side.
-    let ratios: Vec<f64> = full.iter().zip(&bare).map(|(f, b)| f / b).collect();
+    let ratios: Vec<f64> = bystander.iter().zip(&none).map(|(b, n)| b / n).collect();
     let listed = ratios
         .iter()
-        .map(|r| format!("{r:.2}×"))
+        .map(|r| format!("{r:.3}×"))
         .collect::<Vec<_>>()
         .join(", ");
     let ratio = median(ratios);
-    let (none, bare, full) = (median(none), median(bare), median(full));
+    let (none, bystander, full) = (median(none), median(bystander), median(full));
     // Each iteration is one SSL_write and one SSL_read: two captured calls.
     let per_call = |ns: f64| ns / 2.0;
-    let met = ratio <= GOAL_RATIO;
+    let met = ratio <= BYSTANDER_GOAL;
     let body = format!(
         "## Per-call capture cost (SSL_read/SSL_write)\n\n\
-         Measured by `cargo xtask bench` (medians of {ROUNDS} interleaved rounds of {ITERATIONS} iterations; the ratio to the bare probes is the median of \
-         the rounds' ratios, \
-         {RECORD_BYTES}-byte records; `tests/bench/ssl_read_loop.c`, an in-process TLS loop through the system libssl, \
-         each iteration one SSL_write and one SSL_read).\n\n\
-         | setup | ns per TLS call | ratio | goal |\n|---|---:|---:|---:|\n\
-         | no probes | {:.0} | 1.00× of no probes | — |\n\
-         | llmtap probes attached, process not watched (bare uprobe + uretprobe, exit at the PID check) | {:.0} | {:.2}× of no probes | — |\n\
-         | llmtap watching the process (full capture) | {:.0} | {ratio:.2}× of bare probes | ≤ {GOAL_RATIO}× of bare probes ({}) |\n\n\
-         Capture adds {:.0} ns per call over the bare probes; the probes themselves (two traps per call) cost \
-         {:.0} ns per call on this VM. Each round's ratio of full capture to bare probes: {listed}.\n",
+         Measured by `cargo xtask bench` (medians of {ROUNDS} interleaved rounds of {ITERATIONS} iterations; the \
+         bystander's ratio is the median of the rounds' ratios, {RECORD_BYTES}-byte records; \
+         `tests/bench/ssl_read_loop.c`, an in-process TLS loop through the system libssl, each iteration one \
+         SSL_write and one SSL_read).\n\n\
+         | setup | ns per TLS call | ratio to no probes | goal |\n|---|---:|---:|---:|\n\
+         | no probes | {:.0} | 1.00× | — |\n\
+         | llmtap watching another process on the same libssl (this one has no probes) | {:.0} | {ratio:.3}× | ≤ {BYSTANDER_GOAL}× ({}) |\n\
+         | llmtap watching the process (full capture: two uprobe traps and the record) | {:.0} | {:.1}× | — |\n\n\
+         Capture, traps included, adds {:.0} ns per call to the watched process. The hooks are placed in watched \
+         processes alone, so the probes' traps can no longer be timed apart from the capture (the rows of earlier \
+         runs, \"probes attached, process not watched\", measured a bystander's cost when the probes were on the \
+         library file). Each round's ratio of the bystander to no probes: {listed}.\n",
         per_call(none),
-        per_call(bare),
-        bare / none,
-        per_call(full),
+        per_call(bystander),
         if met { "met" } else { "missed" },
-        per_call(full - bare),
-        per_call(bare - none),
+        per_call(full),
+        full / none,
+        per_call(full - none),
     );
     Ok(Section {
         name: "per-call-capture-cost",
         body,
         goals: vec![Goal {
-            figure: "Per-call capture cost: full capture vs bare uprobe",
-            measured: format!("{ratio:.2}×"),
-            goal: "≤ 1.3×",
+            figure: "Per-call cost to a bystander on the same libssl",
+            measured: format!("{ratio:.3}×"),
+            goal: "≤ 1.02×",
             met,
         }],
     })
