@@ -49,6 +49,7 @@ struct task_struct {
 	int pid;
 	int tgid;
 	struct task_struct *group_leader;
+	struct task_struct *real_parent;
 	char comm[16];
 } CORE;
 

@@ -172,9 +172,21 @@ static __always_inline bool is_client_hello(const __u8 *data, __u32 captured)
  * loaded by dlopen, say) is not hooked in it yet, and a uprobe given a pid
  * is placed by user space. The process is held here, stopped before its
  * handshake goes on and its first request goes out, and the ClientHello
- * goes to user space, which hooks the process and continues it. Not in a
- * terminal (a job-control shell would see its job stop): there the
- * ClientHello only informs. */
+ * goes to user space, which hooks the process and continues it. */
+/* Whether stopping the current process goes unseen by anyone but llmtap.
+ * A job-control shell sees its job stop and takes the terminal back, so a
+ * process in a terminal is held only when its parent is llmtap (`-- CMD`)
+ * or watched itself (that command's children): the job the shell waits on
+ * is then llmtap. Elsewhere the ClientHello only informs. */
+static __always_inline bool may_hold(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!BPF_CORE_READ(task, signal, tty))
+		return true;
+	__u32 parent = BPF_CORE_READ(task, real_parent, tgid);
+	return parent == agent_pid || bpf_map_lookup_elem(&watched_pids, &parent);
+}
+
 static __always_inline void tls_handshake(const __u8 *hello, __u32 captured, __u64 pid_tgid)
 {
 	__u32 pid = pid_tgid >> 32;
@@ -191,9 +203,8 @@ static __always_inline void tls_handshake(const __u8 *hello, __u32 captured, __u
 	ev->len = captured;
 	ev->captured = n;
 	__builtin_memcpy(ev->data, hello, HELLO_BYTES);
-	struct task_struct *task = bpf_get_current_task_btf();
 	/* Stopped before the record is sent, so the continue cannot come first. */
-	if (!BPF_CORE_READ(task, signal, tty) && !bpf_send_signal(SIGSTOP))
+	if (may_hold() && !bpf_send_signal(SIGSTOP))
 		ev->hdr.flags |= LLMTAP_FLAG_HELD;
 	bpf_ringbuf_submit(ev, ev->hdr.flags & LLMTAP_FLAG_HELD ? BPF_RB_FORCE_WAKEUP : wakeup_flag());
 }
