@@ -111,7 +111,10 @@ enum llmtap_counter {
 	/* Plaintext connections --all stopped capturing: their first bytes
 	 * are not HTTP, so they cannot carry an LLM call. */
 	LLMTAP_COUNTER_NOT_HTTP = 3,
-	LLMTAP_COUNTER_MAX = 4,
+	/* TLS connections --all left unhooked: their ClientHello names no
+	 * LLM API host. */
+	LLMTAP_COUNTER_TLS_NOT_LLM = 4,
+	LLMTAP_COUNTER_MAX = 5,
 };
 
 /* Keys of the maps that hold state of a process: user space finds the
@@ -136,5 +139,17 @@ struct llmtap_go_key {
 struct llmtap_comm_key {
 	char comm[16];
 };
+
+/* `llm_hosts`: a server name, lowercase, zero-padded; names this long or
+ * longer are not kept. */
+#define LLMTAP_HOST_LEN 64
+struct llmtap_host_key {
+	char name[LLMTAP_HOST_LEN];
+};
+
+/* `llm_hosts` values, bits: the name itself is an LLM API host, and so is
+ * each name one label below it (`*.openai.azure.com`). */
+#define LLMTAP_HOST_EXACT 1
+#define LLMTAP_HOST_SUBDOMAINS 2
 
 #endif

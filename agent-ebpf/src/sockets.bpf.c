@@ -57,6 +57,15 @@ struct {
 	__type(value, struct socket_state);
 } socket_states SEC(".maps");
 
+/* The server names --all hooks a process's TLS for when it starts a
+ * handshake with one: the LLM API hosts, filled in by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct llmtap_host_key);
+	__type(value, __u8);
+} llm_hosts SEC(".maps");
+
 /* Bytes of a ClientHello sent to user space: its server name is there. */
 #define HELLO_BYTES 512
 
@@ -187,11 +196,86 @@ static __always_inline bool may_hold(void)
 	return parent == agent_pid || bpf_map_lookup_elem(&watched_pids, &parent);
 }
 
+static __always_inline __u32 be16_at(const __u8 *data, __u32 off)
+{
+	return (__u32)data[off & OFFSET_MASK] << 8 | data[(off + 1) & OFFSET_MASK];
+}
+
+/* Copies the server name (SNI) a ClientHello asks for into `name`, in
+ * lowercase; returns its length, 0 when the first `captured` bytes hold
+ * none or it does not fit. */
+static __always_inline __u32 hello_server_name(const __u8 *data, __u32 captured, char *name)
+{
+	if (captured > LLMTAP_MAX_DATA)
+		captured = LLMTAP_MAX_DATA;
+	/* Record header (5), handshake header (4), version (2), random (32). */
+	__u32 off = 43;
+	if (off + 1 > captured)
+		return 0;
+	off += 1 + data[off & OFFSET_MASK]; /* session id */
+	if (off + 2 > captured)
+		return 0;
+	off += 2 + be16_at(data, off); /* cipher suites */
+	if (off + 1 > captured)
+		return 0;
+	off += 1 + data[off & OFFSET_MASK]; /* compression methods */
+	off += 2;                           /* the extensions' length */
+	for (int i = 0; i < 32; i++) {
+		if (off + 4 > captured)
+			return 0;
+		if (be16_at(data, off) != 0 /* server_name */) {
+			off += 4 + be16_at(data, off + 2);
+			continue;
+		}
+		/* List length (2), name type (1), name length (2), name. */
+		__u32 len = be16_at(data, off + 7);
+		if (len == 0 || len >= LLMTAP_HOST_LEN || off + 9 + len > captured)
+			return 0;
+		if (bpf_probe_read_kernel(name, len & (LLMTAP_HOST_LEN - 1), &data[(off + 9) & OFFSET_MASK]))
+			return 0;
+		for (int c = 0; c < LLMTAP_HOST_LEN; c++)
+			if (name[c] >= 'A' && name[c] <= 'Z')
+				name[c] += 'a' - 'A';
+		return len;
+	}
+	return 0;
+}
+
+/* Whether a ClientHello names an LLM API host: one of `llm_hosts`, or a
+ * name one label below one kept with its subdomains. */
+static __always_inline bool hello_names_llm_host(const __u8 *hello, __u32 captured)
+{
+	struct llmtap_host_key host = {};
+	__u32 len = hello_server_name(hello, captured, host.name);
+	if (!len)
+		return false;
+	__u8 *kind = bpf_map_lookup_elem(&llm_hosts, &host);
+	if (kind && (*kind & LLMTAP_HOST_EXACT))
+		return true;
+	struct llmtap_host_key parent = {};
+	for (__u32 dot = 0; dot < LLMTAP_HOST_LEN - 1; dot++) {
+		if (host.name[dot] != '.')
+			continue;
+		if (bpf_probe_read_kernel(parent.name, (len - dot - 1) & (LLMTAP_HOST_LEN - 1),
+					  &host.name[dot + 1]))
+			return false;
+		kind = bpf_map_lookup_elem(&llm_hosts, &parent);
+		return kind && (*kind & LLMTAP_HOST_SUBDOMAINS);
+	}
+	return false;
+}
+
 static __always_inline void tls_handshake(const __u8 *hello, __u32 captured, __u64 pid_tgid)
 {
 	__u32 pid = pid_tgid >> 32;
 	if (bpf_map_lookup_elem(&tls_looked_at, &pid))
 		return;
+	/* Host-wide, only a handshake with an LLM API host is evidence enough
+	 * to hook a process: hooks cost every TLS call of the process. */
+	if (watch_all && !hello_names_llm_host(hello, captured)) {
+		count(LLMTAP_COUNTER_TLS_NOT_LLM);
+		return;
+	}
 	struct hello_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		count(LLMTAP_COUNTER_RINGBUF_FULL);
@@ -286,7 +370,9 @@ static __always_inline void on_socket_data(struct sock *sk, int ret, int flags, 
 		return;
 	}
 	if (state->tls) {
-		bpf_map_update_elem(&thread_tls_fd, &pid_tgid, &call.fd, BPF_ANY);
+		/* Host-wide, most TLS is in processes not hooked: nothing reads it. */
+		if (!watch_all || bpf_map_lookup_elem(&tls_looked_at, &pid))
+			bpf_map_update_elem(&thread_tls_fd, &pid_tgid, &call.fd, BPF_ANY);
 		count(LLMTAP_COUNTER_TLS_CIPHERTEXT);
 		return;
 	}

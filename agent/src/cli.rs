@@ -70,9 +70,20 @@ pub struct WatchArgs {
 
     /// Watch every process on the host (but llmtap itself), now and when
     /// started later. Connections that are not HTTP are dropped as soon as
-    /// their first bytes show it; only LLM calls are reported.
+    /// their first bytes show it; only LLM calls are reported. TLS is
+    /// hooked only in a process that starts a handshake with an LLM API
+    /// host (the server name its ClientHello sends; see --llm-host), so
+    /// other processes' TLS calls cost nothing.
     #[arg(long)]
     pub all: bool,
+
+    /// With --all: also hook the TLS of processes that connect to this
+    /// server name, as TLS clients send it: api.example.com, or
+    /// *.example.com for every name one label below. Added to the major
+    /// LLM API hosts (api.openai.com, api.anthropic.com, *.openai.azure.com,
+    /// generativelanguage.googleapis.com, ...). May be repeated.
+    #[arg(long, value_name = "NAME", requires = "all")]
+    pub llm_host: Vec<crate::capture::ebpf::llm_hosts::LlmHost>,
 
     /// Where bytes are captured: `ebpf` (the default) hooks the watched
     /// processes' TLS and socket calls; `pcap` reads the TCP packets on

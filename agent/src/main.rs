@@ -59,10 +59,17 @@ fn exit_on_bad_arguments(err: clap::Error) -> ! {
     if !err.use_stderr() {
         err.exit();
     }
+    // The message is the first paragraph: some go on a line or two (the
+    // arguments a flag requires).
     let rendered = err.to_string();
-    let first = rendered.lines().next().unwrap_or_default();
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("llmtap: error: {first} (see llmtap --help)");
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("llmtap: error: {message} (see llmtap --help)");
     std::process::exit(err.exit_code());
 }
 

@@ -129,13 +129,14 @@ fn finish(child: Child, what: &str) {
     );
 }
 
-/// An SDK client script (tests/clients/openai_stream.*) making `calls`.
-fn sdk(runtime: &str, script: &str, server: &MockServer, model: &str, calls: u32) -> Vec<String> {
+/// An SDK client script (tests/clients/openai_stream.*) making `calls` to
+/// `base_url`.
+fn sdk(runtime: &str, script: &str, base_url: &str, model: &str, calls: u32) -> Vec<String> {
     let script = workspace_root().join("tests/clients").join(script);
     [
         runtime,
         &script.display().to_string(),
-        &server.base_url(),
+        base_url,
         "--model",
         model,
         "--calls",
@@ -148,11 +149,29 @@ fn sdk(runtime: &str, script: &str, server: &MockServer, model: &str, calls: u32
 }
 
 fn python_sdk(server: &MockServer, model: &str, calls: u32) -> Vec<String> {
-    sdk("python3", "openai_stream.py", server, model, calls)
+    sdk(
+        "python3",
+        "openai_stream.py",
+        &server.base_url(),
+        model,
+        calls,
+    )
 }
 
 fn node_sdk(server: &MockServer, model: &str, calls: u32) -> Vec<String> {
-    sdk("node", "openai_stream.mjs", server, model, calls)
+    sdk(
+        "node",
+        "openai_stream.mjs",
+        &server.base_url(),
+        model,
+        calls,
+    )
+}
+
+/// The server's URL by name, so that TLS clients send `localhost` as the
+/// server name (by address they send none).
+fn by_name(server: &MockServer) -> String {
+    server.base_url().replace("127.0.0.1", "localhost")
 }
 
 /// The system's Python (its comm is `python3`): a pyenv shim in PATH would
@@ -334,16 +353,44 @@ fn a_bad_container_id_is_one_clear_error() {
 }
 
 #[test]
-fn all_watches_every_process_and_drops_connections_that_are_not_http() {
+fn all_hooks_tls_on_a_handshake_with_an_llm_host_and_drops_connections_that_are_not_http() {
     let _serial = serial();
     let server = fast_server();
-    let (agent, addr) = started_agent(&["--all"]);
+    let (agent, addr) = started_agent(&["--all", "--llm-host", "localhost"]);
     let (python, node) = (unique("all-py"), unique("all-node"));
     let cert = server.cert.as_deref();
-    finish(start(&python_sdk(&server, &python, 1), cert), "python");
-    finish(start(&node_sdk(&server, &node, 1), cert), "node");
+    let url = by_name(&server);
+    finish(
+        start(&sdk("python3", "openai_stream.py", &url, &python, 1), cert),
+        "python",
+    );
+    finish(
+        start(&sdk("node", "openai_stream.mjs", &url, &node, 1), cert),
+        "node",
+    );
     assert_eq!(wait_for_calls(addr, &python, 1), 1, "python");
     assert_eq!(wait_for_calls(addr, &node, 1), 1, "node");
+
+    // By address the ClientHello names no host: no evidence of an LLM
+    // call, so the client is not hooked, and its connection is counted.
+    let not_llm = "llmtap_tls_connections_not_llm_total";
+    let before = sample_sum(&metrics(addr), not_llm, "");
+    let unnamed = unique("all-by-address");
+    finish(
+        start(&python_sdk(&server, &unnamed, 1), cert),
+        "python by address",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sample_sum(&metrics(addr), not_llm, "") < before + 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sample_sum(&metrics(addr), not_llm, "") >= before + 1.0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        calls_of(addr, &unnamed),
+        0,
+        "a client not hooked reports no call"
+    );
 
     // A plaintext TCP exchange that is not HTTP, inside this test process.
     let not_http = "llmtap_connections_not_http_total";

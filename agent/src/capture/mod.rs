@@ -54,6 +54,9 @@ pub struct CaptureReport {
     pub truncated: u64,
     /// Connections `--all` stopped copying: their first bytes are not HTTP.
     pub not_http_connections: u64,
+    /// TLS connections `--all` left unhooked: their ClientHello names no
+    /// LLM API host.
+    pub tls_not_llm_connections: u64,
     /// Connections followed now.
     pub open_streams: usize,
     /// The watched processes, for a source that watches processes.

@@ -2,6 +2,7 @@
 //! which scopes, which outputs. Validation of single values stays in `cli`
 //! and `config`; here only what depends on several flags at once.
 
+use crate::capture::ebpf::llm_hosts;
 use crate::capture::ebpf::scope::{ScopeArgs, Scopes};
 use crate::capture::ebpf::EbpfConfig;
 use crate::capture::pcap::libpcap::PacketFilter;
@@ -78,6 +79,11 @@ pub(crate) fn agent_options(watch: WatchArgs) -> anyhow::Result<AgentOptions> {
             follow_forks: !watch.no_follow_forks,
             report_all_execs: scopes.needs_all_execs(),
             watch_all: scopes.all,
+            llm_hosts: if scopes.all {
+                llm_hosts::with_known(watch.llm_host)
+            } else {
+                Vec::new()
+            },
         },
         scopes,
     })

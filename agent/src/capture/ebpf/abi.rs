@@ -33,6 +33,10 @@ pub const FLAG_TRUNCATED: u8 = 1;
 pub const FLAG_WATCHED: u8 = 2;
 /// `LLMTAP_FLAG_HELD`
 pub const FLAG_HELD: u8 = 4;
+/// `LLMTAP_HOST_EXACT`: an `llm_hosts` name is an LLM API host itself.
+pub const HOST_EXACT: u8 = 1;
+/// `LLMTAP_HOST_SUBDOMAINS`: so is each name one label below it.
+pub const HOST_SUBDOMAINS: u8 = 2;
 /// `LLMTAP_MAX_DATA`: the most payload one record carries.
 pub const MAX_DATA: u32 = 16384;
 
@@ -41,7 +45,8 @@ pub const COUNTER_RINGBUF_FULL: u32 = 0;
 pub const COUNTER_TRUNCATED: u32 = 1;
 pub const COUNTER_TLS_CIPHERTEXT: u32 = 2;
 pub const COUNTER_NOT_HTTP: u32 = 3;
-pub const COUNTER_MAX: u32 = 4;
+pub const COUNTER_TLS_NOT_LLM: u32 = 4;
+pub const COUNTER_MAX: u32 = 5;
 
 /// `struct llmtap_header`
 #[repr(C)]
@@ -119,6 +124,7 @@ pub mod maps {
     pub const ACTIVE_SSL_CALLS: &str = "active_ssl_calls";
     pub const THREAD_TLS_FD: &str = "thread_tls_fd";
     pub const ACTIVE_GO_CALLS: &str = "active_go_calls";
+    pub const LLM_HOSTS: &str = "llm_hosts";
 
     /// Maps whose entries belong to processes, threads or connections.
     pub const STATE_MAPS: [&str; 6] = [
@@ -227,6 +233,7 @@ mod tests {
     use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
     use super::*;
+    use crate::capture::ebpf::llm_hosts::HOST_LEN;
     use crate::capture::ebpf::scope::COMM_LEN;
     use crate::capture::ebpf::tls_targets::TLS_FUNCTIONS;
 
@@ -299,6 +306,7 @@ mod tests {
             ("llmtap_go_key__size", size_of::<GoKey>()),
             ("llmtap_go_key__pid", offset_of!(GoKey, pid)),
             ("llmtap_comm_key__size", COMM_LEN),
+            ("llmtap_host_key__size", HOST_LEN),
         ];
         rust.extend(values!(
             MAX_DATA,
@@ -318,10 +326,13 @@ mod tests {
             FLAG_TRUNCATED,
             FLAG_WATCHED,
             FLAG_HELD,
+            HOST_EXACT,
+            HOST_SUBDOMAINS,
             COUNTER_RINGBUF_FULL,
             COUNTER_TRUNCATED,
             COUNTER_TLS_CIPHERTEXT,
             COUNTER_NOT_HTTP,
+            COUNTER_TLS_NOT_LLM,
             COUNTER_MAX
         ));
         for (name, value) in &rust {
@@ -353,6 +364,7 @@ mod tests {
             maps::ACTIVE_SSL_CALLS,
             maps::THREAD_TLS_FD,
             maps::ACTIVE_GO_CALLS,
+            maps::LLM_HOSTS,
         ]);
         assert_eq!(compiled, named);
         let listed = maps::STATE_MAPS

@@ -12,6 +12,7 @@
 pub mod abi;
 mod clock;
 mod discovery;
+pub mod llm_hosts;
 pub mod preflight;
 mod probes;
 mod processes;
@@ -79,6 +80,9 @@ pub struct EbpfConfig {
     pub report_all_execs: bool,
     /// Watch every process on the host but the agent (`--all`).
     pub watch_all: bool,
+    /// Under `--all`, the server names whose TLS handshakes get a process
+    /// its TLS hooks.
+    pub llm_hosts: Vec<llm_hosts::LlmHost>,
 }
 
 impl Default for EbpfConfig {
@@ -89,6 +93,7 @@ impl Default for EbpfConfig {
             follow_forks: true,
             report_all_execs: false,
             watch_all: false,
+            llm_hosts: Vec::new(),
         }
     }
 }
@@ -288,6 +293,7 @@ impl CaptureSource for EbpfSource {
             records_lost: kernel.ringbuf_full,
             truncated: kernel.truncated,
             not_http_connections: kernel.not_http_connections,
+            tls_not_llm_connections: kernel.tls_not_llm_connections,
             open_streams: self.streams.open_streams(),
             processes: Some(ProcessReport {
                 watched: self.discovery.watched(),

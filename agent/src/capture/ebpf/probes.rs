@@ -17,6 +17,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::abi::{self, maps, programs};
 use super::discovery::ProbeControl;
+use super::llm_hosts;
 use super::ring::RingReader;
 use super::scope::COMM_LEN;
 use super::tls_targets::{self, FileId, TlsTarget, TlsTargets, TLS_FUNCTIONS};
@@ -34,6 +35,9 @@ pub struct KernelCounters {
     pub tls_ciphertext_skipped: u64,
     /// Connections `--all` stopped capturing: their first bytes are not HTTP.
     pub not_http_connections: u64,
+    /// TLS connections `--all` left unhooked: their ClientHello names no
+    /// LLM API host.
+    pub tls_not_llm_connections: u64,
 }
 
 /// The loaded programs and maps. Dropping it detaches and unloads
@@ -116,7 +120,7 @@ impl EbpfProbes {
         // The kernel's pid (tgid) of the agent, which --all must not watch.
         let agent_pid = std::process::id();
         let wakeup_bytes = (config.ring_buffer_bytes / 4).min(256 * 1024);
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             .override_global("capture_bytes", &capture_bytes, true)
             .override_global("follow_forks", &follow_forks, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
@@ -126,13 +130,25 @@ impl EbpfProbes {
             .map_max_entries(maps::EVENTS, config.ring_buffer_bytes)
             .map_max_entries(maps::SCRATCH, cpus)
             .load(llmtap_ebpf::object())?;
+        let mut probes = EbpfProbes {
+            ebpf,
+            targets: TlsTargets::default(),
+            hooks: HashMap::new(),
+            hooked_files: HashSet::new(),
+            uprobes_refused: false,
+            reaper: Reaper::start(),
+        };
+        for (host, bits) in llm_hosts::kernel_entries(&config.llm_hosts) {
+            probes.insert_value(maps::LLM_HOSTS, host, bits)?;
+        }
 
         let btf = Btf::from_sys_fs()?;
+        let ebpf = &mut probes.ebpf;
         for (tracepoint, name) in programs::SOCKET_TRACEPOINTS
             .iter()
             .chain(programs::SCHED_TRACEPOINTS)
         {
-            let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
+            let prog: &mut BtfTracePoint = program(ebpf, name)?;
             prog.load(tracepoint, &btf).map_err(program_error(name))?;
             prog.attach().map_err(program_error(name))?;
         }
@@ -142,26 +158,28 @@ impl EbpfProbes {
             .chain([programs::SSL_RETURN, programs::GO_TLS_RETURN])
             .collect();
         for name in uprobes {
-            program::<UProbe>(&mut ebpf, name)?
+            program::<UProbe>(ebpf, name)?
                 .load()
                 .map_err(program_error(name))?;
         }
 
-        Ok(EbpfProbes {
-            ebpf,
-            targets: TlsTargets::default(),
-            hooks: HashMap::new(),
-            hooked_files: HashSet::new(),
-            uprobes_refused: false,
-            reaper: Reaper::start(),
-        })
+        Ok(probes)
     }
 
     fn insert<K: aya::Pod>(&mut self, name: &'static str, key: K) -> Result<(), CaptureError> {
+        self.insert_value(name, key, 1)
+    }
+
+    fn insert_value<K: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        key: K,
+        value: u8,
+    ) -> Result<(), CaptureError> {
         let map_error = |source| CaptureError::Map { name, source };
         let map = self.ebpf.map_mut(name).expect("in the object");
         let mut set: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(map_error)?;
-        set.insert(key, 1, 0).map_err(map_error)
+        set.insert(key, value, 0).map_err(map_error)
     }
 
     /// Entries in each kernel map that holds per-process, per-thread or
@@ -272,6 +290,7 @@ impl EbpfProbes {
             truncated: sum(abi::COUNTER_TRUNCATED),
             tls_ciphertext_skipped: sum(abi::COUNTER_TLS_CIPHERTEXT),
             not_http_connections: sum(abi::COUNTER_NOT_HTTP),
+            tls_not_llm_connections: sum(abi::COUNTER_TLS_NOT_LLM),
         }
     }
 }

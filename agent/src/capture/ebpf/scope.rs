@@ -301,8 +301,9 @@ impl Scopes {
     }
 
     /// Whether some scope can only be decided in user space, so the kernel
-    /// must report every exec. (`--all` needs them too: each new program's
-    /// own TLS functions must be hooked.)
+    /// must report every exec. (Under `--all` every process is watched, so
+    /// every exec is reported anyway: a new program's TLS evidence starts
+    /// over.)
     pub fn needs_all_execs(&self) -> bool {
         self.all
             || !self.v1_cgroups.is_empty()

@@ -84,6 +84,8 @@ pub struct Health {
     pub events_lost: IntCounter,
     /// Connections `--all` ignored because their first bytes are not HTTP.
     pub connections_not_http: IntCounter,
+    /// TLS connections `--all` left unhooked: no LLM API host named.
+    pub tls_connections_not_llm: IntCounter,
     /// From a process's exec to its new TLS code being hooked, seconds.
     pub tls_hook_latency: Histogram,
     /// Payload bytes captured.
@@ -132,6 +134,10 @@ impl Health {
         advance(&self.bytes_captured, capture.bytes_captured);
         advance(&self.events_lost, capture.records_lost);
         advance(&self.connections_not_http, capture.not_http_connections);
+        advance(
+            &self.tls_connections_not_llm,
+            capture.tls_not_llm_connections,
+        );
         self.open_streams.set(capture.open_streams as i64);
         advance(&self.calls_lost, reconstruction.calls_lost);
         advance(
@@ -302,6 +308,7 @@ impl MetricsRegistry {
             events_read: f.counter(metric::EVENTS_READ, "Capture records read from the kernel ring buffer.")?,
             events_lost: f.counter(metric::EVENTS_LOST, "Capture records dropped in the kernel because the ring buffer was full.")?,
             connections_not_http: f.counter(metric::CONNECTIONS_NOT_HTTP, "Connections --all stopped capturing at their first bytes, which were not HTTP (so no LLM call).")?,
+            tls_connections_not_llm: f.counter(metric::TLS_CONNECTIONS_NOT_LLM, "TLS connections whose process --all did not hook: their ClientHello named no LLM API host (see --llm-host).")?,
             tls_hook_latency: f.histogram(metric::TLS_HOOK_LATENCY, "Time from a process's exec to the hooking of TLS code no earlier process used (its executable's static OpenSSL, a library), seconds.", prometheus::DEFAULT_BUCKETS, &[])?.with_label_values(&[] as &[&str]),
             bytes_captured: f.counter(metric::BYTES_CAPTURED, "Payload bytes captured from watched processes.")?,
             attached_processes: f.gauge(metric::ATTACHED_PROCESSES, "Processes currently watched.")?,

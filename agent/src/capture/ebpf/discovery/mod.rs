@@ -2,7 +2,8 @@
 //! those already running in the scopes, and those that exec into a scope
 //! later (the kernel reports them) get their executable's and libraries'
 //! TLS functions hooked; those that exit are forgotten, in the kernel's
-//! maps too.
+//! maps too. Under `--all` a process is hooked only on evidence: a TLS
+//! handshake with an LLM API host, which the kernel reports.
 //!
 //! Input: the scopes, and the kernel's exec and exit events. Output: calls
 //! on a [`ProbeControl`] (the kernel side) and a summary of the watched
@@ -64,6 +65,9 @@ pub struct Discovery<P> {
     tls: Vec<(Option<&'static str>, usize)>,
     /// Programs found speaking TLS with nothing to hook (said once each).
     unhookable: HashSet<PathBuf>,
+    /// Under `--all`, the processes that started a TLS handshake with an
+    /// LLM API host since their exec: the only ones hooked.
+    tls_evidence: HashSet<u32>,
 }
 
 impl<P: Processes> Discovery<P> {
@@ -77,6 +81,7 @@ impl<P: Processes> Discovery<P> {
             hook_latencies: Vec::new(),
             tls: Vec::new(),
             unhookable: HashSet::new(),
+            tls_evidence: HashSet::new(),
         }
     }
 
@@ -93,10 +98,19 @@ impl<P: Processes> Discovery<P> {
             .any(|c| probes.hooked_stack(pid, c).is_some())
     }
 
+    /// Whether `pid`'s TLS is to be hooked: every watched process's, but
+    /// under `--all` only those with evidence of LLM traffic.
+    fn wants_tls(&self, pid: u32) -> bool {
+        !self.scopes.all || self.tls_evidence.contains(&pid)
+    }
+
     /// Hooks the TLS functions `pid` has now, in its executable and the
     /// libraries it maps; returns how many files. A library it loads later
     /// is hooked at its first TLS handshake (the kernel holds it there).
     fn hook(&self, probes: &mut impl ProbeControl, pid: u32) -> usize {
+        if !self.wants_tls(pid) {
+            return 0;
+        }
         let files = self.processes.tls_candidates(pid);
         tracing::trace!(pid, ?files, "hooking");
         probes.attach_tls(pid, &files)
@@ -187,6 +201,7 @@ impl<P: Processes> Discovery<P> {
                 }
                 KernelEvent::ProcessExited { pid, .. } => {
                     self.watched.remove(pid);
+                    self.tls_evidence.remove(pid);
                     exited.insert(*pid);
                 }
                 _ => {}
@@ -202,6 +217,8 @@ impl<P: Processes> Discovery<P> {
         exec: &ProcessExec,
         now: WallNanos,
     ) -> Result<(), CaptureError> {
+        // A new program: evidence about the old one does not carry over.
+        self.tls_evidence.remove(&exec.pid);
         let hooked = if exec.watched {
             self.watched.insert(exec.pid);
             self.hook(probes, exec.pid)
@@ -226,9 +243,9 @@ impl<P: Processes> Discovery<P> {
     }
 
     /// A watched process began a TLS handshake with libraries not looked at
-    /// since its exec (one it loaded by dlopen): hooks them now. A process
-    /// that speaks TLS with nothing hookable is said once per program: its
-    /// TLS traffic cannot be seen.
+    /// since its exec (one it loaded by dlopen), or under `--all` with an
+    /// LLM API host: hooks them now. A process that speaks TLS with nothing
+    /// hookable is said once per program: its TLS traffic cannot be seen.
     fn on_tls_hello(
         &mut self,
         probes: &mut impl ProbeControl,
@@ -236,6 +253,9 @@ impl<P: Processes> Discovery<P> {
         at: WallNanos,
         now: WallNanos,
     ) {
+        if self.scopes.all {
+            self.tls_evidence.insert(pid);
+        }
         let candidates = self.processes.tls_candidates(pid);
         if self.hook(probes, pid) > 0 {
             self.hook_latencies
@@ -284,6 +304,10 @@ impl<P: Processes> Discovery<P> {
     pub fn look(&mut self, probes: &mut impl ProbeControl) {
         let mut tls: Vec<(Option<&'static str>, usize)> = Vec::new();
         for &pid in &self.watched {
+            if !self.wants_tls(pid) {
+                count_stack(&mut tls, None);
+                continue;
+            }
             let candidates = self.processes.tls_candidates(pid);
             probes.attach_tls(pid, &candidates);
             let mut stacks: Vec<Option<&'static str>> = candidates
@@ -297,10 +321,7 @@ impl<P: Processes> Discovery<P> {
                 stacks.push(None);
             }
             for stack in stacks {
-                match tls.iter_mut().find(|(s, _)| *s == stack) {
-                    Some((_, count)) => *count += 1,
-                    None => tls.push((stack, 1)),
-                }
+                count_stack(&mut tls, stack);
             }
         }
         tls.sort_unstable();
@@ -315,6 +336,13 @@ impl<P: Processes> Discovery<P> {
     /// The exec-to-hooked latencies measured since the last call.
     pub fn take_hook_latencies(&mut self) -> Vec<f64> {
         std::mem::take(&mut self.hook_latencies)
+    }
+}
+
+fn count_stack(tls: &mut Vec<(Option<&'static str>, usize)>, stack: Option<&'static str>) {
+    match tls.iter_mut().find(|(s, _)| *s == stack) {
+        Some((_, count)) => *count += 1,
+        None => tls.push((stack, 1)),
     }
 }
 

@@ -336,7 +336,7 @@ fn under_all_every_running_process_is_watched_without_kernel_entries() {
         probes.watched.is_empty(),
         "the kernel watches all by itself"
     );
-    assert_eq!(probes.hooked_stack(70, Path::new(LIBSSL)), Some("openssl"));
+    assert!(probes.hooked.is_empty(), "TLS is hooked on evidence only");
 }
 
 #[test]
@@ -381,4 +381,40 @@ fn a_handshake_with_nothing_to_hook_is_looked_at_and_continued_all_the_same() {
     assert_eq!(probes.looked_at, BTreeSet::from([91]), "not held again");
     assert_eq!(probes.resumed, [91]);
     assert!(discovery.take_hook_latencies().is_empty());
+}
+
+#[test]
+fn under_all_only_a_handshake_with_an_llm_host_hooks_and_a_new_program_starts_over() {
+    let processes = FakeProcesses::with(&[(92, "python3", &[PYTHON, LIBSSL])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(scopes(&[], true), &processes);
+    discovery.watch(&mut probes, 92).unwrap();
+    discovery
+        .on_events(&mut probes, &[exec(92, "python3", true, 0)], 0)
+        .unwrap();
+    discovery.look(&mut probes);
+    assert!(probes.hooked.is_empty(), "no evidence, no hooks");
+    assert!(probes.watched.is_empty(), "--all needs no map entries");
+    assert_eq!(discovery.tls(), [(None, 1)]);
+
+    // The kernel reports only handshakes with an LLM API host under --all.
+    let hello = KernelEvent::TlsHello {
+        pid: 92,
+        at: 0,
+        held: true,
+        hello: Vec::new(),
+    };
+    discovery.on_events(&mut probes, &[hello], 0).unwrap();
+    assert_eq!(probes.hooked_stack(92, Path::new(LIBSSL)), Some("openssl"));
+    assert_eq!(probes.resumed, [92]);
+    discovery.look(&mut probes);
+    assert_eq!(discovery.tls(), [(Some("openssl"), 1)]);
+
+    // After an exec the new program must show its own evidence.
+    probes.hooked.clear();
+    discovery
+        .on_events(&mut probes, &[exec(92, "python3", true, 1)], 1)
+        .unwrap();
+    discovery.look(&mut probes);
+    assert!(probes.hooked.is_empty());
 }
