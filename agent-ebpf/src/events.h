@@ -114,7 +114,10 @@ enum llmtap_counter {
 	/* TLS connections --all left unhooked: their ClientHello names no
 	 * LLM API host. */
 	LLMTAP_COUNTER_TLS_NOT_LLM = 4,
-	LLMTAP_COUNTER_MAX = 5,
+	/* HTTP/1 requests --all did not copy, nor their responses: not POST,
+	 * so not an LLM call. */
+	LLMTAP_COUNTER_NOT_POST = 5,
+	LLMTAP_COUNTER_MAX = 6,
 };
 
 /* Keys of the maps that hold state of a process: user space finds the

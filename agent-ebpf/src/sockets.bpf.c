@@ -47,7 +47,12 @@ struct socket_state {
 	__u8 tls;       /* carries TLS: its socket records are ciphertext */
 	__u8 seen_data; /* the first bytes were checked for a TLS record */
 	__u8 not_http;  /* --all: its first bytes are not HTTP; ignored */
-	__u8 _pad[3];
+	/* --all, HTTP/1: the direction its requests travel in, and the last
+	 * data's (each as LLMTAP_EGRESS/INGRESS + 1, 0 for none), and whether
+	 * the exchange under way is skipped, request and response. */
+	__u8 request_dir;
+	__u8 last_dir;
+	__u8 skipping;
 };
 
 struct {
@@ -299,28 +304,38 @@ static __always_inline bool looks_like_tls_record(const __u8 *data, __u32 captur
 	return captured >= 3 && data[0] >= 0x14 && data[0] <= 0x17 && data[1] == 0x03 && data[2] <= 0x04;
 }
 
-/* Whether the first bytes of a connection open an HTTP/1.x request or
- * response, or the HTTP/2 preface (`PRI *`): four letters are enough. */
-static __always_inline bool looks_like_http(const __u8 *data, __u32 captured)
+enum http_start {
+	HTTP_NONE,     /* not HTTP */
+	HTTP_REQUEST,  /* an HTTP/1.x request of another method than POST */
+	HTTP_POST,     /* an HTTP/1.x POST: every LLM API call is one */
+	HTTP_RESPONSE, /* an HTTP/1.x status line */
+	HTTP2_PREFACE, /* `PRI *`, HTTP/2 without TLS */
+};
+
+/* What bytes that start a message open: four letters are enough. */
+static __always_inline enum http_start http_start_of(const __u8 *data, __u32 captured)
 {
 	if (captured < 4)
-		return false;
+		return HTTP_NONE;
 	__u32 word = data[0] | data[1] << 8 | data[2] << 16 | (__u32)data[3] << 24;
 #define WORD(a, b, c, d) ((a) | (b) << 8 | (c) << 16 | (__u32)(d) << 24)
 	switch (word) {
-	case WORD('G', 'E', 'T', ' '):
 	case WORD('P', 'O', 'S', 'T'):
+		return HTTP_POST;
+	case WORD('G', 'E', 'T', ' '):
 	case WORD('P', 'U', 'T', ' '):
 	case WORD('P', 'A', 'T', 'C'):
 	case WORD('D', 'E', 'L', 'E'):
 	case WORD('H', 'E', 'A', 'D'):
 	case WORD('O', 'P', 'T', 'I'):
+		return HTTP_REQUEST;
 	case WORD('H', 'T', 'T', 'P'):
+		return HTTP_RESPONSE;
 	case WORD('P', 'R', 'I', ' '):
-		return true;
+		return HTTP2_PREFACE;
 	}
 #undef WORD
-	return false;
+	return HTTP_NONE;
 }
 
 /* The open event of a socket seen for the first time in this process: how
@@ -378,6 +393,13 @@ static __always_inline void on_socket_data(struct sock *sk, int ret, int flags, 
 	}
 	if (state->not_http)
 		return;
+	/* --all: an HTTP/1 request starts where data turns to the requests'
+	 * direction; until then a skipped exchange stays skipped. */
+	__u8 dir = direction + 1;
+	bool request_start = dir == state->request_dir && state->last_dir != dir;
+	state->last_dir = dir;
+	if (state->skipping && !request_start)
+		return;
 
 	struct data_scratch *s = scratch_slot();
 	if (!s)
@@ -402,12 +424,35 @@ static __always_inline void on_socket_data(struct sock *sk, int ret, int flags, 
 		}
 		/* Host-wide, most sockets are not LLM traffic: stop at once
 		 * rather than stream them to user space. */
-		if (watch_all && !looks_like_http(s->data, captured)) {
-			state->not_http = 1;
-			count(LLMTAP_COUNTER_NOT_HTTP);
-			return;
+		if (watch_all) {
+			enum http_start start = http_start_of(s->data, captured);
+			if (start == HTTP_NONE) {
+				state->not_http = 1;
+				count(LLMTAP_COUNTER_NOT_HTTP);
+				return;
+			}
+			if (start == HTTP_REQUEST || start == HTTP_POST)
+				state->request_dir = dir;
+			else if (start == HTTP_RESPONSE)
+				state->request_dir = 3 - dir;
+			request_start = dir == state->request_dir;
 		}
 	}
+	/* Host-wide, an HTTP/1 exchange whose request is not a POST is no LLM
+	 * call (every LLM API is called by POST): neither it nor its response
+	 * is sent to user space. Bytes that open no request at a request's
+	 * start (a body sent after `100 Continue`) leave the state as it is. */
+	if (watch_all && request_start) {
+		enum http_start start = http_start_of(s->data, captured);
+		if (start == HTTP_REQUEST) {
+			state->skipping = 1;
+			count(LLMTAP_COUNTER_NOT_POST);
+		} else if (start == HTTP_POST) {
+			state->skipping = 0;
+		}
+	}
+	if (state->skipping)
+		return;
 	submit_data(s, captured);
 }
 

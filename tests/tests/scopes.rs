@@ -412,6 +412,36 @@ fn all_hooks_tls_on_a_handshake_with_an_llm_host_and_drops_connections_that_are_
         sample_sum(&metrics(addr), not_http, "") >= before + 2.0,
         "both ends of the binary exchange were dropped"
     );
+
+    // Plaintext, on one keep-alive connection: a GET is no LLM call, so
+    // neither it nor its response is copied; the POST after it is.
+    let plain = MockServer::start(false, &["--chunks", "4", "--chunk-delay-ms", "5"]);
+    let not_post = "llmtap_requests_not_post_total";
+    let before = sample_sum(&metrics(addr), not_post, "");
+    let model = unique("all-after-get");
+    let url = format!("{}/v1/chat/completions", plain.base_url());
+    let body = format!(
+        r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{num_connects} ", &url])
+        .args(["--next", "-sS", "-o", "/dev/null", "-w", "%{num_connects}"])
+        .args(["-H", "content-type: application/json", "-d", &body, &url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1 0",
+        "one connection"
+    );
+    assert!(wait_for_calls(addr, &model, 1) >= 1, "the POST is recorded");
+    // From both ends: curl's socket and the server's.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sample_sum(&metrics(addr), not_post, "") < before + 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let skipped = sample_sum(&metrics(addr), not_post, "") - before;
+    assert!(skipped >= 2.0, "{skipped} GETs skipped");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
 }

@@ -77,13 +77,23 @@ fn env_value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
 
 /// One streamed chat call with curl (through the shell, so that the agent
 /// sees a fresh process, as the application's own would be).
+///
+/// The call goes to `api.openai.com`, resolved to the mock on loopback: the
+/// agents here run with the shipped `--all`, which hooks TLS only in a
+/// process whose handshake names an LLM API host. (`-k`: the mock's
+/// certificate names localhost.)
 fn curl_call(server: &MockServer, model: &str, must_succeed: bool) {
+    const HOST: &str = "api.openai.com";
+    let port = server.addr.port();
+    let curl = format!("curl -k --resolve {HOST}:{port}:127.0.0.1 ");
     let script = format!(
-        "url=$1; body=$2; tp=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01; {CURL_CALL}"
+        "url=$1; body=$2; tp=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01; {}",
+        CURL_CALL.replacen("curl ", &curl, 1)
     );
+    let url = server.base_url().replace("127.0.0.1", HOST);
     let mut command = Command::new("sh");
     command
-        .args(["-c", &script, "sh", &server.base_url(), &chat_body(model)])
+        .args(["-c", &script, "sh", &url, &chat_body(model)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     client_env(&mut command, server.cert.as_deref());

@@ -57,6 +57,9 @@ pub struct CaptureReport {
     /// TLS connections `--all` left unhooked: their ClientHello names no
     /// LLM API host.
     pub tls_not_llm_connections: u64,
+    /// HTTP/1 requests `--all` did not copy, nor their responses: not POST,
+    /// so not an LLM call.
+    pub not_post_requests: u64,
     /// Connections followed now.
     pub open_streams: usize,
     /// The watched processes, for a source that watches processes.

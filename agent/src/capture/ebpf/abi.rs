@@ -46,7 +46,8 @@ pub const COUNTER_TRUNCATED: u32 = 1;
 pub const COUNTER_TLS_CIPHERTEXT: u32 = 2;
 pub const COUNTER_NOT_HTTP: u32 = 3;
 pub const COUNTER_TLS_NOT_LLM: u32 = 4;
-pub const COUNTER_MAX: u32 = 5;
+pub const COUNTER_NOT_POST: u32 = 5;
+pub const COUNTER_MAX: u32 = 6;
 
 /// `struct llmtap_header`
 #[repr(C)]
@@ -333,6 +334,7 @@ mod tests {
             COUNTER_TLS_CIPHERTEXT,
             COUNTER_NOT_HTTP,
             COUNTER_TLS_NOT_LLM,
+            COUNTER_NOT_POST,
             COUNTER_MAX
         ));
         for (name, value) in &rust {

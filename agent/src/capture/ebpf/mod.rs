@@ -294,6 +294,7 @@ impl CaptureSource for EbpfSource {
             truncated: kernel.truncated,
             not_http_connections: kernel.not_http_connections,
             tls_not_llm_connections: kernel.tls_not_llm_connections,
+            not_post_requests: kernel.not_post_requests,
             open_streams: self.streams.open_streams(),
             processes: Some(ProcessReport {
                 watched: self.discovery.watched(),

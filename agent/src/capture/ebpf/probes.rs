@@ -38,6 +38,8 @@ pub struct KernelCounters {
     /// TLS connections `--all` left unhooked: their ClientHello names no
     /// LLM API host.
     pub tls_not_llm_connections: u64,
+    /// HTTP/1 requests `--all` did not copy, nor their responses: not POST.
+    pub not_post_requests: u64,
 }
 
 /// The loaded programs and maps. Dropping it detaches and unloads
@@ -291,6 +293,7 @@ impl EbpfProbes {
             tls_ciphertext_skipped: sum(abi::COUNTER_TLS_CIPHERTEXT),
             not_http_connections: sum(abi::COUNTER_NOT_HTTP),
             tls_not_llm_connections: sum(abi::COUNTER_TLS_NOT_LLM),
+            not_post_requests: sum(abi::COUNTER_NOT_POST),
         }
     }
 }

@@ -86,6 +86,8 @@ pub struct Health {
     pub connections_not_http: IntCounter,
     /// TLS connections `--all` left unhooked: no LLM API host named.
     pub tls_connections_not_llm: IntCounter,
+    /// HTTP/1 requests `--all` did not copy: not POST.
+    pub requests_not_post: IntCounter,
     /// From a process's exec to its new TLS code being hooked, seconds.
     pub tls_hook_latency: Histogram,
     /// Payload bytes captured.
@@ -138,6 +140,7 @@ impl Health {
             &self.tls_connections_not_llm,
             capture.tls_not_llm_connections,
         );
+        advance(&self.requests_not_post, capture.not_post_requests);
         self.open_streams.set(capture.open_streams as i64);
         advance(&self.calls_lost, reconstruction.calls_lost);
         advance(
@@ -308,6 +311,7 @@ impl MetricsRegistry {
             events_read: f.counter(metric::EVENTS_READ, "Capture records read from the kernel ring buffer.")?,
             events_lost: f.counter(metric::EVENTS_LOST, "Capture records dropped in the kernel because the ring buffer was full.")?,
             connections_not_http: f.counter(metric::CONNECTIONS_NOT_HTTP, "Connections --all stopped capturing at their first bytes, which were not HTTP (so no LLM call).")?,
+            requests_not_post: f.counter(metric::REQUESTS_NOT_POST, "HTTP/1 requests --all did not copy, nor their responses: their method is not POST, which every LLM API call uses.")?,
             tls_connections_not_llm: f.counter(metric::TLS_CONNECTIONS_NOT_LLM, "TLS connections whose process --all did not hook: their ClientHello named no LLM API host (see --llm-host).")?,
             tls_hook_latency: f.histogram(metric::TLS_HOOK_LATENCY, "Time from a process's exec to the hooking of TLS code no earlier process used (its executable's static OpenSSL, a library), seconds.", prometheus::DEFAULT_BUCKETS, &[])?.with_label_values(&[] as &[&str]),
             bytes_captured: f.counter(metric::BYTES_CAPTURED, "Payload bytes captured from watched processes.")?,
