@@ -525,11 +525,10 @@ fn an_exe_scope_captures_ten_short_python_clients_started_one_after_another() {
             start(&tiny_python(&server, &model), server.cert.as_deref()),
             "tiny client",
         );
+        // A client held at its handshake and never continued would take
+        // seconds; a busy 2-core CI machine alone can take ~300 ms.
         let took = began.elapsed();
-        assert!(
-            took < Duration::from_millis(300),
-            "client {i} took {took:?}"
-        );
+        assert!(took < Duration::from_secs(1), "client {i} took {took:?}");
     }
     assert_eq!(wait_for_calls(addr, &model, 10), 10);
     let run = agent.stop();
