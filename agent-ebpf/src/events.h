@@ -45,6 +45,11 @@ enum llmtap_event_kind {
 	 * exec sent a TLS ClientHello: a data record (fd -1) carrying its
 	 * first bytes, LLMTAP_FLAG_HELD when the process waits. */
 	LLMTAP_EVENT_TLS_HELLO = 9,
+	/* A watched process connected or listened on a TCP socket (not
+	 * reported under --all): a conn_event with its pid only, and
+	 * LLMTAP_FLAG_HELD when the socket data programs were not attached
+	 * (`socket_capture` 0) and the process waits for them. */
+	LLMTAP_EVENT_TCP_START = 10,
 };
 
 enum llmtap_direction {
@@ -65,8 +70,8 @@ enum llmtap_source {
 /* `flags` bit of an exec record: the process is watched (it was, or it
  * entered a watched scope). */
 #define LLMTAP_FLAG_WATCHED 2
-/* `flags` bit of a TLS hello record: the process is stopped (SIGSTOP)
- * until user space has hooked it and continues it (SIGCONT). */
+/* `flags` bit of a TLS hello or TCP start record: the process is stopped
+ * (SIGSTOP) until user space has hooked it and continues it (SIGCONT). */
 #define LLMTAP_FLAG_HELD 4
 
 struct llmtap_header {
@@ -117,7 +122,10 @@ enum llmtap_counter {
 	/* HTTP/1 requests --all did not copy, nor their responses: not POST,
 	 * so not an LLM call. */
 	LLMTAP_COUNTER_NOT_POST = 5,
-	LLMTAP_COUNTER_MAX = 6,
+	/* HTTP/1 exchanges --all stopped copying: past their share (1 MiB)
+	 * while the ring buffer was more than half full. */
+	LLMTAP_COUNTER_CROWDING = 6,
+	LLMTAP_COUNTER_MAX = 7,
 };
 
 /* Keys of the maps that hold state of a process: user space finds the

@@ -12,6 +12,11 @@
  * traced path). The call's fd and buffer are its syscall's arguments, read
  * from the task's saved user registers.
  *
+ * The data tracepoints are attached only while some watched process uses
+ * TCP: a process that connects or listens while they are not is held at
+ * that moment until user space has attached them (see tcp_starting), so
+ * that with no watched process on the network nothing else pays for them.
+ *
  * What is known of a socket lives in its socket storage, freed with it.
  */
 #include "llmtap.h"
@@ -31,6 +36,7 @@
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
+#define TCP_LISTEN 10
 #define MSG_PEEK 2
 #define PF_KTHREAD 0x00200000
 
@@ -53,6 +59,9 @@ struct socket_state {
 	__u8 request_dir;
 	__u8 last_dir;
 	__u8 skipping;
+	/* --all, HTTP/1: bytes copied of the exchange under way (up to its
+	 * share, EXCHANGE_SHARE). */
+	__u32 exchange_bytes;
 };
 
 struct {
@@ -70,6 +79,15 @@ struct {
 	__type(key, struct llmtap_host_key);
 	__type(value, __u8);
 } llm_hosts SEC(".maps");
+
+/* Whether socket_sent and socket_received are attached (key 0, set by
+ * user space when it attaches them and cleared before it detaches them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8);
+} socket_capture SEC(".maps");
 
 /* Bytes of a ClientHello sent to user space: its server name is there. */
 #define HELLO_BYTES 512
@@ -356,6 +374,23 @@ static __always_inline void report_open(struct sock *sk, struct socket_state *st
 	emit_conn_event(kind, 0, fd, sk, bpf_ktime_get_ns());
 }
 
+/* What one HTTP/1 exchange may copy before it yields to the others when
+ * the ring buffer fills up: more than a long prompt or a long stream. */
+#define EXCHANGE_SHARE (1 << 20)
+
+/* Whether this exchange, having copied `captured` bytes more, has had its
+ * share while the ring buffer is more than half full: an upload or a flood
+ * of HTTP-looking bytes that would otherwise crowd the other connections'
+ * records (LLM calls among them) out of it. */
+static __always_inline bool crowds_others(struct socket_state *state, __u32 captured)
+{
+	if (state->exchange_bytes < EXCHANGE_SHARE) {
+		state->exchange_bytes += captured;
+		return false;
+	}
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2;
+}
+
 static __always_inline void on_socket_data(struct sock *sk, int ret, int flags, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -449,10 +484,16 @@ static __always_inline void on_socket_data(struct sock *sk, int ret, int flags, 
 			count(LLMTAP_COUNTER_NOT_POST);
 		} else if (start == HTTP_POST) {
 			state->skipping = 0;
+			state->exchange_bytes = 0;
 		}
 	}
 	if (state->skipping)
 		return;
+	if (state->request_dir && crowds_others(state, captured)) {
+		state->skipping = 1;
+		count(LLMTAP_COUNTER_CROWDING);
+		return;
+	}
 	submit_data(s, captured);
 }
 
@@ -468,6 +509,33 @@ int BPF_PROG(socket_received, struct sock *sk, int ret, int flags)
 {
 	on_socket_data(sk, ret, flags, LLMTAP_INGRESS);
 	return 0;
+}
+
+/* A watched process is connecting or listening, in connect(2) or
+ * listen(2): user space is told, as it keeps the data programs attached
+ * while a watched process uses TCP. If they are not attached, the process
+ * is also held (stopped before its first byte can move) until user space
+ * has attached them and continues it. One that cannot be held may have its
+ * first bytes go by before the programs are in place. Under --all the
+ * programs are always attached. */
+static __always_inline void tcp_starting(void)
+{
+	if (watch_all)
+		return;
+	__u32 zero = 0;
+	__u8 *attached = bpf_map_lookup_elem(&socket_capture, &zero);
+	struct llmtap_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(LLMTAP_COUNTER_RINGBUF_FULL);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, LLMTAP_EVENT_TCP_START, bpf_get_current_pid_tgid(), -1);
+	ev->hdr.end_ns = ev->hdr.start_ns = bpf_ktime_get_ns();
+	/* Stopped before the record is sent, so the continue cannot come first. */
+	if (attached && !*attached && may_hold() && !bpf_send_signal(SIGSTOP))
+		ev->hdr.flags = LLMTAP_FLAG_HELD;
+	bpf_ringbuf_submit(ev, ev->hdr.flags & LLMTAP_FLAG_HELD ? BPF_RB_FORCE_WAKEUP : wakeup_flag());
 }
 
 /* Opening and closing. A watched process's connect() moves its socket to
@@ -489,8 +557,11 @@ int BPF_PROG(socket_state_changed, struct sock *sk, int old_state, int new_state
 		return 0;
 	}
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	if (new_state == TCP_SYN_SENT) {
+	if (new_state == TCP_SYN_SENT || new_state == TCP_LISTEN) {
 		if (!is_watched(pid))
+			return 0;
+		tcp_starting();
+		if (new_state == TCP_LISTEN)
 			return 0;
 		struct socket_state *state = bpf_sk_storage_get(&socket_states, sk, 0,
 								BPF_SK_STORAGE_GET_F_CREATE);

@@ -446,6 +446,74 @@ fn all_hooks_tls_on_a_handshake_with_an_llm_host_and_drops_connections_that_are_
     assert!(run.status.success(), "{}", run.stderr);
 }
 
+#[test]
+fn under_all_a_flood_on_one_connection_does_not_crowd_llm_calls_out() {
+    const CALLS: usize = 20;
+    let _serial = serial();
+    let server = MockServer::start(false, &["--chunks", "8", "--chunk-delay-ms", "20"]);
+    // A small ring buffer, which the flood alone would keep full.
+    let (agent, addr) = started_agent(&["--all", "--ring-buffer-kib", "1024"]);
+    // The flood: one POST whose chunked body never ends, to a sink in this
+    // (watched) process that reads it all.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_url = format!("http://{}/upload", sink.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (mut upload, _) = sink.accept().unwrap();
+        let _ = std::io::copy(&mut upload, &mut std::io::sink());
+    });
+    let mut flood = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-X", "POST", "-H", "Expect:"])
+        .args(["-T", "-", &sink_url])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .spawn()
+        .unwrap();
+    let over_share = "llmtap_exchanges_over_share_total";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample_sum(&metrics(addr), over_share, "") < 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Both ends: curl's socket and the sink's.
+    assert!(
+        sample_sum(&metrics(addr), over_share, "") >= 2.0,
+        "the flood was not stopped"
+    );
+
+    // While it goes on, concurrent streamed calls are all recorded.
+    let model = unique("all-beside-a-flood");
+    let url = format!("{}/v1/chat/completions", server.base_url());
+    let body = format!(
+        r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    let call = [
+        "curl",
+        "-sS",
+        "-f",
+        "-N",
+        "--max-time",
+        "20",
+        "-o",
+        "/dev/null",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &body,
+        &url,
+    ]
+    .map(String::from);
+    let calls: Vec<Child> = (0..CALLS).map(|_| start(&call, None)).collect();
+    for call in calls {
+        finish(call, "a call beside the flood");
+    }
+    assert_eq!(flood.try_wait().unwrap(), None, "the flood went on");
+    // From both ends: curl's and the server's.
+    let recorded = 2 * CALLS as u64;
+    assert_eq!(wait_for_calls(addr, &model, recorded), recorded);
+    let _ = flood.kill();
+    let _ = flood.wait();
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
 /// `command` run in a private mount namespace where the Kubernetes service
 /// account's namespace file holds `namespace` (a tmpfs on /run, which
 /// /var/run links to).

@@ -60,6 +60,9 @@ pub struct CaptureReport {
     /// HTTP/1 requests `--all` did not copy, nor their responses: not POST,
     /// so not an LLM call.
     pub not_post_requests: u64,
+    /// HTTP/1 exchanges `--all` stopped copying past their share while the
+    /// ring buffer filled up.
+    pub exchanges_over_share: u64,
     /// Connections followed now.
     pub open_streams: usize,
     /// The watched processes, for a source that watches processes.

@@ -22,6 +22,7 @@ pub mod metric {
     pub const CONNECTIONS_NOT_HTTP: &str = "llmtap_connections_not_http_total";
     pub const TLS_CONNECTIONS_NOT_LLM: &str = "llmtap_tls_connections_not_llm_total";
     pub const REQUESTS_NOT_POST: &str = "llmtap_requests_not_post_total";
+    pub const EXCHANGES_OVER_SHARE: &str = "llmtap_exchanges_over_share_total";
     pub const TLS_HOOK_LATENCY: &str = "llmtap_tls_hook_latency_seconds";
     pub const BYTES_CAPTURED: &str = "llmtap_bytes_captured_total";
     pub const ATTACHED_PROCESSES: &str = "llmtap_attached_processes";

@@ -2,6 +2,7 @@
 //! value or `None`) for a process that is gone or hidden: processes come
 //! and go between two reads, and that is never an error.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -10,17 +11,62 @@ pub(crate) fn exists(pid: u32) -> bool {
     pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The fields of `/proc/PID/stat` after the command name (which is in
+/// parentheses and may hold anything): state, parent, group, session,
+/// terminal, and so on.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// Whether process `pid` is gone or a zombie: it exited, reaped or not.
 pub(crate) fn has_exited(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    // The state follows the command name, which is in parentheses and may
-    // hold anything.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    matches!(state, Some('Z' | 'X'))
+    let state = stat_fields(pid).and_then(|f| f.first()?.chars().next());
+    !matches!(state, Some(s) if s != 'Z' && s != 'X')
+}
+
+/// Its parent's pid.
+pub(crate) fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Whether it has a controlling terminal.
+pub(crate) fn has_terminal(pid: u32) -> bool {
+    stat_fields(pid)
+        .and_then(|f| f.get(4)?.parse::<i64>().ok())
+        .is_some_and(|tty| tty != 0)
+}
+
+/// Whether it has a TCP socket open: an fd on a socket that its network
+/// namespace's TCP tables (`/proc/PID/net/tcp`, `tcp6`) list.
+pub(crate) fn has_tcp_socket(pid: u32) -> bool {
+    let inodes: HashSet<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| {
+            let target = fs::read_link(fd.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    ["tcp", "tcp6"].iter().any(|table| {
+        fs::read_to_string(format!("/proc/{pid}/net/{table}")).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                line.split_whitespace()
+                    .nth(9)
+                    .and_then(|inode| inode.parse().ok())
+                    .is_some_and(|inode| inodes.contains(&inode))
+            })
+        })
+    })
 }
 
 /// Every pid in /proc.

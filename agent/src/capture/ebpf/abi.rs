@@ -20,6 +20,7 @@ pub const EVENT_EXEC: u8 = 6;
 pub const EVENT_FOUND: u8 = 7;
 pub const EVENT_FORK: u8 = 8;
 pub const EVENT_TLS_HELLO: u8 = 9;
+pub const EVENT_TCP_START: u8 = 10;
 
 /// `enum llmtap_direction`
 pub const EGRESS: u8 = 0;
@@ -47,7 +48,8 @@ pub const COUNTER_TLS_CIPHERTEXT: u32 = 2;
 pub const COUNTER_NOT_HTTP: u32 = 3;
 pub const COUNTER_TLS_NOT_LLM: u32 = 4;
 pub const COUNTER_NOT_POST: u32 = 5;
-pub const COUNTER_MAX: u32 = 6;
+pub const COUNTER_CROWDING: u32 = 6;
+pub const COUNTER_MAX: u32 = 7;
 
 /// `struct llmtap_header`
 #[repr(C)]
@@ -126,6 +128,8 @@ pub mod maps {
     pub const THREAD_TLS_FD: &str = "thread_tls_fd";
     pub const ACTIVE_GO_CALLS: &str = "active_go_calls";
     pub const LLM_HOSTS: &str = "llm_hosts";
+    /// Whether the socket data tracepoints are attached (key 0).
+    pub const SOCKET_CAPTURE: &str = "socket_capture";
 
     /// Maps whose entries belong to processes, threads or connections.
     pub const STATE_MAPS: [&str; 6] = [
@@ -152,15 +156,17 @@ pub mod maps {
 /// [`TLS_FUNCTIONS`](crate::capture::ebpf::tls_targets::TLS_FUNCTIONS),
 /// beside the functions they hook.
 pub mod programs {
-    /// The socket layer's tracepoints (BTF-typed) and the programs on them.
-    pub const SOCKET_TRACEPOINTS: &[(&str, &str)] = &[
+    /// The socket layer's tracepoints (BTF-typed) that carry data, and the
+    /// programs on them: attached only while a watched process uses TCP.
+    pub const SOCKET_DATA_TRACEPOINTS: &[(&str, &str)] = &[
         ("sock_send_length", "socket_sent"),
         ("sock_recv_length", "socket_received"),
-        ("inet_sock_set_state", "socket_state_changed"),
     ];
 
-    /// Scheduler tracepoints (BTF-typed) that follow forks, execs and exits.
-    pub const SCHED_TRACEPOINTS: &[(&str, &str)] = &[
+    /// Tracepoints (BTF-typed) attached as long as the agent runs: TCP
+    /// state changes, and the scheduler's forks, execs and exits.
+    pub const LASTING_TRACEPOINTS: &[(&str, &str)] = &[
+        ("inet_sock_set_state", "socket_state_changed"),
         ("sched_process_fork", "on_fork"),
         ("sched_process_exec", "on_exec"),
         ("sched_process_exit", "on_exit"),
@@ -221,7 +227,7 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, AbiError> {
             })
         }
         EVENT_CONNECT | EVENT_ACCEPT | EVENT_FOUND | EVENT_CLOSE | EVENT_EXIT | EVENT_EXEC
-        | EVENT_FORK => Ok(Record::Conn(read(record)?)),
+        | EVENT_FORK | EVENT_TCP_START => Ok(Record::Conn(read(record)?)),
         other => Err(AbiError::UnknownKind(other)),
     }
 }
@@ -320,6 +326,7 @@ mod tests {
             EVENT_FOUND,
             EVENT_FORK,
             EVENT_TLS_HELLO,
+            EVENT_TCP_START,
             EGRESS,
             INGRESS,
             SOURCE_SOCKET,
@@ -335,6 +342,7 @@ mod tests {
             COUNTER_NOT_HTTP,
             COUNTER_TLS_NOT_LLM,
             COUNTER_NOT_POST,
+            COUNTER_CROWDING,
             COUNTER_MAX
         ));
         for (name, value) in &rust {
@@ -367,6 +375,7 @@ mod tests {
             maps::THREAD_TLS_FD,
             maps::ACTIVE_GO_CALLS,
             maps::LLM_HOSTS,
+            maps::SOCKET_CAPTURE,
         ]);
         assert_eq!(compiled, named);
         let listed = maps::STATE_MAPS
@@ -384,9 +393,9 @@ mod tests {
             .filter(|sym| sym.kind() == SymbolKind::Text && sym.is_global())
             .filter_map(|sym| sym.name().ok())
             .collect();
-        let attached: BTreeSet<&str> = programs::SOCKET_TRACEPOINTS
+        let attached: BTreeSet<&str> = programs::SOCKET_DATA_TRACEPOINTS
             .iter()
-            .chain(programs::SCHED_TRACEPOINTS)
+            .chain(programs::LASTING_TRACEPOINTS)
             .chain(&TLS_FUNCTIONS)
             .map(|(_, name)| *name)
             .chain([programs::SSL_RETURN, programs::GO_TLS_RETURN])

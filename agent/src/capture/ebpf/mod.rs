@@ -295,6 +295,7 @@ impl CaptureSource for EbpfSource {
             not_http_connections: kernel.not_http_connections,
             tls_not_llm_connections: kernel.tls_not_llm_connections,
             not_post_requests: kernel.not_post_requests,
+            exchanges_over_share: kernel.exchanges_over_share,
             open_streams: self.streams.open_streams(),
             processes: Some(ProcessReport {
                 watched: self.discovery.watched(),

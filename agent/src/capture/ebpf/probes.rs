@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, RingBuf};
+use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope};
 use aya::programs::{BtfTracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -40,6 +41,9 @@ pub struct KernelCounters {
     pub tls_not_llm_connections: u64,
     /// HTTP/1 requests `--all` did not copy, nor their responses: not POST.
     pub not_post_requests: u64,
+    /// HTTP/1 exchanges `--all` stopped copying: past their share while
+    /// the ring buffer was more than half full.
+    pub exchanges_over_share: u64,
 }
 
 /// The loaded programs and maps. Dropping it detaches and unloads
@@ -55,6 +59,11 @@ pub struct EbpfProbes {
     uprobes_refused: bool,
     /// Where links of exited processes go to be closed, off the event loop.
     reaper: Reaper,
+    /// The socket data programs' links, while they are attached.
+    socket_data_links: Vec<(&'static str, BtfTracePointLinkId)>,
+    /// What the kernel's `socket_capture` flag says: the data programs are
+    /// attached, no need to hold a process that starts TCP.
+    socket_data_flag: bool,
 }
 
 /// Closes uprobe links on a thread of its own: closing one waits for the
@@ -139,6 +148,8 @@ impl EbpfProbes {
             hooked_files: HashSet::new(),
             uprobes_refused: false,
             reaper: Reaper::start(),
+            socket_data_links: Vec::new(),
+            socket_data_flag: false,
         };
         for (host, bits) in llm_hosts::kernel_entries(&config.llm_hosts) {
             probes.insert_value(maps::LLM_HOSTS, host, bits)?;
@@ -146,13 +157,17 @@ impl EbpfProbes {
 
         let btf = Btf::from_sys_fs()?;
         let ebpf = &mut probes.ebpf;
-        for (tracepoint, name) in programs::SOCKET_TRACEPOINTS
+        for (tracepoint, name) in programs::LASTING_TRACEPOINTS
             .iter()
-            .chain(programs::SCHED_TRACEPOINTS)
+            .chain(programs::SOCKET_DATA_TRACEPOINTS)
         {
             let prog: &mut BtfTracePoint = program(ebpf, name)?;
             prog.load(tracepoint, &btf).map_err(program_error(name))?;
-            prog.attach().map_err(program_error(name))?;
+        }
+        for (_, name) in programs::LASTING_TRACEPOINTS {
+            program::<BtfTracePoint>(ebpf, name)?
+                .attach()
+                .map_err(program_error(name))?;
         }
         let uprobes: std::collections::BTreeSet<&str> = TLS_FUNCTIONS
             .iter()
@@ -294,6 +309,7 @@ impl EbpfProbes {
             not_http_connections: sum(abi::COUNTER_NOT_HTTP),
             tls_not_llm_connections: sum(abi::COUNTER_TLS_NOT_LLM),
             not_post_requests: sum(abi::COUNTER_NOT_POST),
+            exchanges_over_share: sum(abi::COUNTER_CROWDING),
         }
     }
 }
@@ -346,6 +362,48 @@ impl ProbeControl for EbpfProbes {
             }
         }
         added
+    }
+
+    fn capture_sockets(&mut self, on: bool) -> Result<(), CaptureError> {
+        let attached = !self.socket_data_links.is_empty();
+        if on == self.socket_data_flag && on == attached {
+            return Ok(());
+        }
+        if on && !attached {
+            for (_, name) in programs::SOCKET_DATA_TRACEPOINTS {
+                let link = program::<BtfTracePoint>(&mut self.ebpf, name)?
+                    .attach()
+                    .map_err(program_error(name))?;
+                self.socket_data_links.push((name, link));
+            }
+        }
+        if on != self.socket_data_flag {
+            // Set once both are attached, cleared a look before they are
+            // detached.
+            let map_error = |source| CaptureError::Map {
+                name: maps::SOCKET_CAPTURE,
+                source,
+            };
+            let map = self
+                .ebpf
+                .map_mut(maps::SOCKET_CAPTURE)
+                .expect("in the object");
+            let mut flag: Array<_, u8> = Array::try_from(map).map_err(map_error)?;
+            flag.set(0, u8::from(on), 0).map_err(map_error)?;
+            self.socket_data_flag = on;
+        } else if !on {
+            for (name, link) in std::mem::take(&mut self.socket_data_links) {
+                program::<BtfTracePoint>(&mut self.ebpf, name)?
+                    .detach(link)
+                    .map_err(program_error(name))?;
+            }
+        }
+        tracing::debug!(
+            attached = !self.socket_data_links.is_empty(),
+            kernel_relies_on_them = self.socket_data_flag,
+            "socket data programs"
+        );
+        Ok(())
     }
 
     fn looked_at(&mut self, pid: u32) {

@@ -30,6 +30,10 @@ pub trait Processes {
     fn tls_candidates(&self, pid: u32) -> Vec<PathBuf>;
     /// Whether it exited (reaped or a zombie).
     fn has_exited(&self, pid: u32) -> bool;
+    /// Whether it has a TCP socket open.
+    fn has_tcp_socket(&self, pid: u32) -> bool;
+    /// Its parent, if it has a controlling terminal: a shell's job.
+    fn terminal_parent(&self, pid: u32) -> Option<u32>;
 }
 
 /// The processes of this host, read from `/proc`.
@@ -64,5 +68,15 @@ impl Processes for HostProcesses {
 
     fn has_exited(&self, pid: u32) -> bool {
         sys::proc::has_exited(pid)
+    }
+
+    fn has_tcp_socket(&self, pid: u32) -> bool {
+        sys::proc::has_tcp_socket(pid)
+    }
+
+    fn terminal_parent(&self, pid: u32) -> Option<u32> {
+        sys::proc::has_terminal(pid)
+            .then(|| sys::proc::parent(pid))
+            .flatten()
     }
 }

@@ -73,6 +73,9 @@ pub enum KernelEvent {
     Exec(ProcessExec),
     /// A watched process forked this child, watched too.
     Forked { pid: u32, at: WallNanos },
+    /// A watched process connected or listened on a TCP socket; `held`
+    /// when socket data was not captured and it waits to be continued.
+    TcpStarting { pid: u32, held: bool },
     /// A watched process whose TLS libraries were not looked at since its
     /// exec began a TLS handshake; `held` when it waits to be continued
     /// ([`ProbeControl::resume`](super::discovery::ProbeControl::resume)).
@@ -142,6 +145,10 @@ fn conn_event(event: &ConnEvent, clock: &MonotonicToWall) -> KernelEvent {
         },
         abi::EVENT_EXIT => KernelEvent::ProcessExited { pid: hdr.pid, at },
         abi::EVENT_FORK => KernelEvent::Forked { pid: hdr.pid, at },
+        abi::EVENT_TCP_START => KernelEvent::TcpStarting {
+            pid: hdr.pid,
+            held: hdr.flags & abi::FLAG_HELD != 0,
+        },
         abi::EVENT_EXEC => KernelEvent::Exec(ProcessExec {
             pid: hdr.pid,
             comm: comm_string(&event.comm),

@@ -156,7 +156,10 @@ impl Streams {
                 self.sockets.retain(|(p, _), _| *p != pid);
             }
             // Discovery's business, not a stream's.
-            KernelEvent::Exec(_) | KernelEvent::Forked { .. } | KernelEvent::TlsHello { .. } => {}
+            KernelEvent::Exec(_)
+            | KernelEvent::Forked { .. }
+            | KernelEvent::TlsHello { .. }
+            | KernelEvent::TcpStarting { .. } => {}
         }
     }
 

@@ -88,6 +88,9 @@ pub struct Health {
     pub tls_connections_not_llm: IntCounter,
     /// HTTP/1 requests `--all` did not copy: not POST.
     pub requests_not_post: IntCounter,
+    /// HTTP/1 exchanges `--all` stopped copying: past their share, with
+    /// the ring buffer filling up.
+    pub exchanges_over_share: IntCounter,
     /// From a process's exec to its new TLS code being hooked, seconds.
     pub tls_hook_latency: Histogram,
     /// Payload bytes captured.
@@ -141,6 +144,7 @@ impl Health {
             capture.tls_not_llm_connections,
         );
         advance(&self.requests_not_post, capture.not_post_requests);
+        advance(&self.exchanges_over_share, capture.exchanges_over_share);
         self.open_streams.set(capture.open_streams as i64);
         advance(&self.calls_lost, reconstruction.calls_lost);
         advance(
@@ -312,6 +316,7 @@ impl MetricsRegistry {
             events_lost: f.counter(metric::EVENTS_LOST, "Capture records dropped in the kernel because the ring buffer was full.")?,
             connections_not_http: f.counter(metric::CONNECTIONS_NOT_HTTP, "Connections --all stopped capturing at their first bytes, which were not HTTP (so no LLM call).")?,
             requests_not_post: f.counter(metric::REQUESTS_NOT_POST, "HTTP/1 requests --all did not copy, nor their responses: their method is not POST, which every LLM API call uses.")?,
+            exchanges_over_share: f.counter(metric::EXCHANGES_OVER_SHARE, "HTTP/1 exchanges --all stopped copying once past their share (1 MiB) while the kernel ring buffer was more than half full, so an upload or a flood cannot crowd other connections' records out.")?,
             tls_connections_not_llm: f.counter(metric::TLS_CONNECTIONS_NOT_LLM, "TLS connections whose process --all did not hook: their ClientHello named no LLM API host (see --llm-host).")?,
             tls_hook_latency: f.histogram(metric::TLS_HOOK_LATENCY, "Time from a process's exec to the hooking of TLS code no earlier process used (its executable's static OpenSSL, a library), seconds.", prometheus::DEFAULT_BUCKETS, &[])?.with_label_values(&[] as &[&str]),
             bytes_captured: f.counter(metric::BYTES_CAPTURED, "Payload bytes captured from watched processes.")?,

@@ -40,9 +40,16 @@ pub trait ProbeControl {
     /// Tells the kernel that `pid`'s TLS libraries were looked at: its next
     /// TLS handshakes are not held. (Hooking a file does so too.)
     fn looked_at(&mut self, pid: u32);
-    /// Continues a process the kernel stopped at a TLS handshake, now
-    /// hooked.
+    /// Continues a process the kernel stopped at a TLS handshake or at its
+    /// first TCP connect or listen, now hooked.
     fn resume(&mut self, pid: u32);
+    /// Attaches the programs that capture socket data (`on`), or takes a
+    /// step towards detaching them: the first call with `on` false has the
+    /// kernel hold the next watched process that connects or listens, the
+    /// next one detaches them. Called at each look, so that in between the
+    /// records of processes that started TCP just before the first have
+    /// been read, and have asked for them again.
+    fn capture_sockets(&mut self, on: bool) -> Result<(), CaptureError>;
     /// Drops what the kernel still keeps for processes that exited, their
     /// TLS hooks included.
     fn forget(&mut self, pids: &HashSet<u32>);
@@ -68,6 +75,11 @@ pub struct Discovery<P> {
     /// Under `--all`, the processes that started a TLS handshake with an
     /// LLM API host since their exec: the only ones hooked.
     tls_evidence: HashSet<u32>,
+    /// Watched processes that use TCP: they connected or listened, had a
+    /// TCP socket when found, or cannot be held at their first connect.
+    /// Socket data is captured while there is one (always under `--all`),
+    /// and no process pays for those programs while there is none.
+    tcp_users: HashSet<u32>,
 }
 
 impl<P: Processes> Discovery<P> {
@@ -82,6 +94,7 @@ impl<P: Processes> Discovery<P> {
             tls: Vec::new(),
             unhookable: HashSet::new(),
             tls_evidence: HashSet::new(),
+            tcp_users: HashSet::new(),
         }
     }
 
@@ -128,7 +141,34 @@ impl<P: Processes> Discovery<P> {
             probes.watch(pid)?;
         }
         self.watched.insert(pid);
+        self.capture_sockets_if_unseen(probes, pid)?;
         Ok(self.hook(probes, pid))
+    }
+
+    /// Captures socket data from now on if newly watched `pid` may move TCP
+    /// data without the kernel holding it first at a connect or listen: it
+    /// has a TCP socket already, or it is a shell's job (the kernel does not
+    /// stop those) that neither llmtap nor a watched process started.
+    fn capture_sockets_if_unseen(
+        &mut self,
+        probes: &mut impl ProbeControl,
+        pid: u32,
+    ) -> Result<(), CaptureError> {
+        let unseen = self.processes.has_tcp_socket(pid)
+            || self.processes.terminal_parent(pid).is_some_and(|parent| {
+                parent != std::process::id() && !self.watched.contains(&parent)
+            });
+        if unseen {
+            self.tcp_users.insert(pid);
+            self.update_socket_capture(probes)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the socket data programs while a watched process uses TCP,
+    /// steps towards detaching them while none does.
+    fn update_socket_capture(&self, probes: &mut impl ProbeControl) -> Result<(), CaptureError> {
+        probes.capture_sockets(self.scopes.all || !self.tcp_users.is_empty())
     }
 
     /// Watches a process found in a scope user space matched, and gives
@@ -168,6 +208,7 @@ impl<P: Processes> Discovery<P> {
                 self.watch_matched(probes, pid)?;
             }
         }
+        self.update_socket_capture(probes)?;
         if !self.scopes.containers.is_empty() && self.container_cgroups.is_empty() {
             tracing::info!(
                 containers = ?self.scopes.containers,
@@ -191,7 +232,19 @@ impl<P: Processes> Discovery<P> {
                 KernelEvent::Exec(exec) => self.on_exec(probes, exec, now)?,
                 KernelEvent::Forked { pid, .. } => {
                     self.watched.insert(*pid);
+                    // It may share a TCP user's sockets (a server's workers
+                    // accept on their parent's listener).
+                    if !self.tcp_users.is_empty() {
+                        self.tcp_users.insert(*pid);
+                    }
                     self.hook(probes, *pid);
+                }
+                KernelEvent::TcpStarting { pid, held } => {
+                    self.tcp_users.insert(*pid);
+                    self.update_socket_capture(probes)?;
+                    if *held {
+                        probes.resume(*pid);
+                    }
                 }
                 KernelEvent::TlsHello { pid, at, held, .. } => {
                     self.on_tls_hello(probes, *pid, *at, now);
@@ -202,6 +255,7 @@ impl<P: Processes> Discovery<P> {
                 KernelEvent::ProcessExited { pid, .. } => {
                     self.watched.remove(pid);
                     self.tls_evidence.remove(pid);
+                    self.tcp_users.remove(pid);
                     exited.insert(*pid);
                 }
                 _ => {}
@@ -221,6 +275,7 @@ impl<P: Processes> Discovery<P> {
         self.tls_evidence.remove(&exec.pid);
         let hooked = if exec.watched {
             self.watched.insert(exec.pid);
+            self.capture_sockets_if_unseen(probes, exec.pid)?;
             self.hook(probes, exec.pid)
         } else if self.scopes.matches_in_user_space(&self.processes, exec.pid) {
             self.watch_matched(probes, exec.pid)?
@@ -301,7 +356,11 @@ impl<P: Processes> Discovery<P> {
     /// Looks at each watched process's TLS files again: one loaded since
     /// its exec (a dlopen of libssl) is hooked now. Then counts the watched
     /// processes by the TLS stack hooked in them, for [`Discovery::tls`].
+    /// Socket data programs no watched process needs any more are detached.
     pub fn look(&mut self, probes: &mut impl ProbeControl) {
+        if let Err(err) = self.update_socket_capture(probes) {
+            tracing::warn!("cannot attach or detach the socket data programs: {err}");
+        }
         let mut tls: Vec<(Option<&'static str>, usize)> = Vec::new();
         for &pid in &self.watched {
             if !self.wants_tls(pid) {

@@ -24,6 +24,10 @@ struct FakeProbes {
     resumed: Vec<u32>,
     /// Processes whose TLS libraries were looked at.
     looked_at: BTreeSet<u32>,
+    /// Whether the socket data programs are attached.
+    sockets_captured: bool,
+    /// A step towards detaching them was taken: the next one detaches.
+    sockets_draining: bool,
 }
 
 impl ProbeControl for FakeProbes {
@@ -75,6 +79,14 @@ impl ProbeControl for FakeProbes {
         self.resumed.push(pid);
     }
 
+    fn capture_sockets(&mut self, on: bool) -> Result<(), CaptureError> {
+        if on || self.sockets_draining {
+            self.sockets_captured = on;
+        }
+        self.sockets_draining = !on && self.sockets_captured;
+        Ok(())
+    }
+
     fn forget(&mut self, pids: &HashSet<u32>) {
         self.forgotten.extend(pids);
         self.hooked.retain(|(pid, _), _| !pids.contains(pid));
@@ -86,6 +98,8 @@ struct FakeProcess {
     comm: String,
     files: Vec<PathBuf>,
     exited: bool,
+    has_tcp_socket: bool,
+    terminal_parent: Option<u32>,
 }
 
 /// Processes by pid; changed between calls as a test goes on.
@@ -107,7 +121,7 @@ impl FakeProcesses {
             FakeProcess {
                 comm: comm.into(),
                 files: files.iter().map(PathBuf::from).collect(),
-                exited: false,
+                ..FakeProcess::default()
             },
         );
     }
@@ -123,6 +137,10 @@ impl FakeProcesses {
 
     fn exit(&self, pid: u32) {
         self.0.borrow_mut().get_mut(&pid).unwrap().exited = true;
+    }
+
+    fn change(&self, pid: u32, change: impl FnOnce(&mut FakeProcess)) {
+        change(self.0.borrow_mut().get_mut(&pid).unwrap());
     }
 }
 
@@ -160,6 +178,14 @@ impl Processes for &FakeProcesses {
     fn has_exited(&self, pid: u32) -> bool {
         self.0.borrow().get(&pid).is_none_or(|p| p.exited)
     }
+
+    fn has_tcp_socket(&self, pid: u32) -> bool {
+        self.0.borrow().get(&pid).is_some_and(|p| p.has_tcp_socket)
+    }
+
+    fn terminal_parent(&self, pid: u32) -> Option<u32> {
+        self.0.borrow().get(&pid)?.terminal_parent
+    }
 }
 
 fn scopes(exes: &[&str], all: bool) -> Scopes {
@@ -178,6 +204,16 @@ fn exec(pid: u32, comm: &str, watched: bool, at: u64) -> KernelEvent {
         at,
         watched,
     })
+}
+
+/// A ClientHello the kernel held `pid` at.
+fn held_hello(pid: u32, at: u64) -> KernelEvent {
+    KernelEvent::TlsHello {
+        pid,
+        at,
+        held: true,
+        hello: vec![0x16, 3, 1],
+    }
 }
 
 const LIBSSL: &str = "/usr/lib/libssl.so.3";
@@ -350,14 +386,8 @@ fn a_library_loaded_later_is_hooked_at_the_handshake_the_kernel_held() {
         "nothing hooked: its handshake will be held"
     );
     processes.map(90, LIBSSL);
-    let hello = KernelEvent::TlsHello {
-        pid: 90,
-        at: 1_000,
-        held: true,
-        hello: vec![0x16, 3, 1],
-    };
     discovery
-        .on_events(&mut probes, &[hello], 3_001_000)
+        .on_events(&mut probes, &[held_hello(90, 1_000)], 3_001_000)
         .unwrap();
     assert_eq!(probes.hooked_stack(90, Path::new(LIBSSL)), Some("openssl"));
     assert_eq!(probes.looked_at, BTreeSet::from([90]));
@@ -371,13 +401,9 @@ fn a_handshake_with_nothing_to_hook_is_looked_at_and_continued_all_the_same() {
     let mut probes = FakeProbes::default();
     let mut discovery = Discovery::new(Scopes::default(), &processes);
     discovery.watch(&mut probes, 91).unwrap();
-    let hello = KernelEvent::TlsHello {
-        pid: 91,
-        at: 0,
-        held: true,
-        hello: Vec::new(),
-    };
-    discovery.on_events(&mut probes, &[hello], 0).unwrap();
+    discovery
+        .on_events(&mut probes, &[held_hello(91, 0)], 0)
+        .unwrap();
     assert_eq!(probes.looked_at, BTreeSet::from([91]), "not held again");
     assert_eq!(probes.resumed, [91]);
     assert!(discovery.take_hook_latencies().is_empty());
@@ -398,13 +424,9 @@ fn under_all_only_a_handshake_with_an_llm_host_hooks_and_a_new_program_starts_ov
     assert_eq!(discovery.tls(), [(None, 1)]);
 
     // The kernel reports only handshakes with an LLM API host under --all.
-    let hello = KernelEvent::TlsHello {
-        pid: 92,
-        at: 0,
-        held: true,
-        hello: Vec::new(),
-    };
-    discovery.on_events(&mut probes, &[hello], 0).unwrap();
+    discovery
+        .on_events(&mut probes, &[held_hello(92, 0)], 0)
+        .unwrap();
     assert_eq!(probes.hooked_stack(92, Path::new(LIBSSL)), Some("openssl"));
     assert_eq!(probes.resumed, [92]);
     discovery.look(&mut probes);
@@ -417,4 +439,98 @@ fn under_all_only_a_handshake_with_an_llm_host_hooks_and_a_new_program_starts_ov
         .unwrap();
     discovery.look(&mut probes);
     assert!(probes.hooked.is_empty());
+}
+
+#[test]
+fn socket_data_is_captured_while_a_watched_process_uses_tcp() {
+    let processes = FakeProcesses::with(&[(100, "python3", &[PYTHON]), (101, "curl", &[])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    discovery.watch(&mut probes, 100).unwrap();
+    discovery.watch(&mut probes, 101).unwrap();
+    assert!(!probes.sockets_captured, "idle processes cost no one");
+
+    // The kernel held curl at its connect: attached before it goes on.
+    let start = KernelEvent::TcpStarting {
+        pid: 101,
+        held: true,
+    };
+    discovery.on_events(&mut probes, &[start], 0).unwrap();
+    assert!(probes.sockets_captured);
+    assert_eq!(probes.resumed, [101]);
+
+    // Its fork may share its sockets; the exit of both ends the need, at
+    // the next look.
+    processes.start(102, "curl", &[]);
+    let fork = KernelEvent::Forked { pid: 102, at: 1 };
+    let exit = KernelEvent::ProcessExited { pid: 101, at: 2 };
+    discovery.on_events(&mut probes, &[fork, exit], 2).unwrap();
+    discovery.look(&mut probes);
+    assert!(probes.sockets_captured, "the child may use them");
+    let exit = KernelEvent::ProcessExited { pid: 102, at: 3 };
+    discovery.on_events(&mut probes, &[exit], 3).unwrap();
+    assert!(probes.sockets_captured, "detached at looks, not at once");
+    discovery.look(&mut probes);
+    assert!(probes.sockets_draining);
+    // A process that started TCP as the kernel was told to hold again.
+    let start = KernelEvent::TcpStarting {
+        pid: 100,
+        held: false,
+    };
+    discovery.on_events(&mut probes, &[start], 4).unwrap();
+    discovery.look(&mut probes);
+    assert!(probes.sockets_captured && !probes.sockets_draining);
+    let exit = KernelEvent::ProcessExited { pid: 100, at: 5 };
+    discovery.on_events(&mut probes, &[exit], 5).unwrap();
+    discovery.look(&mut probes);
+    discovery.look(&mut probes);
+    assert!(!probes.sockets_captured, "two looks without a user");
+}
+
+#[test]
+fn a_process_found_with_tcp_sockets_or_in_a_shells_job_is_captured_at_once() {
+    let processes = FakeProcesses::with(&[
+        (110, "vllm", &[PYTHON]),
+        (111, "python3", &[PYTHON]),
+        (112, "python3", &[PYTHON]),
+    ]);
+    processes.change(110, |p| p.has_tcp_socket = true);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(Scopes::default(), &processes);
+    discovery.watch(&mut probes, 110).unwrap();
+    assert!(probes.sockets_captured, "a server listening already");
+    discovery
+        .on_events(
+            &mut probes,
+            &[KernelEvent::ProcessExited { pid: 110, at: 0 }],
+            0,
+        )
+        .unwrap();
+    discovery.look(&mut probes);
+    discovery.look(&mut probes);
+    assert!(!probes.sockets_captured);
+
+    // A shell's job started by a watched process can be held; one started
+    // by an unwatched shell cannot, so its sockets are captured from now.
+    discovery.watch(&mut probes, 111).unwrap();
+    processes.change(112, |p| p.terminal_parent = Some(111));
+    discovery.watch(&mut probes, 112).unwrap();
+    assert!(!probes.sockets_captured);
+    processes.start(113, "python3", &[PYTHON]);
+    processes.change(113, |p| p.terminal_parent = Some(1));
+    discovery
+        .on_events(&mut probes, &[exec(113, "python3", true, 0)], 0)
+        .unwrap();
+    assert!(probes.sockets_captured);
+}
+
+#[test]
+fn under_all_socket_data_is_always_captured() {
+    let processes = FakeProcesses::with(&[(120, "sshd", &[])]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(scopes(&[], true), &processes);
+    discovery.arm(&mut probes).unwrap();
+    assert!(probes.sockets_captured);
+    discovery.look(&mut probes);
+    assert!(probes.sockets_captured);
 }
