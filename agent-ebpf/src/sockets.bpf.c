@@ -313,7 +313,8 @@ static __always_inline void tls_handshake(const __u8 *hello, __u32 captured, __u
 	/* Stopped before the record is sent, so the continue cannot come first. */
 	if (may_hold() && !bpf_send_signal(SIGSTOP))
 		ev->hdr.flags |= LLMTAP_FLAG_HELD;
-	bpf_ringbuf_submit(ev, ev->hdr.flags & LLMTAP_FLAG_HELD ? BPF_RB_FORCE_WAKEUP : wakeup_flag());
+	/* Held or not, the process's first call races the hooking: no batching. */
+	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
 
 static __always_inline bool looks_like_tls_record(const __u8 *data, __u32 captured)

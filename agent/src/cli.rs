@@ -72,8 +72,10 @@ pub struct WatchArgs {
     /// started later. Connections that are not HTTP are dropped as soon as
     /// their first bytes show it; only LLM calls are reported. TLS is
     /// hooked only in a process that starts a handshake with an LLM API
-    /// host (the server name its ClientHello sends; see --llm-host), so
-    /// other processes' TLS calls cost nothing.
+    /// host (the server name its ClientHello sends; see --llm-host), or
+    /// runs a program --exe names (a TLS-terminating inference server, a
+    /// client that connects by address), so other processes' TLS calls
+    /// cost nothing.
     #[arg(long)]
     pub all: bool,
 

@@ -194,11 +194,10 @@ impl EbpfSource {
 
     /// Hands the records read to discovery and to the streams.
     fn hand_on(&mut self, out: &mut Vec<ConnectionEvent>) -> Result<(), CaptureError> {
-        self.discovery.on_events(
-            &mut self.probes,
-            &self.records,
-            sys::clock::realtime_ns() as WallNanos,
-        )?;
+        self.discovery
+            .on_events(&mut self.probes, &self.records, &|| {
+                sys::clock::realtime_ns() as WallNanos
+            })?;
         self.records_read += self.records.len() as u64;
         for event in self.records.drain(..) {
             if let KernelEvent::Data {

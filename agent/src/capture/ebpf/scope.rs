@@ -353,7 +353,8 @@ impl Scopes {
         pids
     }
 
-    fn exe_matches(&self, processes: &impl Processes, pid: u32) -> bool {
+    /// Whether its program is one of the `--exe` names or patterns.
+    pub fn exe_matches(&self, processes: &impl Processes, pid: u32) -> bool {
         !self.exes.is_empty() && {
             let names = processes.names(pid);
             self.exes.iter().any(|e| e.matches(&names))

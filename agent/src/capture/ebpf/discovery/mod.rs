@@ -3,7 +3,8 @@
 //! later (the kernel reports them) get their executable's and libraries'
 //! TLS functions hooked; those that exit are forgotten, in the kernel's
 //! maps too. Under `--all` a process is hooked only on evidence: a TLS
-//! handshake with an LLM API host, which the kernel reports.
+//! handshake with an LLM API host, which the kernel reports, or a program
+//! `--exe` names.
 //!
 //! Input: the scopes, and the kernel's exec and exit events. Output: calls
 //! on a [`ProbeControl`] (the kernel side) and a summary of the watched
@@ -73,7 +74,8 @@ pub struct Discovery<P> {
     /// Programs found speaking TLS with nothing to hook (said once each).
     unhookable: HashSet<PathBuf>,
     /// Under `--all`, the processes that started a TLS handshake with an
-    /// LLM API host since their exec: the only ones hooked.
+    /// LLM API host since their exec, or run a program `--exe` names: the
+    /// only ones hooked.
     tls_evidence: HashSet<u32>,
     /// Watched processes that use TCP: they connected or listened, had a
     /// TCP socket when found, or cannot be held at their first connect.
@@ -142,7 +144,17 @@ impl<P: Processes> Discovery<P> {
         }
         self.watched.insert(pid);
         self.capture_sockets_if_unseen(probes, pid)?;
+        self.note_exe_evidence(pid);
         Ok(self.hook(probes, pid))
+    }
+
+    /// Under `--all`, a program `--exe` names is evidence enough to hook
+    /// its TLS from the start: a TLS-terminating inference server, or a
+    /// client that connects by address (its ClientHello names no host).
+    fn note_exe_evidence(&mut self, pid: u32) {
+        if self.scopes.all && self.scopes.exe_matches(&self.processes, pid) {
+            self.tls_evidence.insert(pid);
+        }
     }
 
     /// Captures socket data from now on if newly watched `pid` may move TCP
@@ -219,17 +231,17 @@ impl<P: Processes> Discovery<P> {
     }
 
     /// Handles the execs, forks and exits among the kernel's `events`, in order;
-    /// `now` times the hooking of new programs.
+    /// `clock` times the hooking of new programs, once they are hooked.
     pub fn on_events(
         &mut self,
         probes: &mut impl ProbeControl,
         events: &[KernelEvent],
-        now: WallNanos,
+        clock: &dyn Fn() -> WallNanos,
     ) -> Result<(), CaptureError> {
         let mut exited = HashSet::new();
         for event in events {
             match event {
-                KernelEvent::Exec(exec) => self.on_exec(probes, exec, now)?,
+                KernelEvent::Exec(exec) => self.on_exec(probes, exec, clock)?,
                 KernelEvent::Forked { pid, .. } => {
                     self.watched.insert(*pid);
                     // It may share a TCP user's sockets (a server's workers
@@ -247,7 +259,7 @@ impl<P: Processes> Discovery<P> {
                     }
                 }
                 KernelEvent::TlsHello { pid, at, held, .. } => {
-                    self.on_tls_hello(probes, *pid, *at, now);
+                    self.on_tls_hello(probes, *pid, *at, clock);
                     if *held {
                         probes.resume(*pid);
                     }
@@ -269,13 +281,14 @@ impl<P: Processes> Discovery<P> {
         &mut self,
         probes: &mut impl ProbeControl,
         exec: &ProcessExec,
-        now: WallNanos,
+        clock: &dyn Fn() -> WallNanos,
     ) -> Result<(), CaptureError> {
         // A new program: evidence about the old one does not carry over.
         self.tls_evidence.remove(&exec.pid);
         let hooked = if exec.watched {
             self.watched.insert(exec.pid);
             self.capture_sockets_if_unseen(probes, exec.pid)?;
+            self.note_exe_evidence(exec.pid);
             self.hook(probes, exec.pid)
         } else if self.scopes.matches_in_user_space(&self.processes, exec.pid) {
             self.watch_matched(probes, exec.pid)?
@@ -285,7 +298,7 @@ impl<P: Processes> Discovery<P> {
         };
         tracing::debug!(pid = exec.pid, comm = %exec.comm, "exec in scope");
         if hooked > 0 {
-            let latency = now.saturating_sub(exec.at) as f64 / 1e9;
+            let latency = clock().saturating_sub(exec.at) as f64 / 1e9;
             self.hook_latencies.push(latency);
             tracing::info!(
                 pid = exec.pid,
@@ -306,7 +319,7 @@ impl<P: Processes> Discovery<P> {
         probes: &mut impl ProbeControl,
         pid: u32,
         at: WallNanos,
-        now: WallNanos,
+        clock: &dyn Fn() -> WallNanos,
     ) {
         if self.scopes.all {
             self.tls_evidence.insert(pid);
@@ -314,7 +327,7 @@ impl<P: Processes> Discovery<P> {
         let candidates = self.processes.tls_candidates(pid);
         if self.hook(probes, pid) > 0 {
             self.hook_latencies
-                .push(now.saturating_sub(at) as f64 / 1e9);
+                .push(clock().saturating_sub(at) as f64 / 1e9);
         }
         probes.looked_at(pid);
         let hooked = candidates

@@ -261,7 +261,7 @@ fn execs_the_kernel_watched_are_hooked_and_timed_others_ignored() {
         exec(21, "bash", false, 1_000),
     ];
     discovery
-        .on_events(&mut probes, &events, 5_001_000)
+        .on_events(&mut probes, &events, &|| 5_001_000)
         .unwrap();
     assert_eq!(discovery.watched(), 1);
     assert_eq!(probes.hooked_stack(20, Path::new(LIBSSL)), Some("openssl"));
@@ -286,7 +286,7 @@ fn a_pattern_scope_is_matched_at_exec_in_user_space() {
         exec(31, "python3.12", false, 0),
         exec(32, "python2.7", false, 0),
     ];
-    discovery.on_events(&mut probes, &events, 0).unwrap();
+    discovery.on_events(&mut probes, &events, &|| 0).unwrap();
     assert_eq!(probes.watched, BTreeSet::from([30, 31]));
 }
 
@@ -298,7 +298,7 @@ fn an_exit_forgets_the_process_here_and_in_the_kernel() {
     discovery.watch(&mut probes, 40).unwrap();
     discovery.watch(&mut probes, 41).unwrap();
     let exit = KernelEvent::ProcessExited { pid: 40, at: 9 };
-    discovery.on_events(&mut probes, &[exit], 9).unwrap();
+    discovery.on_events(&mut probes, &[exit], &|| 9).unwrap();
     assert_eq!(discovery.watched(), 1);
     assert_eq!(probes.forgotten, BTreeSet::from([40]));
     assert_eq!(
@@ -317,7 +317,7 @@ fn a_forked_child_gets_hooks_of_its_own() {
     discovery.watch(&mut probes, 80).unwrap();
     processes.start(81, "gunicorn", &[PYTHON, LIBSSL]);
     let fork = KernelEvent::Forked { pid: 81, at: 5 };
-    discovery.on_events(&mut probes, &[fork], 5).unwrap();
+    discovery.on_events(&mut probes, &[fork], &|| 5).unwrap();
     assert_eq!(discovery.watched(), 2);
     assert_eq!(probes.hooked_stack(81, Path::new(LIBSSL)), Some("openssl"));
     assert!(
@@ -340,7 +340,7 @@ fn an_exit_the_kernel_could_not_report_is_made_up_at_the_second_look() {
     );
     let exits = discovery.unreported_exits(2);
     assert_eq!(exits, vec![KernelEvent::ProcessExited { pid: 50, at: 2 }]);
-    discovery.on_events(&mut probes, &exits, 2).unwrap();
+    discovery.on_events(&mut probes, &exits, &|| 2).unwrap();
     assert_eq!(discovery.watched(), 1);
     assert!(discovery.unreported_exits(3).is_empty());
 }
@@ -387,7 +387,7 @@ fn a_library_loaded_later_is_hooked_at_the_handshake_the_kernel_held() {
     );
     processes.map(90, LIBSSL);
     discovery
-        .on_events(&mut probes, &[held_hello(90, 1_000)], 3_001_000)
+        .on_events(&mut probes, &[held_hello(90, 1_000)], &|| 3_001_000)
         .unwrap();
     assert_eq!(probes.hooked_stack(90, Path::new(LIBSSL)), Some("openssl"));
     assert_eq!(probes.looked_at, BTreeSet::from([90]));
@@ -402,7 +402,7 @@ fn a_handshake_with_nothing_to_hook_is_looked_at_and_continued_all_the_same() {
     let mut discovery = Discovery::new(Scopes::default(), &processes);
     discovery.watch(&mut probes, 91).unwrap();
     discovery
-        .on_events(&mut probes, &[held_hello(91, 0)], 0)
+        .on_events(&mut probes, &[held_hello(91, 0)], &|| 0)
         .unwrap();
     assert_eq!(probes.looked_at, BTreeSet::from([91]), "not held again");
     assert_eq!(probes.resumed, [91]);
@@ -416,7 +416,7 @@ fn under_all_only_a_handshake_with_an_llm_host_hooks_and_a_new_program_starts_ov
     let mut discovery = Discovery::new(scopes(&[], true), &processes);
     discovery.watch(&mut probes, 92).unwrap();
     discovery
-        .on_events(&mut probes, &[exec(92, "python3", true, 0)], 0)
+        .on_events(&mut probes, &[exec(92, "python3", true, 0)], &|| 0)
         .unwrap();
     discovery.look(&mut probes);
     assert!(probes.hooked.is_empty(), "no evidence, no hooks");
@@ -425,7 +425,7 @@ fn under_all_only_a_handshake_with_an_llm_host_hooks_and_a_new_program_starts_ov
 
     // The kernel reports only handshakes with an LLM API host under --all.
     discovery
-        .on_events(&mut probes, &[held_hello(92, 0)], 0)
+        .on_events(&mut probes, &[held_hello(92, 0)], &|| 0)
         .unwrap();
     assert_eq!(probes.hooked_stack(92, Path::new(LIBSSL)), Some("openssl"));
     assert_eq!(probes.resumed, [92]);
@@ -435,7 +435,7 @@ fn under_all_only_a_handshake_with_an_llm_host_hooks_and_a_new_program_starts_ov
     // After an exec the new program must show its own evidence.
     probes.hooked.clear();
     discovery
-        .on_events(&mut probes, &[exec(92, "python3", true, 1)], 1)
+        .on_events(&mut probes, &[exec(92, "python3", true, 1)], &|| 1)
         .unwrap();
     discovery.look(&mut probes);
     assert!(probes.hooked.is_empty());
@@ -455,7 +455,7 @@ fn socket_data_is_captured_while_a_watched_process_uses_tcp() {
         pid: 101,
         held: true,
     };
-    discovery.on_events(&mut probes, &[start], 0).unwrap();
+    discovery.on_events(&mut probes, &[start], &|| 0).unwrap();
     assert!(probes.sockets_captured);
     assert_eq!(probes.resumed, [101]);
 
@@ -464,11 +464,13 @@ fn socket_data_is_captured_while_a_watched_process_uses_tcp() {
     processes.start(102, "curl", &[]);
     let fork = KernelEvent::Forked { pid: 102, at: 1 };
     let exit = KernelEvent::ProcessExited { pid: 101, at: 2 };
-    discovery.on_events(&mut probes, &[fork, exit], 2).unwrap();
+    discovery
+        .on_events(&mut probes, &[fork, exit], &|| 2)
+        .unwrap();
     discovery.look(&mut probes);
     assert!(probes.sockets_captured, "the child may use them");
     let exit = KernelEvent::ProcessExited { pid: 102, at: 3 };
-    discovery.on_events(&mut probes, &[exit], 3).unwrap();
+    discovery.on_events(&mut probes, &[exit], &|| 3).unwrap();
     assert!(probes.sockets_captured, "detached at looks, not at once");
     discovery.look(&mut probes);
     assert!(probes.sockets_draining);
@@ -477,11 +479,11 @@ fn socket_data_is_captured_while_a_watched_process_uses_tcp() {
         pid: 100,
         held: false,
     };
-    discovery.on_events(&mut probes, &[start], 4).unwrap();
+    discovery.on_events(&mut probes, &[start], &|| 4).unwrap();
     discovery.look(&mut probes);
     assert!(probes.sockets_captured && !probes.sockets_draining);
     let exit = KernelEvent::ProcessExited { pid: 100, at: 5 };
-    discovery.on_events(&mut probes, &[exit], 5).unwrap();
+    discovery.on_events(&mut probes, &[exit], &|| 5).unwrap();
     discovery.look(&mut probes);
     discovery.look(&mut probes);
     assert!(!probes.sockets_captured, "two looks without a user");
@@ -503,7 +505,7 @@ fn a_process_found_with_tcp_sockets_or_in_a_shells_job_is_captured_at_once() {
         .on_events(
             &mut probes,
             &[KernelEvent::ProcessExited { pid: 110, at: 0 }],
-            0,
+            &|| 0,
         )
         .unwrap();
     discovery.look(&mut probes);
@@ -519,7 +521,7 @@ fn a_process_found_with_tcp_sockets_or_in_a_shells_job_is_captured_at_once() {
     processes.start(113, "python3", &[PYTHON]);
     processes.change(113, |p| p.terminal_parent = Some(1));
     discovery
-        .on_events(&mut probes, &[exec(113, "python3", true, 0)], 0)
+        .on_events(&mut probes, &[exec(113, "python3", true, 0)], &|| 0)
         .unwrap();
     assert!(probes.sockets_captured);
 }
@@ -533,4 +535,25 @@ fn under_all_socket_data_is_always_captured() {
     assert!(probes.sockets_captured);
     discovery.look(&mut probes);
     assert!(probes.sockets_captured);
+}
+
+#[test]
+fn under_all_a_program_exe_names_is_hooked_from_its_exec() {
+    let processes = FakeProcesses::with(&[
+        (130, "llama-server", &["/usr/bin/llama-server", LIBSSL]),
+        (131, "python3", &[PYTHON, LIBSSL]),
+    ]);
+    let mut probes = FakeProbes::default();
+    let mut discovery = Discovery::new(scopes(&["llama-server"], true), &processes);
+    discovery.arm(&mut probes).unwrap();
+    assert_eq!(probes.hooked_stack(130, Path::new(LIBSSL)), Some("openssl"));
+    assert_eq!(probes.hooked_stack(131, Path::new(LIBSSL)), None);
+    // A new one, from its exec; an exec into another program starts over.
+    processes.start(132, "llama-server", &["/usr/bin/llama-server", LIBSSL]);
+    discovery
+        .on_events(&mut probes, &[exec(132, "llama-server", true, 0)], &|| 0)
+        .unwrap();
+    assert_eq!(probes.hooked_stack(132, Path::new(LIBSSL)), Some("openssl"));
+    discovery.look(&mut probes);
+    assert_eq!(discovery.tls(), [(None, 1), (Some("openssl"), 2)]);
 }
