@@ -8,9 +8,14 @@ use clap::Parser;
 use llmtap::cli::{Cli, Command, DemoArgs, LogFormat};
 use llmtap::run::Outcome;
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LLMTAP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs at `LLMTAP_LOG`'s filter (`info` when unset); a filter that does
+/// not parse is an error, not a silent `info`.
+fn init_logging(format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("LLMTAP_LOG") {
+        Ok(value) => tracing_subscriber::EnvFilter::try_new(&value)
+            .map_err(|e| format!("LLMTAP_LOG {value:?} is not a log filter: {e}"))?,
+        Err(_) => tracing_subscriber::EnvFilter::new("info"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -19,12 +24,16 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|err| exit_on_bad_arguments(err));
-    init_logging(cli.watch.log_format);
+    if let Err(err) = init_logging(cli.watch.log_format) {
+        eprintln!("llmtap: error: {err}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Some(Command::Demo(args)) => demo(args).await.map(|()| ExitCode::SUCCESS),
         None => llmtap::run::run(cli.watch)

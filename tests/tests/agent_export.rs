@@ -694,12 +694,19 @@ fn every_bad_setting_is_one_line_naming_it_and_a_failure() {
         ("--capture-bytes", "20000"),
         ("--ring-buffer-kib", "3000"),
         ("--pid", "self"),
+        ("--exe", ""),
+        ("--metrics-bearer-token-file", "/dev/zero"),
     ] {
         let stderr = rejected(&format!("{flag} {value}"), &|c| {
             c.args([flag, value]);
         });
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
+    // The log filter is a variable only.
+    let stderr = rejected("LLMTAP_LOG=[[", &|c| {
+        c.env("LLMTAP_LOG", "[[");
+    });
+    assert!(stderr.contains("LLMTAP_LOG"), "{stderr}");
 }
 
 #[test]

@@ -129,7 +129,8 @@ pub struct ExportArgs {
     pub metrics_bearer_token: Option<String>,
 
     /// Like --metrics-bearer-token, with the token read from this file
-    /// (surrounding whitespace is ignored).
+    /// (surrounding whitespace is ignored): a regular file of at most
+    /// 4 KiB, not a FIFO or a device.
     #[arg(long, env = "LLMTAP_METRICS_BEARER_TOKEN_FILE", value_name = "PATH")]
     pub metrics_bearer_token_file: Option<PathBuf>,
 

@@ -21,6 +21,8 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::sys;
+
 /// The OTLP/HTTP path for traces, appended to a base endpoint as the OTLP
 /// specification says for `OTEL_EXPORTER_OTLP_ENDPOINT`.
 const OTLP_HTTP_TRACES_PATH: &str = "/v1/traces";
@@ -224,14 +226,20 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// A bearer token file is read up to this many bytes.
+const TOKEN_FILE_MAX: usize = 4096;
+/// A PEM certificate chain or key file is read up to this many bytes.
+const PEM_FILE_MAX: usize = 1 << 20;
+
 fn bearer_token(args: &ExportArgs) -> Result<Option<String>, ConfigError> {
     let (token, setting, shown) =
         match (&args.metrics_bearer_token, &args.metrics_bearer_token_file) {
             (Some(token), _) => (token.clone(), TOKEN, "(hidden)".to_owned()),
             (None, Some(path)) => {
                 let shown = path.display().to_string();
-                let token = std::fs::read_to_string(path)
+                let token = sys::files::read_small_file(path, TOKEN_FILE_MAX)
                     .map_err(|e| TOKEN_FILE.invalid(&shown, format!("cannot read it: {e}")))?;
+                let token = String::from_utf8_lossy(&token).into_owned();
                 (token, TOKEN_FILE, shown)
             }
             (None, None) => return Ok(None),
@@ -250,15 +258,19 @@ fn bearer_token(args: &ExportArgs) -> Result<Option<String>, ConfigError> {
 fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let cert_shown = cert.display().to_string();
     let key_shown = key.display().to_string();
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let cert_pem = sys::files::read_small_file(cert, PEM_FILE_MAX)
+        .map_err(|e| TLS_CERT.invalid(&cert_shown, format!("cannot read it: {e}")))?;
+    let key_pem = sys::files::read_small_file(key, PEM_FILE_MAX)
+        .map_err(|e| TLS_KEY.invalid(&key_shown, format!("cannot read it: {e}")))?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             TLS_CERT.invalid(&cert_shown, format!("cannot read a PEM certificate: {e}"))
         })?;
     if certs.is_empty() {
         return Err(TLS_CERT.invalid(&cert_shown, "holds no PEM certificate"));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| TLS_KEY.invalid(&key_shown, format!("cannot read a PEM private key: {e}")))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -405,7 +417,9 @@ fn parse_headers(value: &str) -> Result<Vec<(String, String)>, ConfigError> {
                 && key
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            let val = percent_decode(val.trim());
+            // A control character (CR, LF) would end the header early.
+            let val = percent_decode(val.trim())
+                .filter(|v| !v.chars().any(|c| c.is_control() && c != '\t'));
             match val {
                 Some(val) if valid_key => Ok((key.to_ascii_lowercase(), val)),
                 _ => Err(OTLP_HEADERS.invalid("(hidden)", format!("bad header {key:?}"))),

@@ -269,3 +269,59 @@ fn token_file_is_trimmed() {
     std::fs::remove_file(&dir).unwrap();
     assert_eq!(s.metrics.bearer_token.as_deref(), Some("s3cret"));
 }
+
+#[test]
+fn token_and_pem_files_that_are_not_small_regular_files_are_refused() {
+    let dir = std::env::temp_dir().join(format!("llmtap-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("token.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let large = dir.join("token.large");
+    std::fs::write(&large, "x".repeat(5000)).unwrap();
+    let fifo = fifo.to_str().unwrap();
+    let large = large.to_str().unwrap();
+    for (flags, expected) in [
+        (
+            &["--metrics-bearer-token-file", fifo][..],
+            "not a regular file",
+        ),
+        (
+            &["--metrics-bearer-token-file", "/dev/zero"],
+            "not a regular file",
+        ),
+        (
+            &["--metrics-bearer-token-file", large],
+            "larger than 4096 bytes",
+        ),
+        (
+            &[
+                "--metrics-tls-cert",
+                "/dev/zero",
+                "--metrics-tls-key",
+                "/dev/zero",
+            ],
+            "not a regular file",
+        ),
+    ] {
+        let message = error(flags);
+        assert!(message.contains(expected), "{flags:?}: {message}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn control_characters_in_otlp_headers_are_refused() {
+    for headers in ["a=b%0D%0Ax-injected=1", "a=b\r\nx: 1", "a=%00"] {
+        let message = error(&["--otlp-headers", headers]);
+        assert!(
+            message.starts_with("invalid OTEL_EXPORTER_OTLP_HEADERS"),
+            "{headers:?}: {message}"
+        );
+    }
+    assert!(
+        ExportSettings::from_args(&args(&["--otlp-headers", "a=b%09c"])).is_ok(),
+        "a tab is allowed"
+    );
+}

@@ -97,6 +97,33 @@ pub(crate) fn read_in_root(pid: u32, path: &str) -> Option<String> {
     Some(text)
 }
 
+/// The bytes of a small regular file, at most `max` of them. Anything else
+/// is an error rather than a wait or an endless read: a FIFO (opened
+/// without blocking, then refused), a device such as `/dev/zero`, a
+/// directory, or a file larger than `max`.
+pub(crate) fn read_small_file(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, a device or a directory)",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,8 @@ pub enum ScopeError {
     NotCgroup(PathBuf, String),
     #[error("--container {0:?}: a container id is 1 to 64 hex digits (as `docker ps` or `crictl ps` show it)")]
     BadContainerId(String),
+    #[error("--exe \"\": give a program name or a regular expression")]
+    EmptyExe,
 }
 
 /// One `--exe` value.
@@ -59,10 +61,13 @@ pub enum ExeMatch {
 
 impl ExeMatch {
     pub fn parse(value: &str) -> Result<Self, ScopeError> {
+        if value.is_empty() {
+            return Err(ScopeError::EmptyExe);
+        }
         let plain = value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-+@:".contains(c));
-        if plain && !value.is_empty() {
+        if plain {
             return Ok(ExeMatch::Name(value.to_owned()));
         }
         Regex::new(&format!("^(?:{value})$"))
@@ -424,6 +429,8 @@ mod tests {
             ExeMatch::parse("("),
             Err(ScopeError::BadPattern { .. })
         ));
+        // It would match no program, silently.
+        assert!(matches!(ExeMatch::parse(""), Err(ScopeError::EmptyExe)));
     }
 
     #[test]
