@@ -265,3 +265,83 @@ fn a_stream_that_said_done_is_whole_even_if_the_connection_closes_before_its_fra
     );
     assert!(calls[0].outcome.finish_reasons.is_empty());
 }
+
+/// The first read of the response, where its head is.
+fn first_response_read(events: &mut [StreamEvent]) -> &mut DataChunk {
+    events
+        .iter_mut()
+        .find_map(|e| match e {
+            StreamEvent::Data(c) if c.direction == Direction::Ingress => Some(c),
+            _ => None,
+        })
+        .expect("a response")
+}
+
+/// The fixture with `from` replaced by `to` in its first response read.
+fn with_response_head_changed(events: &[StreamEvent], from: &str, to: &str) -> Vec<StreamEvent> {
+    let mut changed = events.to_vec();
+    let chunk = first_response_read(&mut changed);
+    let text = String::from_utf8(chunk.bytes.clone()).unwrap();
+    assert!(text.contains(from), "{text}");
+    chunk.bytes = text.replacen(from, to, 1).into_bytes();
+    changed
+}
+
+#[test]
+fn a_body_shorter_than_its_length_at_the_close_is_truncated_with_an_error() {
+    let whole = fixture("openai_chat_nonstream", 1);
+    assert_eq!(common::replay(&whole)[0].outcome.error_type, None);
+    // The JSON that came is whole and says `stop`, yet 9,000 bytes more
+    // were announced when the connection closed.
+    let short = with_response_head_changed(&whole, "Content-Length: 454", "Content-Length: 9454");
+    let calls = common::replay(&short);
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].outcome.response_truncated);
+    assert_eq!(
+        calls[0].outcome.error_type,
+        Some(ErrorType::ConnectionClosed)
+    );
+    assert_eq!(
+        calls[0].response_model.as_deref(),
+        Some("gpt-4o-mini-2024-07-18")
+    );
+}
+
+#[test]
+fn a_chunk_cut_by_the_close_is_truncated_but_a_missing_last_chunk_is_not() {
+    let whole = fixture("openai_chat_stream", 1);
+    // Every chunk but the last is whole: the client closed after `[DONE]`
+    // without reading the body's end, as clients do.
+    let mut no_end = whole.clone();
+    let last_read = no_end
+        .iter()
+        .rposition(|e| matches!(e, StreamEvent::Data(c) if c.direction == Direction::Ingress))
+        .unwrap();
+    if let StreamEvent::Data(chunk) = &mut no_end[last_read] {
+        let end = chunk
+            .bytes
+            .windows(5)
+            .position(|w| w == b"0\r\n\r\n")
+            .unwrap();
+        chunk.bytes.truncate(end);
+    }
+    let calls = common::replay(&no_end);
+    assert_eq!(calls[0].outcome.error_type, None);
+    assert!(!calls[0].outcome.response_truncated);
+    // A chunk size larger than what came before the close: the stream
+    // read on as that chunk's data, and it is short.
+    let first_size = {
+        let text =
+            String::from_utf8_lossy(&first_response_read(&mut whole.clone()).bytes).into_owned();
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        format!("\r\n\r\n{}\r\n", &body[..body.find("\r\n").unwrap()])
+    };
+    let huge = with_response_head_changed(&whole, &first_size, "\r\n\r\nffffffffffff\r\n");
+    let calls = common::replay(&huge);
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].outcome.response_truncated);
+    assert_eq!(
+        calls[0].outcome.error_type,
+        Some(ErrorType::ConnectionClosed)
+    );
+}

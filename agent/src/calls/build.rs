@@ -138,7 +138,7 @@ fn fill_response(
         usage.input_tokens_estimated = true;
     }
 
-    let finished = info.done || !info.finish_reasons.is_empty();
+    let finished = (info.done || !info.finish_reasons.is_empty()) && !response.closed_short;
     let outcome = &mut call.outcome;
     outcome.http_status = Some(response.status);
     outcome.response_truncated = response.truncated;
@@ -150,7 +150,8 @@ fn fill_response(
     outcome.error_type = ResponseEnd {
         status: response.status,
         provider_error: outcome.provider_error_type.is_some() || outcome.error_message.is_some(),
-        truncated: response.truncated,
+        // Cut by the peer's close, not by the capture: the close explains it.
+        truncated: response.truncated && !response.closed_short,
         streamed,
         finished,
     }

@@ -335,6 +335,15 @@ fn apply(
         HttpEvent::Cut {
             role: Role::Response,
         } => return Some(Ending::CaptureLost),
+        HttpEvent::ClosedShort { role } => match role {
+            Role::Request => exchange.truncate_request(stats),
+            Role::Response => {
+                if let Some(response) = &mut exchange.response {
+                    response.truncated = true;
+                    response.closed_short = true;
+                }
+            }
+        },
         HttpEvent::End {
             role: Role::Request,
             last_byte,

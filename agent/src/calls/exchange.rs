@@ -156,6 +156,7 @@ impl Exchange {
                 decode_errors: 0,
             },
             truncated: false,
+            closed_short: false,
         });
     }
 }
@@ -181,6 +182,9 @@ pub(super) struct Response {
     pub acc: Accumulator,
     /// Bytes were lost or cut.
     pub truncated: bool,
+    /// The connection closed with body bytes its framing announced still
+    /// owed: whatever the body said, the reply is not whole.
+    pub closed_short: bool,
 }
 
 /// What the frames of a response add up to.

@@ -113,6 +113,12 @@ impl Chunked {
     }
 
     /// Skips `n` lost bytes if they fall inside chunk data.
+    /// Whether it stopped inside a chunk's data, with bytes of it still
+    /// owed (a chunk size larger than what came).
+    pub(crate) fn owes_data(&self) -> bool {
+        matches!(self.state, State::Data(left) if left > 0)
+    }
+
     pub(crate) fn skip(&mut self, n: u64) -> bool {
         match self.state {
             State::Data(left) if n <= left => {

@@ -144,10 +144,17 @@ impl MessageReader {
         Ok(())
     }
 
-    /// The connection closed: a close-delimited body ends here.
+    /// The connection closed: a close-delimited body ends here, and one
+    /// that still owed bytes by its length or a chunk's size is short.
     pub(crate) fn close(&mut self, sink: &mut dyn FnMut(HttpEvent<'_>)) {
-        if matches!(self.state, State::UntilClose) {
-            self.end(self.last_byte, sink);
+        let short = match &self.state {
+            State::UntilClose => return self.end(self.last_byte, sink),
+            State::Length(left) => *left > 0,
+            State::Chunked(chunked) => chunked.owes_data(),
+            _ => false,
+        };
+        if short {
+            sink(HttpEvent::ClosedShort { role: self.role });
         }
     }
 

@@ -88,6 +88,12 @@ pub enum HttpEvent<'a> {
         /// Whose message.
         role: Role,
     },
+    /// The connection closed before the current message of `role` had
+    /// the body its `Content-Length` or a chunk's size announced.
+    ClosedShort {
+        /// Whose message.
+        role: Role,
+    },
     /// The current message of `role` is complete.
     End {
         /// Whose message.
@@ -112,6 +118,7 @@ impl HttpEvent<'_> {
             HttpEvent::Body { role, .. }
             | HttpEvent::BodyTruncated { role }
             | HttpEvent::Cut { role }
+            | HttpEvent::ClosedShort { role }
             | HttpEvent::End { role, .. } => *role,
         }
     }

@@ -13,6 +13,7 @@ struct Seen {
     ends: Vec<(Role, ChunkTime)>,
     truncated: usize,
     cut: Vec<Role>,
+    closed_short: Vec<Role>,
     /// The exchange of each head, in order.
     exchanges: Vec<ExchangeId>,
 }
@@ -45,6 +46,7 @@ fn on_message(seen: &mut Seen, event: HttpEvent<'_>) {
         } => seen.response_body.extend_from_slice(bytes),
         HttpEvent::BodyTruncated { .. } => seen.truncated += 1,
         HttpEvent::Cut { role } => seen.cut.push(role),
+        HttpEvent::ClosedShort { role } => seen.closed_short.push(role),
         HttpEvent::End { role, last_byte } => seen.ends.push((role, last_byte)),
     }
 }
@@ -141,6 +143,32 @@ fn interim_head_and_bodyless_responses() {
     assert_eq!(result, Ok(()));
     assert_eq!(seen.heads, ["HEAD /x", "GET /y", "200", "204"]);
     assert_eq!(seen.ends.len(), 4);
+}
+
+#[test]
+fn a_body_owing_bytes_at_the_close_is_short_and_one_between_chunks_is_not() {
+    let short = [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nall"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffff\r\nall",
+    ];
+    for res in short {
+        let (seen, result) = run(
+            Side::Client,
+            &[(Direction::Egress, REQ), (Direction::Ingress, res)],
+            3,
+        );
+        assert_eq!(result, Ok(()));
+        assert_eq!(seen.closed_short, [Role::Response]);
+        assert_eq!(seen.ends.len(), 1, "the request's end alone");
+    }
+    // The last chunk (`0`) not read: nothing owed by what came.
+    let res = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nall\r\n";
+    let (seen, _) = run(
+        Side::Client,
+        &[(Direction::Egress, REQ), (Direction::Ingress, res)],
+        3,
+    );
+    assert!(seen.closed_short.is_empty());
 }
 
 #[test]

@@ -58,6 +58,9 @@ fn run(
                         }
                         HttpEvent::BodyTruncated { role } => Seen::Truncated(id, role),
                         HttpEvent::Cut { .. } => unreachable!("HTTP/2 fails on unframeable gaps"),
+                        HttpEvent::ClosedShort { .. } => {
+                            unreachable!("HTTP/2 ends streams by frames")
+                        }
                         HttpEvent::End { role, last_byte } => Seen::End(id, role, last_byte.end),
                     },
                     ExchangeEvent::Reset { exchange: id } => Seen::Reset(id),
