@@ -41,7 +41,7 @@ impl BodyOutput {
         } = self;
         let mut emit = |piece: &[u8]| {
             if *stopped {
-                return;
+                return false;
             }
             let room = (*max - *passed).min(piece.len() as u64) as usize;
             if room > 0 {
@@ -55,19 +55,27 @@ impl BodyOutput {
                 *stopped = true;
                 sink(HttpEvent::BodyTruncated { role: *role });
             }
+            !*stopped
         };
-        match decoder {
-            None => emit(bytes),
-            Some(decoder) => {
-                if decoder.write(bytes, &mut emit).is_err() {
-                    self.stop(sink);
-                }
+        let failed = match decoder {
+            None => {
+                emit(bytes);
+                false
             }
+            Some(decoder) => decoder.write(bytes, &mut emit).is_err(),
+        };
+        if failed {
+            self.stop(sink);
+        }
+        if self.stopped {
+            // Inflating no further: its state goes now, not at the next message.
+            self.decoder = None;
         }
     }
 
     /// Stops passing bytes of this message on, once, with a notice.
     pub(crate) fn stop(&mut self, sink: &mut dyn FnMut(HttpEvent<'_>)) {
+        self.decoder = None;
         if !self.stopped {
             self.stopped = true;
             sink(HttpEvent::BodyTruncated { role: self.role });
