@@ -2,8 +2,9 @@
 //! An unrelated nginx (nginx-light, TLS through the system libssl) serves a
 //! 2 KiB file to `wrk` over HTTPS and over plain HTTP, on loopback, in
 //! rounds alternating between no agent, llmtap watching one idle process
-//! (a Python that has loaded the same libssl), and `llmtap --all`. The
-//! figures are the medians of the rounds' requests per second.
+//! (a Python that has loaded the same libssl), and `llmtap --all`. A
+//! setup's ratio is the median of its rounds' ratios to the no-agent run
+//! of the same round.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -16,8 +17,9 @@ use super::agent::Agent;
 use super::{median, Binaries, Goal, Section};
 
 /// Measured rounds of each setup, after one unmeasured warm-up: loopback
-/// throughput on a small VM moves by ±10% between runs, so five.
-const ROUNDS: usize = 5;
+/// throughput on a small shared VM moves by ±10% between runs, against
+/// goals 2% apart, so nine.
+const ROUNDS: usize = 9;
 const WRK_ARGS: [&str; 4] = ["-t1", "-c16", "-d5s", "--latency"];
 const FILE_BYTES: usize = 2048;
 const WATCHING_ONE_GOAL: f64 = 0.98;
@@ -86,11 +88,23 @@ pub fn run(bins: &Binaries, work: &Path) -> Result<Section> {
             }
         }
     }
-    let medians = rates.clone().map(|by_setup| by_setup.map(median));
     let mut table = String::new();
     let mut goals = Vec::new();
-    for ((traffic, figures), [none, one, all]) in TRAFFIC.into_iter().zip(medians) {
-        let (one_ratio, all_ratio) = (one / none, all / none);
+    for ((traffic, figures), by_setup) in TRAFFIC.into_iter().zip(&rates) {
+        let [none, one, all] = by_setup.clone().map(median);
+        // Each round against its own no-agent run: drift between rounds
+        // falls out.
+        let paired_ratio = |setup: Setup| {
+            median(
+                by_setup[setup as usize]
+                    .iter()
+                    .zip(&by_setup[Setup::NoAgent as usize])
+                    .map(|(rate, none)| rate / none)
+                    .collect(),
+            )
+        };
+        let one_ratio = paired_ratio(Setup::WatchingOneIdleProcess);
+        let all_ratio = paired_ratio(Setup::All);
         table += &format!(
             "| {traffic} | {} | {} | **{one_ratio:.3}×** | {} | **{all_ratio:.3}×** |\n",
             rate(none),
@@ -133,8 +147,9 @@ pub fn run(bins: &Binaries, work: &Path) -> Result<Section> {
          system libssl) serves a {FILE_BYTES}-byte file on loopback to `wrk {}`, over HTTPS and over plain HTTP. \
          {ROUNDS} rounds of three setups, alternating (the order rotates each round), after one warm-up: no agent; \
          `llmtap --pid P` watching one idle `python3` that has loaded the same libssl; `llmtap --all` (wrk connects by \
-         address, so its handshakes name no LLM API host and nothing is hooked). Figures are \
-         the medians of the rounds' requests per second; the ratio is to no agent.\n\n\
+         address, so its handshakes name no LLM API host and nothing is hooked). Rates are the medians of the \
+         rounds' requests per second; \
+         a ratio is the median of the rounds' ratios to that round's run with no agent.\n\n\
          | traffic | no agent | watching one idle process | ratio | `--all` | ratio |\n\
          |---|---:|---:|---:|---:|---:|\n{table}\n{per_round}",
         WRK_ARGS.join(" "),
