@@ -219,6 +219,14 @@ static __always_inline bool may_hold(void)
 	return parent == agent_pid || bpf_map_lookup_elem(&watched_pids, &parent);
 }
 
+/* Holds the current process (SIGSTOP) if it may be, marking the record
+ * `hdr` heads: sent after the stop, its continue cannot come first. */
+static __always_inline void hold_current(struct llmtap_header *hdr)
+{
+	if (may_hold() && !bpf_send_signal(SIGSTOP))
+		hdr->flags |= LLMTAP_FLAG_HELD;
+}
+
 static __always_inline __u32 be16_at(const __u8 *data, __u32 off)
 {
 	return (__u32)data[off & OFFSET_MASK] << 8 | data[(off + 1) & OFFSET_MASK];
@@ -310,9 +318,7 @@ static __always_inline void tls_handshake(const __u8 *hello, __u32 captured, __u
 	ev->len = captured;
 	ev->captured = n;
 	__builtin_memcpy(ev->data, hello, HELLO_BYTES);
-	/* Stopped before the record is sent, so the continue cannot come first. */
-	if (may_hold() && !bpf_send_signal(SIGSTOP))
-		ev->hdr.flags |= LLMTAP_FLAG_HELD;
+	hold_current(&ev->hdr);
 	/* Held or not, the process's first call races the hooking: no batching. */
 	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
@@ -533,9 +539,8 @@ static __always_inline void tcp_starting(void)
 	__builtin_memset(ev, 0, sizeof(*ev));
 	fill_header(&ev->hdr, LLMTAP_EVENT_TCP_START, bpf_get_current_pid_tgid(), -1);
 	ev->hdr.end_ns = ev->hdr.start_ns = bpf_ktime_get_ns();
-	/* Stopped before the record is sent, so the continue cannot come first. */
-	if (attached && !*attached && may_hold() && !bpf_send_signal(SIGSTOP))
-		ev->hdr.flags = LLMTAP_FLAG_HELD;
+	if (attached && !*attached)
+		hold_current(&ev->hdr);
 	bpf_ringbuf_submit(ev, ev->hdr.flags & LLMTAP_FLAG_HELD ? BPF_RB_FORCE_WAKEUP : wakeup_flag());
 }
 

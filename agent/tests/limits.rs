@@ -287,6 +287,16 @@ fn with_response_head_changed(events: &[StreamEvent], from: &str, to: &str) -> V
     changed
 }
 
+/// One call, truncated, and in error because its connection closed.
+fn assert_cut_by_the_close(calls: &[LlmCall]) {
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].outcome.response_truncated);
+    assert_eq!(
+        calls[0].outcome.error_type,
+        Some(ErrorType::ConnectionClosed)
+    );
+}
+
 #[test]
 fn a_body_shorter_than_its_length_at_the_close_is_truncated_with_an_error() {
     let whole = fixture("openai_chat_nonstream", 1);
@@ -295,12 +305,7 @@ fn a_body_shorter_than_its_length_at_the_close_is_truncated_with_an_error() {
     // were announced when the connection closed.
     let short = with_response_head_changed(&whole, "Content-Length: 454", "Content-Length: 9454");
     let calls = common::replay(&short);
-    assert_eq!(calls.len(), 1);
-    assert!(calls[0].outcome.response_truncated);
-    assert_eq!(
-        calls[0].outcome.error_type,
-        Some(ErrorType::ConnectionClosed)
-    );
+    assert_cut_by_the_close(&calls);
     assert_eq!(
         calls[0].response_model.as_deref(),
         Some("gpt-4o-mini-2024-07-18")
@@ -337,11 +342,5 @@ fn a_chunk_cut_by_the_close_is_truncated_but_a_missing_last_chunk_is_not() {
         format!("\r\n\r\n{}\r\n", &body[..body.find("\r\n").unwrap()])
     };
     let huge = with_response_head_changed(&whole, &first_size, "\r\n\r\nffffffffffff\r\n");
-    let calls = common::replay(&huge);
-    assert_eq!(calls.len(), 1);
-    assert!(calls[0].outcome.response_truncated);
-    assert_eq!(
-        calls[0].outcome.error_type,
-        Some(ErrorType::ConnectionClosed)
-    );
+    assert_cut_by_the_close(&common::replay(&huge));
 }
